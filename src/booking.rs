@@ -1,0 +1,287 @@
+//! The use cases: gate and store combined, with no gRPC in sight.
+//!
+//! A reservation request makes one Redis round trip to be refused and one
+//! PostgreSQL transaction to win:
+//!
+//! ```text
+//! acquire (Lua) ── refused ──▶ answer now: nothing taken, no database call
+//!      │ admitted (hold)
+//!      ▼
+//! insert_reservation (one transaction) ── committed ──▶ finalize hold
+//!                                      └─ refused/failed ─▶ release hold
+//! ```
+
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use chrono::NaiveDate;
+use tracing::warn;
+
+use crate::{
+    domain::{
+        CancelReason, FieldError, MenuItem, NewReservation, ReservationId, ReservationStatus, SlotCapacity, SlotKey,
+    },
+    gate::{Acquire, Gate, GateError, SlotFigures},
+    stats::Counters,
+    store::{Cancelled, Inserted, OpenOutcome, Opened, Reservation, Store, StoreError},
+};
+
+/// Every way a use case can end other than success.
+#[derive(Debug, thiserror::Error)]
+pub enum BookingError {
+    #[error("invalid argument: {0}")]
+    Invalid(#[from] FieldError),
+    #[error("sold out ({remaining} seats left)")]
+    SoldOut { remaining: i64 },
+    #[error("the user already holds reservation {existing} in this slot")]
+    Duplicate { existing: ReservationId },
+    #[error("this request_id was used for a different request")]
+    RequestIdReused,
+    #[error("an earlier attempt with this request_id is still in flight")]
+    RequestInProgress,
+    #[error("no slot {0}")]
+    SlotNotFound(SlotKey),
+    #[error("no menu item {0} at this restaurant")]
+    MenuItemNotFound(i64),
+    #[error("no such reservation")]
+    ReservationNotFound,
+    #[error("the reservation is {}, not cancellable", .0.as_str())]
+    NotCancellable(ReservationStatus),
+    #[error("slot {slot} has {reserved} seats reserved, more than the new capacity")]
+    CapacityBelowReserved { slot: SlotKey, reserved: i32 },
+    #[error(transparent)]
+    Gate(#[from] GateError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The task doing the work panicked. A bug.
+    #[error("task failed: {0}")]
+    Crashed(String),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// How long a new reservation may stay unpaid.
+    pub deposit_window: Duration,
+    /// How long a retry waits for the first attempt of its request id.
+    pub replay_wait: Duration,
+}
+
+/// How often a request re-loads a counter that vanished right after it was
+/// loaded (Redis flushed or evicting under memory pressure) before giving up.
+const COLD_RETRIES: usize = 3;
+
+pub struct Booking {
+    gate: Gate,
+    store: Store,
+    settings: Settings,
+    counters: Arc<Counters>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Warmed {
+    pub warmed: u32,
+    pub already_warm: u32,
+    pub took: Duration,
+}
+
+impl Booking {
+    pub fn new(gate: Gate, store: Store, settings: Settings, counters: Arc<Counters>) -> Self {
+        Self { gate, store, settings, counters }
+    }
+
+    /// Books seats for `new`, or says why not.
+    pub async fn create(self: &Arc<Self>, new: NewReservation) -> Result<Reservation, BookingError> {
+        let this = Arc::clone(self);
+        run_to_completion(async move { this.decide(new).await }).await
+    }
+
+    async fn decide(&self, new: NewReservation) -> Result<Reservation, BookingError> {
+        let id = new.reservation_id();
+        let fingerprint = new.fingerprint();
+        let give_up = Instant::now() + self.settings.replay_wait;
+        let mut backoff = Duration::from_millis(2);
+        let mut loads = 0;
+        loop {
+            let decision = self.gate.acquire(&new.slot, id, &new.user_id, new.party_size, fingerprint).await?;
+            if !matches!(decision, Acquire::Admitted { .. } | Acquire::Cold | Acquire::Replay { .. }) {
+                Counters::bump(&self.counters.gate_refused);
+            }
+            match decision {
+                Acquire::Admitted { .. } => {
+                    Counters::bump(&self.counters.gate_admitted);
+                    return self.commit(&new, id).await;
+                }
+                Acquire::Cold if loads < COLD_RETRIES => {
+                    loads += 1;
+                    self.load_counter(new.slot).await?;
+                }
+                Acquire::Cold => {
+                    return Err(GateError::Unavailable("the slot's counter keeps disappearing".into()).into());
+                }
+                Acquire::SoldOut { remaining } => return Err(BookingError::SoldOut { remaining }),
+                Acquire::Duplicate { existing } => return Err(BookingError::Duplicate { existing }),
+                Acquire::Reused => return Err(BookingError::RequestIdReused),
+                Acquire::Replay { held: false } => {
+                    // Admitted before and no longer held: it committed.
+                    return match self.store.find_reservation(id).await? {
+                        Some(r) if r.fingerprint == fingerprint => Ok(r),
+                        Some(_) => Err(BookingError::RequestIdReused),
+                        None => {
+                            Err(StoreError::Corrupt(format!("redis knows reservation {id}, the database does not"))
+                                .into())
+                        }
+                    };
+                }
+                Acquire::Replay { held: true } => {
+                    // The first attempt is between admission and commit. Its
+                    // outcome lands within one transaction: ask again shortly.
+                    // (If it fails, its release forgets the id and the next
+                    // acquire treats this retry as a fresh attempt.)
+                    if Instant::now() + backoff > give_up {
+                        return Err(BookingError::RequestInProgress);
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
+    /// The admitted path: one transaction, then end the hold either way.
+    async fn commit(&self, new: &NewReservation, id: ReservationId) -> Result<Reservation, BookingError> {
+        Counters::bump(&self.counters.store_transactions);
+        let inserted = self.store.insert_reservation(new, self.settings.deposit_window).await;
+        if let Ok(Inserted::Created(reservation)) = inserted {
+            if let Err(e) = self.gate.finalize(&new.slot, id).await {
+                // The seats stay taken either way; only the hold record lingers.
+                warn!(error = %e, reservation = %id, "could not end the hold of a committed reservation");
+            }
+            return Ok(reservation);
+        }
+        // Not committed: the hold's seats go back. When the id names an
+        // active reservation that exists (a replay after Redis lost its
+        // state), its user and fingerprint entries stay: they are true.
+        let keep = matches!(&inserted, Ok(Inserted::Existing(r)) if r.is_active());
+        if let Err(e) = self.gate.release(&new.slot, id, &new.user_id, !keep).await {
+            warn!(error = %e, reservation = %id, "could not release a hold; the counter stays low until reconciled");
+        }
+        match inserted? {
+            Inserted::Created(_) => unreachable!("handled above"),
+            Inserted::Existing(r) => Ok(r),
+            Inserted::SoldOut => Err(BookingError::SoldOut { remaining: 0 }),
+            Inserted::SlotMissing => Err(BookingError::SlotNotFound(new.slot)),
+            Inserted::MenuItemMissing(menu_id) => Err(BookingError::MenuItemNotFound(menu_id)),
+            Inserted::Reused => Err(BookingError::RequestIdReused),
+            Inserted::Duplicate(existing) => Err(BookingError::Duplicate { existing }),
+        }
+    }
+
+    /// Loads a cold counter from the database.
+    async fn load_counter(&self, slot: SlotKey) -> Result<(), BookingError> {
+        let figures = self.store.slot_figures(&slot).await?.ok_or(BookingError::SlotNotFound(slot))?;
+        Counters::bump(&self.counters.counters_loaded);
+        self.gate.warm(&slot, &figures, false).await?;
+        Ok(())
+    }
+
+    pub async fn get(&self, id: ReservationId) -> Result<Reservation, BookingError> {
+        self.store.find_reservation(id).await?.ok_or(BookingError::ReservationNotFound)
+    }
+
+    /// Cancels a reservation; the flag says it was cancelled already.
+    pub async fn cancel(
+        self: &Arc<Self>,
+        id: ReservationId,
+        reason: CancelReason,
+    ) -> Result<(Reservation, bool), BookingError> {
+        let this = Arc::clone(self);
+        run_to_completion(async move {
+            match this.store.cancel_reservation(id, reason).await? {
+                Cancelled::Now(r) => {
+                    if let Err(e) = this.gate.give_back(&r.slot, r.id, &r.user_id, r.party_size).await {
+                        warn!(error = %e, reservation = %id, "cancelled, but the seats could not go back to the counter yet");
+                    }
+                    Ok((r, false))
+                }
+                Cancelled::Already(r) => Ok((r, true)),
+                Cancelled::NotActive(r) => Err(BookingError::NotCancellable(r.status)),
+                Cancelled::Missing => Err(BookingError::ReservationNotFound),
+            }
+        })
+        .await
+    }
+
+    /// Seats left and capacity of a slot.
+    pub async fn remaining(&self, slot: SlotKey) -> Result<(i32, i32), BookingError> {
+        for _ in 0..COLD_RETRIES {
+            if let Some(figures) = self.gate.remaining(&slot).await? {
+                return Ok(figures);
+            }
+            self.load_counter(slot).await?;
+        }
+        Err(GateError::Unavailable("the slot's counter keeps disappearing".into()).into())
+    }
+
+    /// Creates slots or changes capacities, then brings their counters in
+    /// line: a new slot's counter is written, a changed one moved by the
+    /// difference (commutes with holds in flight), a cold one loaded.
+    pub async fn open_slots(self: &Arc<Self>, slots: Vec<SlotCapacity>) -> Result<Vec<Opened>, BookingError> {
+        let this = Arc::clone(self);
+        run_to_completion(async move {
+            let opened = match this.store.open_slots(&slots).await? {
+                OpenOutcome::Opened(opened) => opened,
+                OpenOutcome::BelowReserved { slot, reserved } => {
+                    return Err(BookingError::CapacityBelowReserved { slot, reserved });
+                }
+            };
+            for o in &opened {
+                match o.previous_capacity {
+                    None => {
+                        let figures = SlotFigures { capacity: o.capacity, reserved: 0, holders: Vec::new() };
+                        // A slot that did not exist cannot have a true
+                        // counter: overwrite any leftover.
+                        this.gate.warm(&o.slot, &figures, true).await?;
+                    }
+                    Some(previous) => {
+                        if !this.gate.resize(&o.slot, o.capacity, o.capacity - previous).await? {
+                            this.load_counter(o.slot).await?;
+                        }
+                    }
+                }
+            }
+            Ok(opened)
+        })
+        .await
+    }
+
+    /// Loads the counter of every slot dated `from` or later that has none.
+    pub async fn warm_slots(&self, from: Option<NaiveDate>) -> Result<Warmed, BookingError> {
+        let started = Instant::now();
+        let (mut warmed, mut already_warm) = (0, 0);
+        for (slot, figures) in self.store.slots_from(from).await? {
+            if self.gate.warm(&slot, &figures, false).await? {
+                warmed += 1;
+            } else {
+                already_warm += 1;
+            }
+        }
+        Ok(Warmed { warmed, already_warm, took: started.elapsed() })
+    }
+
+    pub async fn put_menu(&self, restaurant_id: i64, items: Vec<MenuItem>) -> Result<usize, BookingError> {
+        Ok(self.store.put_menu(restaurant_id, &items).await?)
+    }
+}
+
+/// Runs work that changes Redis and PostgreSQL in its own task, so it
+/// finishes even if the caller's future is dropped half-way (deadline passed,
+/// client gone): cut between "seats taken" and "row committed", it would
+/// leave seats held with no transaction behind them (DEPS.md trap 5).
+async fn run_to_completion<T: Send + 'static>(
+    work: impl Future<Output = Result<T, BookingError>> + Send + 'static,
+) -> Result<T, BookingError> {
+    tokio::spawn(work).await.map_err(|e| BookingError::Crashed(e.to_string()))?
+}

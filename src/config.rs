@@ -1,0 +1,152 @@
+//! Every setting, from command-line flags or environment variables, with
+//! defaults that run against a local PostgreSQL and Redis.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+/// `slotgate [serve|migrate] [options]`
+#[derive(Debug, Parser)]
+#[command(name = "slotgate", version, about = "Seat reservations that stay fast and exact under bursts")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve gRPC (the default when no subcommand is given).
+    Serve(Config),
+    /// Apply pending database migrations, then exit.
+    Migrate(DatabaseConfig),
+}
+
+/// PostgreSQL settings, shared by `serve` and `migrate`.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseConfig {
+    /// PostgreSQL URL. Never printed (it may carry a password).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/slotgate",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// Connections in the PostgreSQL pool. Only admitted requests (winners)
+    /// use one, so this bounds concurrent transactions, not requests.
+    #[arg(long, env = "SLOTGATE_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: u32,
+}
+
+/// Settings of `slotgate serve`.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "SLOTGATE_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+
+    /// Redis URL (a single Redis).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
+    pub redis_url: String,
+
+    /// Connections in the Redis pool. Each is multiplexed, and a request holds
+    /// one only for its script call.
+    #[arg(long, env = "SLOTGATE_REDIS_POOL_SIZE", default_value_t = 32)]
+    pub redis_pool_size: u32,
+
+    /// Longest wait for a pooled connection (Redis or PostgreSQL) before the
+    /// request is answered UNAVAILABLE.
+    #[arg(long, env = "SLOTGATE_POOL_TIMEOUT_MS", default_value = "2000", value_parser = parse_millis)]
+    pub pool_timeout: Duration,
+
+    /// Longest wait to open a Redis connection.
+    #[arg(long, env = "SLOTGATE_REDIS_CONNECT_TIMEOUT_MS", default_value = "1000", value_parser = parse_millis)]
+    pub redis_connect_timeout: Duration,
+
+    /// Longest wait for Redis to answer one script call. Past it the request
+    /// is answered UNAVAILABLE rather than left hanging.
+    #[arg(long, env = "SLOTGATE_REDIS_COMMAND_TIMEOUT_MS", default_value = "1000", value_parser = parse_millis)]
+    pub redis_command_timeout: Duration,
+
+    /// Prefix of every Redis key, so several deployments (or tests) can share
+    /// one Redis. Letters, digits, '-', '_' and '.' only.
+    #[arg(long, env = "SLOTGATE_REDIS_NAMESPACE", default_value = "sg", value_parser = parse_namespace)]
+    pub redis_namespace: String,
+
+    /// Largest party one reservation may book.
+    #[arg(long, env = "SLOTGATE_MAX_PARTY_SIZE", default_value_t = 20, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    pub max_party_size: i32,
+
+    /// Most distinct menu items one pre-order may carry.
+    #[arg(long, env = "SLOTGATE_MAX_MENU_ITEMS", default_value_t = 50, value_parser = clap::value_parser!(i32).range(1..=1_000))]
+    pub max_menu_items: i32,
+
+    /// Lease of a hold: how long seats taken in Redis may stay uncommitted.
+    /// Longer than the longest request deadline.
+    #[arg(long, env = "SLOTGATE_HOLD_LEASE_MS", default_value = "30000", value_parser = parse_millis)]
+    pub hold_lease: Duration,
+
+    /// How long a new reservation may stay unpaid (PENDING_DEPOSIT).
+    #[arg(long, env = "SLOTGATE_DEPOSIT_WINDOW_SECS", default_value_t = 600)]
+    pub deposit_window_secs: u32,
+
+    /// How long a retry waits for the first attempt of the same request_id
+    /// to finish before it is answered ABORTED / REQUEST_IN_PROGRESS.
+    #[arg(long, env = "SLOTGATE_REPLAY_WAIT_MS", default_value = "5000", value_parser = parse_millis)]
+    pub replay_wait: Duration,
+
+    /// HTTP/2 streams one client connection may have open at once.
+    #[arg(long, env = "SLOTGATE_MAX_CONCURRENT_STREAMS", default_value_t = 1_024)]
+    pub max_concurrent_streams: u32,
+
+    /// Apply pending migrations before serving (safe with several replicas
+    /// starting at once: they take turns on an advisory lock).
+    #[arg(long, env = "SLOTGATE_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate_on_start: bool,
+}
+
+impl Config {
+    /// The settings `slotgate serve` has with no flags: the defaults, as
+    /// overridden by environment variables. Tests start from here and set
+    /// what they need.
+    pub fn from_env() -> Self {
+        let cli = Cli::parse_from(["slotgate", "serve"]);
+        match cli.command {
+            Some(Command::Serve(config)) => config,
+            _ => unreachable!("`serve` parses into Command::Serve"),
+        }
+    }
+}
+
+fn parse_millis(s: &str) -> Result<Duration, String> {
+    s.parse::<u64>().map(Duration::from_millis).map_err(|e| format!("expected milliseconds: {e}"))
+}
+
+fn parse_namespace(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok { Ok(s.to_owned()) } else { Err("1 to 64 characters from [A-Za-z0-9._-]".to_owned()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_namespace_with_a_brace_is_rejected_because_it_would_break_hash_tags() {
+        assert!(parse_namespace("a{b").is_err());
+        assert!(parse_namespace("").is_err());
+        assert_eq!(parse_namespace("t-1.x_y").unwrap(), "t-1.x_y");
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,91 @@
+use std::{fmt, str::FromStr};
+
+use uuid::Uuid;
+
+/// Names a reservation in Redis (its hold), in PostgreSQL (its primary key)
+/// and to callers. Derived from the caller's `request_id`, so every retry of
+/// one attempt names the same reservation before anything is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReservationId(pub Uuid);
+
+/// Fixed namespace of the UUIDv5 derivation. Changing it would give existing
+/// request ids new reservation ids, breaking replays: never change it.
+const NAMESPACE: Uuid = Uuid::from_u128(0x5e47_6a7e_0000_4000_8000_736c_6f74_6761);
+
+impl ReservationId {
+    pub fn for_request(request_id: &str) -> Self {
+        Self(Uuid::new_v5(&NAMESPACE, request_id.as_bytes()))
+    }
+}
+
+impl fmt::Display for ReservationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for ReservationId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
+/// The short human-facing code printed on a booking, e.g. `SG-7K2M-9QXD-4B1T`:
+/// 60 bits of the id in Crockford base32 (no I, L, O, U to misread). Made
+/// before the insert, so the winner's transaction needs no second statement
+/// to fill it in; the database keeps it unique.
+pub fn reservation_code(id: ReservationId) -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    // Bits 0..48 of a v5 UUID are hash output; skip the version nibble.
+    let bits = (id.0.as_u128() >> 68) as u64;
+    let mut code = String::from("SG");
+    for i in 0..12 {
+        if i % 4 == 0 {
+            code.push('-');
+        }
+        let shift = 55 - 5 * i;
+        code.push(ALPHABET[((bits >> shift) & 31) as usize] as char);
+    }
+    code
+}
+
+/// FNV-1a, 64 bits: a stable digest of a request's canonical payload, to
+/// tell a replay (same payload) from a reused request id. Stability across
+/// builds matters (it is stored); collision resistance against an attacker
+/// does not (a caller can only confuse its own requests).
+pub(super) fn fnv1a64(bytes: &[u8]) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_request_id_always_names_the_same_reservation() {
+        let a = ReservationId::for_request("req-1");
+        assert_eq!(a, ReservationId::for_request("req-1"));
+        assert_ne!(a, ReservationId::for_request("req-2"));
+        assert_eq!(a.to_string().parse::<ReservationId>().unwrap(), a);
+    }
+
+    #[test]
+    fn a_code_has_three_groups_of_four_unambiguous_characters() {
+        let code = reservation_code(ReservationId::for_request("req-1"));
+        assert_eq!(code.len(), "SG-XXXX-XXXX-XXXX".len(), "{code}");
+        assert!(code.starts_with("SG-"));
+        assert!(!code[3..].contains(['I', 'L', 'O', 'U']));
+        assert_ne!(code, reservation_code(ReservationId::for_request("req-2")));
+    }
+
+    #[test]
+    fn fnv_matches_its_published_test_vector() {
+        assert_eq!(fnv1a64(b"a") as u64, 0xaf63_dc4c_8601_ec8c);
+    }
+}

@@ -1,0 +1,29 @@
+//! Validated request types, slot keys and identifiers. No I/O here: the gRPC
+//! handlers turn proto messages into these types on their first line, and
+//! nothing deeper sees a raw proto message.
+
+mod ids;
+mod request;
+mod slot;
+
+pub use ids::{ReservationId, reservation_code};
+pub use request::{
+    CancelReason, Limits, MenuItem, MenuOrder, NewReservation, ReservationKind, ReservationStatus, SlotCapacity,
+    parse_cancel, parse_open_slots, parse_put_menu,
+};
+pub use slot::{SlotKey, parse_date};
+
+/// One invalid field: which one (as a proto field path, e.g. `slot.date`) and
+/// why. Becomes `INVALID_ARGUMENT` with a `google.rpc.BadRequest` naming it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {description}")]
+pub struct FieldError {
+    pub field: String,
+    pub description: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self { field: field.into(), description: description.into() }
+    }
+}

@@ -1,0 +1,50 @@
+-- acquire: decide one reservation request, atomically.
+--
+-- KEYS[1] seats  hash {left, cap}: seats left to admit and the capacity
+-- KEYS[2] users  hash user_id -> reservation id (held or committed, active)
+-- KEYS[3] ids    hash reservation id -> request fingerprint
+-- KEYS[4] holds  hash reservation id -> "party|user|lease_deadline_ms"
+-- ARGV[1] reservation id   ARGV[2] user id   ARGV[3] party size
+-- ARGV[4] fingerprint      ARGV[5] lease in milliseconds
+--
+-- Returns {code, detail}:
+--   {0, left}   ADMITTED: seats taken, hold recorded, left after taking
+--   {1, ''}     COLD: no counter for this slot; load it and ask again
+--   {2, left}   SOLD_OUT: fewer than party size left; nothing taken
+--   {3, id}     DUPLICATE: the user already holds reservation `id` here
+--   {4, held}   REPLAY: this request id was admitted before with the same
+--               payload; held = 1 while its transaction is still in flight
+--   {5, ''}     REUSED: this request id was admitted with another payload
+-- A refusal writes nothing.
+local id, user, party = ARGV[1], ARGV[2], tonumber(ARGV[3])
+
+local known = redis.call('HGET', KEYS[3], id)
+if known then
+  if known == ARGV[4] then
+    return {4, tostring(redis.call('HEXISTS', KEYS[4], id))}
+  end
+  return {5, ''}
+end
+
+local left = redis.call('HGET', KEYS[1], 'left')
+if not left then
+  return {1, ''}
+end
+left = tonumber(left)
+
+local holder = redis.call('HGET', KEYS[2], user)
+if holder then
+  return {3, holder}
+end
+
+if left < party then
+  return {2, tostring(left)}
+end
+
+local now = redis.call('TIME')
+local deadline = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + tonumber(ARGV[5])
+redis.call('HINCRBY', KEYS[1], 'left', -party)
+redis.call('HSET', KEYS[2], user, id)
+redis.call('HSET', KEYS[3], id, ARGV[4])
+redis.call('HSET', KEYS[4], id, party .. '|' .. user .. '|' .. deadline)
+return {0, tostring(left - party)}

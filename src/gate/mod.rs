@@ -1,0 +1,329 @@
+//! The Redis side: one Lua script call admits or refuses a request.
+//!
+//! # Key layout
+//!
+//! Every key of a slot carries the slot as its hash tag, so one script only
+//! touches keys of one Redis Cluster hash slot:
+//!
+//! ```text
+//! {ns}:{67:2026-01-16:11:00}:seats   hash  left, cap
+//! {ns}:{67:2026-01-16:11:00}:users   hash  user id -> reservation id
+//! {ns}:{67:2026-01-16:11:00}:ids     hash  reservation id -> fingerprint
+//! {ns}:{67:2026-01-16:11:00}:holds   hash  reservation id -> party|user|lease deadline
+//! ```
+//!
+//! The counter (`left`) is an admission filter, not the truth: PostgreSQL is
+//! the final arbiter, so a counter that is wrong costs throughput, never an
+//! overbooking. The scripts are in the `.lua` files beside this module, each
+//! with a header naming its keys, arguments and replies.
+
+use std::time::Duration;
+
+use bb8::{ManageConnection, Pool, PooledConnection, RunError};
+use redis::{AsyncConnectionConfig, Client, RedisError, Script, aio::MultiplexedConnection};
+
+use crate::domain::{ReservationId, SlotKey};
+
+/// The gate's decision on one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acquire {
+    /// Seats taken and a hold recorded; `remaining` seats are left.
+    Admitted {
+        remaining: i64,
+    },
+    /// No counter for the slot: load it from the database and ask again.
+    Cold,
+    SoldOut {
+        remaining: i64,
+    },
+    /// The user already holds `existing` in this slot.
+    Duplicate {
+        existing: ReservationId,
+    },
+    /// This request id was admitted before with the same payload; `held`
+    /// while its transaction is still in flight.
+    Replay {
+        held: bool,
+    },
+    /// This request id was admitted before with another payload.
+    Reused,
+}
+
+/// A slot's state as the database knows it, to load a cold counter from.
+#[derive(Debug, Clone, Default)]
+pub struct SlotFigures {
+    pub capacity: i32,
+    pub reserved: i32,
+    /// (user id, reservation id, fingerprint) of every active reservation.
+    pub holders: Vec<(String, ReservationId, i64)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    /// Redis could not be reached in time (pool wait, connect or reply
+    /// timeout, connection lost). Retryable.
+    #[error("redis unavailable: {0}")]
+    Unavailable(String),
+    /// Redis answered something the gate does not understand (a script
+    /// error, a reply of the wrong shape). A bug or a foreign key clash.
+    #[error("redis reply not understood: {0}")]
+    Protocol(String),
+}
+
+impl From<RedisError> for GateError {
+    fn from(e: RedisError) -> Self {
+        if is_connection_failure(&e) { Self::Unavailable(e.to_string()) } else { Self::Protocol(e.to_string()) }
+    }
+}
+
+fn is_connection_failure(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error()
+}
+
+/// A pooled multiplexed connection that remembers whether it failed.
+pub struct GateConnection {
+    conn: MultiplexedConnection,
+    broken: bool,
+}
+
+/// Opens the pool's Redis connections. bb8-redis's manager would do, but it
+/// can set neither the connect nor the reply timeout, and its `has_broken`
+/// always says no, so a pool would keep dead connections after Redis
+/// restarts unless every checkout pinged first (`test_on_check_out`),
+/// doubling the round trips of every request. Here a connection that failed
+/// at the connection level is flagged and bb8 drops it.
+#[derive(Debug, Clone)]
+pub struct GateConnectionManager {
+    client: Client,
+    config: AsyncConnectionConfig,
+}
+
+impl ManageConnection for GateConnectionManager {
+    type Connection = GateConnection;
+    type Error = RedisError;
+
+    async fn connect(&self) -> Result<GateConnection, RedisError> {
+        let conn = self.client.get_multiplexed_async_connection_with_config(&self.config).await?;
+        Ok(GateConnection { conn, broken: false })
+    }
+
+    async fn is_valid(&self, conn: &mut GateConnection) -> Result<(), RedisError> {
+        redis::cmd("PING").query_async::<()>(&mut conn.conn).await
+    }
+
+    fn has_broken(&self, conn: &mut GateConnection) -> bool {
+        conn.broken
+    }
+}
+
+/// Pool and timeout settings of the gate.
+#[derive(Debug, Clone, Copy)]
+pub struct GateSettings {
+    pub pool_size: u32,
+    /// Longest wait for a pooled connection.
+    pub pool_timeout: Duration,
+    /// Longest wait to open a connection.
+    pub connect_timeout: Duration,
+    /// Longest wait for a reply to one command.
+    pub command_timeout: Duration,
+    /// Lease of a hold.
+    pub lease: Duration,
+}
+
+struct Scripts {
+    acquire: Script,
+    release: Script,
+    finalize: Script,
+    give_back: Script,
+    warm: Script,
+    resize: Script,
+}
+
+/// The Redis gate: a connection pool, the key namespace and the scripts.
+pub struct Gate {
+    pool: Pool<GateConnectionManager>,
+    namespace: String,
+    lease_ms: u64,
+    scripts: Scripts,
+}
+
+/// The four keys of one slot, in the order the scripts expect them.
+struct SlotKeys {
+    seats: String,
+    users: String,
+    ids: String,
+    holds: String,
+}
+
+impl Gate {
+    /// Builds the pool without connecting: the service starts (and answers
+    /// UNAVAILABLE) while Redis is down, and connects once it is up.
+    pub fn new(redis_url: &str, namespace: &str, settings: GateSettings) -> Result<Self, GateError> {
+        let manager = GateConnectionManager {
+            client: Client::open(redis_url).map_err(GateError::from)?,
+            config: AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(settings.connect_timeout))
+                .set_response_timeout(Some(settings.command_timeout)),
+        };
+        let pool = Pool::builder()
+            .max_size(settings.pool_size)
+            .connection_timeout(settings.pool_timeout)
+            .test_on_check_out(false)
+            .build_unchecked(manager);
+        Ok(Self {
+            pool,
+            namespace: namespace.to_owned(),
+            lease_ms: settings.lease.as_millis() as u64,
+            scripts: Scripts {
+                acquire: Script::new(include_str!("acquire.lua")),
+                release: Script::new(include_str!("release.lua")),
+                finalize: Script::new(include_str!("finalize.lua")),
+                give_back: Script::new(include_str!("give_back.lua")),
+                warm: Script::new(include_str!("warm.lua")),
+                resize: Script::new(include_str!("resize.lua")),
+            },
+        })
+    }
+
+    fn keys(&self, slot: &SlotKey) -> SlotKeys {
+        let prefix = format!("{}:{{{slot}}}", self.namespace);
+        SlotKeys {
+            seats: format!("{prefix}:seats"),
+            users: format!("{prefix}:users"),
+            ids: format!("{prefix}:ids"),
+            holds: format!("{prefix}:holds"),
+        }
+    }
+
+    async fn conn(&self) -> Result<PooledConnection<'_, GateConnectionManager>, GateError> {
+        self.pool.get().await.map_err(|e| match e {
+            RunError::User(e) => GateError::from(e),
+            RunError::TimedOut => GateError::Unavailable("timed out waiting for a redis connection".into()),
+        })
+    }
+
+    /// Runs one script invocation on a pooled connection; a connection-level
+    /// failure retires the connection so the pool reconnects.
+    async fn invoke<T: redis::FromRedisValue>(&self, invocation: &redis::ScriptInvocation<'_>) -> Result<T, GateError> {
+        let mut conn = self.conn().await?;
+        let result = invocation.invoke_async(&mut conn.conn).await;
+        if let Err(e) = &result {
+            conn.broken |= is_connection_failure(e);
+        }
+        Ok(result?)
+    }
+
+    /// Decides one request: see `acquire.lua`.
+    pub async fn acquire(
+        &self,
+        slot: &SlotKey,
+        id: ReservationId,
+        user: &str,
+        party: i32,
+        fingerprint: i64,
+    ) -> Result<Acquire, GateError> {
+        let k = self.keys(slot);
+        let (code, detail): (i64, String) = self
+            .invoke(
+                self.scripts
+                    .acquire
+                    .key(&k.seats)
+                    .key(&k.users)
+                    .key(&k.ids)
+                    .key(&k.holds)
+                    .arg(id.to_string())
+                    .arg(user)
+                    .arg(party)
+                    .arg(fingerprint)
+                    .arg(self.lease_ms),
+            )
+            .await?;
+        let number =
+            || detail.parse::<i64>().map_err(|_| GateError::Protocol(format!("acquire: bad detail {detail:?}")));
+        Ok(match code {
+            0 => Acquire::Admitted { remaining: number()? },
+            1 => Acquire::Cold,
+            2 => Acquire::SoldOut { remaining: number()? },
+            3 => Acquire::Duplicate {
+                existing: detail.parse().map_err(|_| GateError::Protocol(format!("acquire: bad id {detail:?}")))?,
+            },
+            4 => Acquire::Replay { held: number()? == 1 },
+            5 => Acquire::Reused,
+            _ => return Err(GateError::Protocol(format!("acquire: unknown code {code}"))),
+        })
+    }
+
+    /// The reservation committed: end its hold, keep its seats.
+    pub async fn finalize(&self, slot: &SlotKey, id: ReservationId) -> Result<bool, GateError> {
+        let k = self.keys(slot);
+        let ended: i64 = self.invoke(self.scripts.finalize.key(&k.holds).arg(id.to_string())).await?;
+        Ok(ended == 1)
+    }
+
+    /// The reservation was not committed: end its hold and give its seats
+    /// back (once). `forget` also drops the id's user and fingerprint entries;
+    /// pass false when the id names a reservation that exists and is active.
+    pub async fn release(&self, slot: &SlotKey, id: ReservationId, user: &str, forget: bool) -> Result<i64, GateError> {
+        let k = self.keys(slot);
+        self.invoke(
+            self.scripts
+                .release
+                .key(&k.seats)
+                .key(&k.users)
+                .key(&k.ids)
+                .key(&k.holds)
+                .arg(id.to_string())
+                .arg(user)
+                .arg(u8::from(forget)),
+        )
+        .await
+    }
+
+    /// A committed reservation was cancelled: its seats go back, once.
+    pub async fn give_back(&self, slot: &SlotKey, id: ReservationId, user: &str, party: i32) -> Result<i64, GateError> {
+        let k = self.keys(slot);
+        self.invoke(self.scripts.give_back.key(&k.seats).key(&k.users).arg(id.to_string()).arg(user).arg(party)).await
+    }
+
+    /// Loads a slot's state from the database's figures; returns false if
+    /// it was warm already (and `force` was not given).
+    pub async fn warm(&self, slot: &SlotKey, figures: &SlotFigures, force: bool) -> Result<bool, GateError> {
+        let k = self.keys(slot);
+        let mut invocation = self.scripts.warm.key(&k.seats);
+        invocation
+            .key(&k.users)
+            .key(&k.ids)
+            .key(&k.holds)
+            .arg(u8::from(force))
+            .arg(figures.capacity)
+            .arg(figures.reserved);
+        for (user, id, fingerprint) in &figures.holders {
+            invocation.arg(user).arg(id.to_string()).arg(fingerprint);
+        }
+        let wrote: i64 = self.invoke(&invocation).await?;
+        Ok(wrote == 1)
+    }
+
+    /// Moves a warm counter by a capacity change; returns false if cold.
+    pub async fn resize(&self, slot: &SlotKey, capacity: i32, delta: i32) -> Result<bool, GateError> {
+        let k = self.keys(slot);
+        let moved: i64 = self.invoke(self.scripts.resize.key(&k.seats).arg(capacity).arg(delta)).await?;
+        Ok(moved == 1)
+    }
+
+    /// Seats left and capacity, or `None` when the slot is cold. A counter
+    /// below zero (capacity lowered under holds in flight) reads as 0.
+    pub async fn remaining(&self, slot: &SlotKey) -> Result<Option<(i32, i32)>, GateError> {
+        let k = self.keys(slot);
+        let mut conn = self.conn().await?;
+        let result: Result<(Option<i32>, Option<i32>), RedisError> =
+            redis::cmd("HMGET").arg(&k.seats).arg("left").arg("cap").query_async(&mut conn.conn).await;
+        if let Err(e) = &result {
+            conn.broken |= is_connection_failure(e);
+        }
+        Ok(match result? {
+            (Some(left), Some(cap)) => Some((left.max(0), cap)),
+            _ => None,
+        })
+    }
+}

@@ -1,0 +1,24 @@
+-- warm: load a slot's state from the database's figures. Unless forced, does
+-- nothing if the counter exists (another loader won, or it was never cold).
+--
+-- KEYS[1] seats   KEYS[2] users   KEYS[3] ids   KEYS[4] holds   (as acquire)
+-- ARGV[1] force: 1 overwrites a counter that exists (a slot just created)
+-- ARGV[2] capacity   ARGV[3] seats reserved in the database
+-- ARGV[4..] triples of (user id, reservation id, fingerprint), one per active
+--           reservation, so duplicates and replays are refused by the gate
+--           again rather than by the database
+-- Returns 1 if it wrote the counter, 0 if the slot was already warm.
+if ARGV[1] ~= '1' and redis.call('HEXISTS', KEYS[1], 'left') == 1 then
+  return 0
+end
+-- Leftovers of a partial loss (say, only the counter was evicted) describe
+-- holds the database figures below do not include: drop them so a later
+-- release cannot add their seats on top.
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+local cap = tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'left', cap - tonumber(ARGV[3]), 'cap', cap)
+for i = 4, #ARGV, 3 do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  redis.call('HSET', KEYS[3], ARGV[i + 1], ARGV[i + 2])
+end
+return 1

@@ -1,0 +1,131 @@
+//! [`Application`]: builds the whole service from a [`Config`]. `main` and
+//! the tests both use it, so tests run exactly what ships.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::net::TcpListener;
+use tonic::transport::{Server, server::TcpIncoming};
+use tracing::info;
+
+use crate::{
+    booking::{Booking, Settings},
+    config::Config,
+    domain::Limits,
+    gate::{Gate, GateError, GateSettings},
+    pb::{self, reservations_server::ReservationsServer, slot_admin_server::SlotAdminServer},
+    service::{AdminService, ReservationsService},
+    stats::Counters,
+    store::{self, Store, StoreError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Gate(#[from] GateError),
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// A bound, ready-to-serve slotgate.
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    booking: Arc<Booking>,
+    counters: Arc<Counters>,
+    config: Config,
+}
+
+impl Application {
+    /// Migrates (unless told not to), builds the pools and binds the
+    /// listener. The pools connect lazily, so a missing Redis does not stop
+    /// the start: requests answer UNAVAILABLE until it is back.
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        if config.migrate_on_start {
+            let applied = store::migrate(&config.database.database_url).await?;
+            info!(applied, "database migrations up to date");
+        }
+        let store = Store::new(&config.database.database_url, config.database.db_pool_size, config.pool_timeout);
+        let gate = Gate::new(
+            &config.redis_url,
+            &config.redis_namespace,
+            GateSettings {
+                pool_size: config.redis_pool_size,
+                pool_timeout: config.pool_timeout,
+                connect_timeout: config.redis_connect_timeout,
+                command_timeout: config.redis_command_timeout,
+                lease: config.hold_lease,
+            },
+        )?;
+        let counters = Arc::new(Counters::default());
+        let settings = Settings {
+            deposit_window: Duration::from_secs(config.deposit_window_secs.into()),
+            replay_wait: config.replay_wait,
+        };
+        let booking = Arc::new(Booking::new(gate, store, settings, Arc::clone(&counters)));
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        Ok(Self { listener, addr, booking, counters, config })
+    }
+
+    /// The address actually bound (the real port when asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn counters(&self) -> Arc<Counters> {
+        Arc::clone(&self.counters)
+    }
+
+    /// Serves until `shutdown` completes; then health turns NOT_SERVING,
+    /// the listener closes and calls in flight finish.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartError> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<ReservationsServer<ReservationsService>>().await;
+        health.set_serving::<SlotAdminServer<AdminService>>().await;
+
+        // grpcurl 1.8 (and other older clients) speak only v1alpha. The
+        // google.rpc descriptors let such clients decode our error details.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+
+        let limits = Limits { max_party_size: self.config.max_party_size, max_menu_items: self.config.max_menu_items };
+        let reservations = ReservationsService::new(Arc::clone(&self.booking), limits);
+        let admin = AdminService::new(Arc::clone(&self.booking));
+
+        info!(addr = %self.addr, "serving gRPC");
+        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        Server::builder()
+            .max_concurrent_streams(Some(self.config.max_concurrent_streams))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(ReservationsServer::new(reservations))
+            .add_service(SlotAdminServer::new(admin))
+            .serve_with_incoming_shutdown(incoming, async move {
+                shutdown.await;
+                info!("shutting down: refusing new calls, finishing calls in flight");
+                health.set_not_serving::<ReservationsServer<ReservationsService>>().await;
+                health.set_not_serving::<SlotAdminServer<AdminService>>().await;
+            })
+            .await?;
+        Ok(())
+    }
+}

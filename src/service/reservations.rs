@@ -1,0 +1,68 @@
+//! `slotgate.v1.Reservations`.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use crate::{
+    booking::{Booking, BookingError},
+    domain::{FieldError, Limits, NewReservation, ReservationId, SlotKey, parse_cancel},
+    pb::{self, reservations_server::Reservations},
+};
+
+pub struct ReservationsService {
+    booking: Arc<Booking>,
+    limits: Limits,
+}
+
+impl ReservationsService {
+    pub fn new(booking: Arc<Booking>, limits: Limits) -> Self {
+        Self { booking, limits }
+    }
+}
+
+fn parse_id(id: &str) -> Result<ReservationId, BookingError> {
+    id.parse().map_err(|_| FieldError::new("id", "must be a reservation id (a UUID)").into())
+}
+
+#[tonic::async_trait]
+impl Reservations for ReservationsService {
+    async fn create_reservation(
+        &self,
+        request: Request<pb::CreateReservationRequest>,
+    ) -> Result<Response<pb::Reservation>, Status> {
+        let new = NewReservation::parse(request.get_ref(), self.limits).map_err(BookingError::from)?;
+        let reservation = self.booking.create(new).await?;
+        Ok(Response::new(convert::reservation(reservation)))
+    }
+
+    async fn get_reservation(
+        &self,
+        request: Request<pb::GetReservationRequest>,
+    ) -> Result<Response<pb::Reservation>, Status> {
+        let id = parse_id(&request.get_ref().id)?;
+        Ok(Response::new(convert::reservation(self.booking.get(id).await?)))
+    }
+
+    async fn cancel_reservation(
+        &self,
+        request: Request<pb::CancelReservationRequest>,
+    ) -> Result<Response<pb::CancelReservationResponse>, Status> {
+        let (id, reason) = parse_cancel(request.get_ref()).map_err(BookingError::from)?;
+        let (reservation, already_cancelled) = self.booking.cancel(id, reason).await?;
+        Ok(Response::new(pb::CancelReservationResponse {
+            reservation: Some(convert::reservation(reservation)),
+            already_cancelled,
+        }))
+    }
+
+    async fn get_remaining(
+        &self,
+        request: Request<pb::GetRemainingRequest>,
+    ) -> Result<Response<pb::GetRemainingResponse>, Status> {
+        let slot = SlotKey::parse(request.get_ref().slot.as_ref(), "slot").map_err(BookingError::from)?;
+        let (remaining, capacity) = self.booking.remaining(slot).await?;
+        Ok(Response::new(pb::GetRemainingResponse { remaining, capacity }))
+    }
+}

@@ -1,0 +1,183 @@
+//! The PostgreSQL side: embedded migrations, the connection pool and every
+//! query. PostgreSQL is the final arbiter of seats: the winner's transaction
+//! takes them with a conditional `UPDATE`, and the schema's `CHECK` and
+//! partial `UNIQUE` index hold the invariants even if Redis is wrong.
+//!
+//! Queries are small async functions over `&mut AsyncPgConnection` (in
+//! [`queries`]), so they can run inside any transaction; [`Store`] adds the
+//! pool and the error mapping.
+
+pub mod queries;
+
+use std::time::Duration;
+
+use bb8::{Pool, PooledConnection, RunError};
+use chrono::{DateTime, NaiveDate, Utc};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::{
+    AsyncConnection, AsyncMigrationHarness, AsyncPgConnection,
+    pooled_connection::{AsyncDieselConnectionManager, PoolError},
+};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use crate::{
+    domain::{
+        CancelReason, MenuItem, NewReservation, ReservationId, ReservationKind, ReservationStatus, SlotCapacity,
+        SlotKey,
+    },
+    gate::SlotFigures,
+};
+pub use queries::{Cancelled, Inserted, OpenOutcome, Opened};
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+type Manager = AsyncDieselConnectionManager<AsyncPgConnection>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// PostgreSQL could not be reached in time (pool wait, connect, lost
+    /// connection). Retryable.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database query failed: {0}")]
+    Query(DieselError),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    /// A row the schema allows but the code does not expect.
+    #[error("unexpected data: {0}")]
+    Corrupt(String),
+}
+
+impl From<DieselError> for StoreError {
+    fn from(e: DieselError) -> Self {
+        match e {
+            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+                Self::Unavailable(info.message().to_owned())
+            }
+            e => Self::Query(e),
+        }
+    }
+}
+
+impl From<RunError<PoolError>> for StoreError {
+    fn from(e: RunError<PoolError>) -> Self {
+        match e {
+            RunError::TimedOut => Self::Unavailable("timed out waiting for a database connection".into()),
+            RunError::User(e) => Self::Unavailable(e.to_string()),
+        }
+    }
+}
+
+/// A reservation as stored, with its slot and items.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub id: ReservationId,
+    pub code: String,
+    pub request_id: String,
+    pub fingerprint: i64,
+    pub slot: SlotKey,
+    pub user_id: String,
+    pub party_size: i32,
+    pub kind: ReservationKind,
+    pub status: ReservationStatus,
+    pub created_at: DateTime<Utc>,
+    pub deposit_deadline: Option<DateTime<Utc>>,
+    pub cancel_reason: Option<CancelReason>,
+    pub items: Vec<ReservedItem>,
+}
+
+impl Reservation {
+    pub fn is_active(&self) -> bool {
+        matches!(self.status, ReservationStatus::PendingDeposit | ReservationStatus::Confirmed)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReservedItem {
+    pub menu_id: i64,
+    pub quantity: i32,
+    pub unit_price: i64,
+}
+
+/// Applies pending migrations over a connection of its own. Replicas that
+/// start together take turns on a session advisory lock, so only the first
+/// one migrates; the lock goes with the connection.
+pub async fn migrate(database_url: &str) -> Result<usize, StoreError> {
+    let mut conn =
+        AsyncPgConnection::establish(database_url).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    queries::lock_migrations(&mut conn).await?;
+    // The harness drives async diesel through `block_in_place`; a blocking
+    // thread runs it on either runtime flavour.
+    tokio::task::spawn_blocking(move || {
+        let mut harness = AsyncMigrationHarness::new(conn);
+        harness.run_pending_migrations(MIGRATIONS).map(|applied| applied.len())
+    })
+    .await
+    .map_err(|e| StoreError::Migration(e.to_string()))?
+    .map_err(|e| StoreError::Migration(e.to_string()))
+}
+
+/// The PostgreSQL pool and the operations the use cases need.
+pub struct Store {
+    pool: Pool<Manager>,
+}
+
+impl Store {
+    /// Builds the pool without connecting (connections open on demand), so
+    /// the service starts while PostgreSQL is down and recovers by itself.
+    pub fn new(database_url: &str, pool_size: u32, pool_timeout: Duration) -> Self {
+        let pool = Pool::builder()
+            .max_size(pool_size)
+            .connection_timeout(pool_timeout)
+            // diesel-async marks a connection broken after a failed query;
+            // a `SELECT 1` on every checkout would add a round trip to every
+            // winner's transaction for nothing.
+            .test_on_check_out(false)
+            .build_unchecked(Manager::new(database_url));
+        Self { pool }
+    }
+
+    async fn conn(&self) -> Result<PooledConnection<'_, Manager>, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// The winner's transaction; see [`queries::insert_reservation`].
+    pub async fn insert_reservation(
+        &self,
+        new: &NewReservation,
+        deposit_window: Duration,
+    ) -> Result<Inserted, StoreError> {
+        let mut conn = self.conn().await?;
+        queries::insert_reservation(&mut conn, new, deposit_window).await
+    }
+
+    pub async fn find_reservation(&self, id: ReservationId) -> Result<Option<Reservation>, StoreError> {
+        let mut conn = self.conn().await?;
+        queries::find_reservation(&mut conn, id).await
+    }
+
+    pub async fn cancel_reservation(&self, id: ReservationId, reason: CancelReason) -> Result<Cancelled, StoreError> {
+        let mut conn = self.conn().await?;
+        queries::cancel_reservation(&mut conn, id, reason).await
+    }
+
+    pub async fn slot_figures(&self, slot: &SlotKey) -> Result<Option<SlotFigures>, StoreError> {
+        let mut conn = self.conn().await?;
+        queries::slot_figures(&mut conn, slot).await
+    }
+
+    pub async fn slots_from(&self, from: Option<NaiveDate>) -> Result<Vec<(SlotKey, SlotFigures)>, StoreError> {
+        let mut conn = self.conn().await?;
+        queries::slots_from(&mut conn, from).await
+    }
+
+    pub async fn open_slots(&self, slots: &[SlotCapacity]) -> Result<OpenOutcome, StoreError> {
+        let mut conn = self.conn().await?;
+        queries::open_slots(&mut conn, slots).await
+    }
+
+    pub async fn put_menu(&self, restaurant_id: i64, items: &[MenuItem]) -> Result<usize, StoreError> {
+        let mut conn = self.conn().await?;
+        queries::put_menu(&mut conn, restaurant_id, items).await
+    }
+}

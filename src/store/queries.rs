@@ -1,0 +1,629 @@
+//! Every SQL statement slotgate runs, as small functions over one connection.
+
+use std::{collections::HashMap, time::Duration};
+
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use diesel::{
+    OptionalExtension, QueryableByName, sql_query,
+    sql_types::{Array, BigInt, Date, Integer, Nullable, Text, Time, Timestamptz, Uuid as SqlUuid},
+};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::{Reservation, ReservedItem, StoreError};
+use crate::{
+    domain::{
+        CancelReason, MenuItem, NewReservation, ReservationId, ReservationKind, ReservationStatus, SlotCapacity,
+        SlotKey, reservation_code,
+    },
+    gate::SlotFigures,
+};
+
+/// Session advisory lock taken while migrating ("slotgate" in ASCII).
+const MIGRATION_LOCK: i64 = 0x736c_6f74_6761_7465;
+/// Transaction advisory lock that serialises `OpenSlots` calls, so two
+/// operators changing one slot cannot interleave their capacity deltas.
+const OPEN_SLOTS_LOCK: i64 = MIGRATION_LOCK + 1;
+
+const ACTIVE: &str = "('PENDING_DEPOSIT', 'CONFIRMED')";
+
+/// What the winner's transaction found.
+#[derive(Debug)]
+pub enum Inserted {
+    /// Committed: seats taken, reservation and items written.
+    Created(Reservation),
+    /// The conditional update found too few seats (Redis let through more
+    /// than the database holds). Nothing written.
+    SoldOut,
+    SlotMissing,
+    MenuItemMissing(i64),
+    /// This request id's reservation exists already with the same payload.
+    Existing(Reservation),
+    /// This request id's reservation exists with another payload.
+    Reused,
+    /// The user holds another active reservation in the slot.
+    Duplicate(ReservationId),
+}
+
+#[derive(Debug)]
+pub enum Cancelled {
+    /// This call cancelled it: its seats went back in the database.
+    Now(Reservation),
+    /// It was cancelled before; nothing changed.
+    Already(Reservation),
+    /// It is neither active nor cancelled (expired): nothing to give back.
+    NotActive(Reservation),
+    Missing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opened {
+    pub slot: SlotKey,
+    pub capacity: i32,
+    pub reserved: i32,
+    /// The capacity before this call; `None` for a slot it created.
+    pub previous_capacity: Option<i32>,
+}
+
+#[derive(Debug)]
+pub enum OpenOutcome {
+    Opened(Vec<Opened>),
+    /// The new capacity of `slot` is below the seats it has reserved;
+    /// nothing was changed.
+    BelowReserved {
+        slot: SlotKey,
+        reserved: i32,
+    },
+}
+
+pub async fn lock_migrations(conn: &mut AsyncPgConnection) -> Result<(), StoreError> {
+    sql_query("SELECT pg_advisory_lock($1)").bind::<BigInt, _>(MIGRATION_LOCK).execute(conn).await?;
+    Ok(())
+}
+
+#[derive(QueryableByName)]
+struct ReservationRow {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+    #[diesel(sql_type = Text)]
+    code: String,
+    #[diesel(sql_type = Text)]
+    request_id: String,
+    #[diesel(sql_type = BigInt)]
+    fingerprint: i64,
+    #[diesel(sql_type = BigInt)]
+    restaurant_id: i64,
+    #[diesel(sql_type = Date)]
+    slot_date: NaiveDate,
+    #[diesel(sql_type = Time)]
+    slot_time: NaiveTime,
+    #[diesel(sql_type = Text)]
+    user_id: String,
+    #[diesel(sql_type = Integer)]
+    party_size: i32,
+    #[diesel(sql_type = Text)]
+    kind: String,
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = Timestamptz)]
+    created_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    deposit_deadline: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Text>)]
+    cancel_reason: Option<String>,
+}
+
+impl ReservationRow {
+    fn into_reservation(self, items: Vec<ReservedItem>) -> Result<Reservation, StoreError> {
+        let corrupt =
+            |what: &str, value: &str| StoreError::Corrupt(format!("reservation {}: {what} {value:?}", self.id));
+        Ok(Reservation {
+            id: ReservationId(self.id),
+            kind: ReservationKind::from_db(&self.kind).ok_or_else(|| corrupt("kind", &self.kind))?,
+            status: ReservationStatus::from_db(&self.status).ok_or_else(|| corrupt("status", &self.status))?,
+            cancel_reason: match &self.cancel_reason {
+                None => None,
+                Some(r) => Some(CancelReason::from_db(r).ok_or_else(|| corrupt("cancel reason", r))?),
+            },
+            code: self.code,
+            request_id: self.request_id,
+            fingerprint: self.fingerprint,
+            slot: SlotKey { restaurant_id: self.restaurant_id, date: self.slot_date, time: self.slot_time },
+            user_id: self.user_id,
+            party_size: self.party_size,
+            created_at: self.created_at,
+            deposit_deadline: self.deposit_deadline,
+            items,
+        })
+    }
+}
+
+#[derive(QueryableByName)]
+struct ItemRow {
+    #[diesel(sql_type = BigInt)]
+    menu_id: i64,
+    #[diesel(sql_type = Integer)]
+    quantity: i32,
+    #[diesel(sql_type = BigInt)]
+    unit_price: i64,
+}
+
+impl From<ItemRow> for ReservedItem {
+    fn from(r: ItemRow) -> Self {
+        Self { menu_id: r.menu_id, quantity: r.quantity, unit_price: r.unit_price }
+    }
+}
+
+#[derive(QueryableByName)]
+struct InsertedRow {
+    #[diesel(sql_type = BigInt)]
+    slot_id: i64,
+    #[diesel(sql_type = Timestamptz)]
+    created_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    deposit_deadline: Option<DateTime<Utc>>,
+}
+
+#[derive(QueryableByName)]
+struct Price {
+    #[diesel(sql_type = BigInt)]
+    menu_id: i64,
+    #[diesel(sql_type = BigInt)]
+    price: i64,
+}
+
+/// Why the winner's transaction rolled back.
+enum Abort {
+    Conflict,
+    SoldOut,
+    Db(diesel::result::Error),
+}
+
+impl From<diesel::result::Error> for Abort {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Db(e)
+    }
+}
+
+/// The winner's transaction: one per admitted request.
+///
+/// Prices are read first, outside the transaction. Inside, the reservation
+/// row and its items are written before the seats are taken, so the slot's
+/// row lock (the one every winner of the slot queues on) is held only for
+/// the final `UPDATE` and the commit. The `UPDATE` is conditional
+/// (`reserved + n <= capacity`), which PostgreSQL re-checks against the row
+/// it waited for, so it is safe at READ COMMITTED.
+pub async fn insert_reservation(
+    conn: &mut AsyncPgConnection,
+    new: &NewReservation,
+    deposit_window: Duration,
+) -> Result<Inserted, StoreError> {
+    let id = new.reservation_id();
+    let mut unit_prices = Vec::with_capacity(new.items.len());
+    if !new.items.is_empty() {
+        let menu_ids: Vec<i64> = new.items.iter().map(|i| i.menu_id).collect();
+        let prices: HashMap<i64, i64> =
+            sql_query("SELECT menu_id, price FROM menus WHERE restaurant_id = $1 AND menu_id = ANY($2)")
+                .bind::<BigInt, _>(new.slot.restaurant_id)
+                .bind::<Array<BigInt>, _>(&menu_ids)
+                .load::<Price>(conn)
+                .await?
+                .into_iter()
+                .map(|p| (p.menu_id, p.price))
+                .collect();
+        for item in &new.items {
+            match prices.get(&item.menu_id) {
+                Some(&price) => unit_prices.push(price),
+                None => return Ok(Inserted::MenuItemMissing(item.menu_id)),
+            }
+        }
+    }
+
+    let code = reservation_code(id);
+    let fingerprint = new.fingerprint();
+    let outcome = conn
+        .transaction(async |conn| {
+            // ON CONFLICT DO NOTHING covers the id (a replay or a reused
+            // request id) and the one-active-reservation-per-user index; it
+            // waits for a conflicting transaction in flight to finish first.
+            let row: Option<InsertedRow> = sql_query(
+                "INSERT INTO reservations
+                     (id, code, request_id, fingerprint, slot_id, user_id, party_size, kind, status,
+                      deposit_deadline)
+                 SELECT $1, $2, $3, $4, s.id, $5, $6, $7, 'PENDING_DEPOSIT',
+                        now() + make_interval(secs => $8::double precision)
+                 FROM slots s
+                 WHERE s.restaurant_id = $9 AND s.slot_date = $10 AND s.slot_time = $11
+                 ON CONFLICT DO NOTHING
+                 RETURNING slot_id, created_at, deposit_deadline",
+            )
+            .bind::<SqlUuid, _>(id.0)
+            .bind::<Text, _>(&code)
+            .bind::<Text, _>(&new.request_id)
+            .bind::<BigInt, _>(fingerprint)
+            .bind::<Text, _>(&new.user_id)
+            .bind::<Integer, _>(new.party_size)
+            .bind::<Text, _>(new.kind.as_str())
+            .bind::<BigInt, _>(deposit_window.as_secs() as i64)
+            .bind::<BigInt, _>(new.slot.restaurant_id)
+            .bind::<Date, _>(new.slot.date)
+            .bind::<Time, _>(new.slot.time)
+            .get_result(conn)
+            .await
+            .optional()?;
+            let Some(row) = row else { return Err(Abort::Conflict) };
+
+            if !new.items.is_empty() {
+                let menu_ids: Vec<i64> = new.items.iter().map(|i| i.menu_id).collect();
+                let quantities: Vec<i32> = new.items.iter().map(|i| i.quantity).collect();
+                sql_query(
+                    "INSERT INTO reservation_items (reservation_id, menu_id, quantity, unit_price)
+                     SELECT $1, m, q, p FROM unnest($2::bigint[], $3::int[], $4::bigint[]) AS t(m, q, p)",
+                )
+                .bind::<SqlUuid, _>(id.0)
+                .bind::<Array<BigInt>, _>(&menu_ids)
+                .bind::<Array<Integer>, _>(&quantities)
+                .bind::<Array<BigInt>, _>(&unit_prices)
+                .execute(conn)
+                .await?;
+            }
+
+            let taken = sql_query(
+                "UPDATE slots SET reserved = reserved + $2, updated_at = now()
+                 WHERE id = $1 AND reserved + $2 <= capacity",
+            )
+            .bind::<BigInt, _>(row.slot_id)
+            .bind::<Integer, _>(new.party_size)
+            .execute(conn)
+            .await?;
+            if taken == 1 { Ok(row) } else { Err(Abort::SoldOut) }
+        })
+        .await;
+
+    match outcome {
+        Ok(row) => Ok(Inserted::Created(Reservation {
+            id,
+            code,
+            request_id: new.request_id.clone(),
+            fingerprint,
+            slot: new.slot,
+            user_id: new.user_id.clone(),
+            party_size: new.party_size,
+            kind: new.kind,
+            status: ReservationStatus::PendingDeposit,
+            created_at: row.created_at,
+            deposit_deadline: row.deposit_deadline,
+            cancel_reason: None,
+            items: new
+                .items
+                .iter()
+                .zip(&unit_prices)
+                .map(|(i, &unit_price)| ReservedItem { menu_id: i.menu_id, quantity: i.quantity, unit_price })
+                .collect(),
+        })),
+        Err(Abort::SoldOut) => Ok(Inserted::SoldOut),
+        Err(Abort::Conflict) => classify_conflict(conn, new, id, fingerprint).await,
+        Err(Abort::Db(e)) => Err(e.into()),
+    }
+}
+
+/// The insert wrote nothing: find out why, after the rollback. The row it
+/// conflicted with has committed (ON CONFLICT waited for it).
+async fn classify_conflict(
+    conn: &mut AsyncPgConnection,
+    new: &NewReservation,
+    id: ReservationId,
+    fingerprint: i64,
+) -> Result<Inserted, StoreError> {
+    if let Some(existing) = find_reservation(conn, id).await? {
+        return Ok(if existing.fingerprint == fingerprint { Inserted::Existing(existing) } else { Inserted::Reused });
+    }
+    #[derive(QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = Nullable<SqlUuid>)]
+        holder: Option<Uuid>,
+    }
+    let found: Option<Found> = sql_query(format!(
+        "SELECT (SELECT r.id FROM reservations r
+                 WHERE r.slot_id = s.id AND r.user_id = $4 AND r.status IN {ACTIVE}) AS holder
+         FROM slots s WHERE s.restaurant_id = $1 AND s.slot_date = $2 AND s.slot_time = $3"
+    ))
+    .bind::<BigInt, _>(new.slot.restaurant_id)
+    .bind::<Date, _>(new.slot.date)
+    .bind::<Time, _>(new.slot.time)
+    .bind::<Text, _>(&new.user_id)
+    .get_result(conn)
+    .await
+    .optional()?;
+    match found {
+        None => Ok(Inserted::SlotMissing),
+        Some(Found { holder: Some(holder) }) => Ok(Inserted::Duplicate(ReservationId(holder))),
+        // The conflicting reservation was cancelled between the insert and
+        // this read; the caller's retry will find the seat free.
+        Some(Found { holder: None }) => {
+            Err(StoreError::Unavailable("a conflicting reservation changed meanwhile; retry".into()))
+        }
+    }
+}
+
+const RESERVATION_COLUMNS: &str = "r.id, r.code, r.request_id, r.fingerprint, s.restaurant_id, s.slot_date,
+     s.slot_time, r.user_id, r.party_size, r.kind, r.status, r.created_at, r.deposit_deadline, r.cancel_reason";
+
+pub async fn find_reservation(
+    conn: &mut AsyncPgConnection,
+    id: ReservationId,
+) -> Result<Option<Reservation>, StoreError> {
+    let row: Option<ReservationRow> = sql_query(format!(
+        "SELECT {RESERVATION_COLUMNS} FROM reservations r JOIN slots s ON s.id = r.slot_id WHERE r.id = $1"
+    ))
+    .bind::<SqlUuid, _>(id.0)
+    .get_result(conn)
+    .await
+    .optional()?;
+    let Some(row) = row else { return Ok(None) };
+    let items: Vec<ItemRow> = sql_query(
+        "SELECT menu_id, quantity, unit_price FROM reservation_items WHERE reservation_id = $1 ORDER BY menu_id",
+    )
+    .bind::<SqlUuid, _>(id.0)
+    .load(conn)
+    .await?;
+    row.into_reservation(items.into_iter().map(Into::into).collect()).map(Some)
+}
+
+/// Cancels an active reservation and gives its seats back in the database,
+/// in one transaction; only the call that moves it out of an active status
+/// gives seats back.
+pub async fn cancel_reservation(
+    conn: &mut AsyncPgConnection,
+    id: ReservationId,
+    reason: CancelReason,
+) -> Result<Cancelled, StoreError> {
+    #[derive(QueryableByName)]
+    struct Freed {
+        #[diesel(sql_type = BigInt)]
+        slot_id: i64,
+        #[diesel(sql_type = Integer)]
+        party_size: i32,
+    }
+    let changed = conn
+        .transaction(async |conn| {
+            let freed: Option<Freed> = sql_query(format!(
+                "UPDATE reservations SET status = 'CANCELLED', cancel_reason = $2, updated_at = now()
+                 WHERE id = $1 AND status IN {ACTIVE}
+                 RETURNING slot_id, party_size"
+            ))
+            .bind::<SqlUuid, _>(id.0)
+            .bind::<Text, _>(reason.as_str())
+            .get_result(conn)
+            .await
+            .optional()?;
+            if let Some(f) = &freed {
+                sql_query("UPDATE slots SET reserved = reserved - $2, updated_at = now() WHERE id = $1")
+                    .bind::<BigInt, _>(f.slot_id)
+                    .bind::<Integer, _>(f.party_size)
+                    .execute(conn)
+                    .await?;
+            }
+            Ok::<_, diesel::result::Error>(freed.is_some())
+        })
+        .await?;
+    Ok(match find_reservation(conn, id).await? {
+        None => Cancelled::Missing,
+        Some(r) if changed => Cancelled::Now(r),
+        Some(r) if r.status == ReservationStatus::Cancelled => Cancelled::Already(r),
+        Some(r) => Cancelled::NotActive(r),
+    })
+}
+
+#[derive(QueryableByName)]
+struct FigureRow {
+    #[diesel(sql_type = BigInt)]
+    restaurant_id: i64,
+    #[diesel(sql_type = Date)]
+    slot_date: NaiveDate,
+    #[diesel(sql_type = Time)]
+    slot_time: NaiveTime,
+    #[diesel(sql_type = Integer)]
+    capacity: i32,
+    #[diesel(sql_type = Integer)]
+    reserved: i32,
+    #[diesel(sql_type = Nullable<Text>)]
+    user_id: Option<String>,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    id: Option<Uuid>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    fingerprint: Option<i64>,
+}
+
+/// Capacity, seats reserved and active holders of slots, read in one
+/// statement (one snapshot, so `reserved` and the holders agree).
+fn figures_query(filter: &str) -> String {
+    format!(
+        "SELECT s.restaurant_id, s.slot_date, s.slot_time, s.capacity, s.reserved, r.user_id, r.id, r.fingerprint
+         FROM slots s
+         LEFT JOIN reservations r ON r.slot_id = s.id AND r.status IN {ACTIVE}
+         WHERE {filter}
+         ORDER BY s.id"
+    )
+}
+
+fn group_figures(rows: Vec<FigureRow>) -> Vec<(SlotKey, SlotFigures)> {
+    let mut out: Vec<(SlotKey, SlotFigures)> = Vec::new();
+    for row in rows {
+        let key = SlotKey { restaurant_id: row.restaurant_id, date: row.slot_date, time: row.slot_time };
+        if out.last().is_none_or(|(k, _)| *k != key) {
+            out.push((key, SlotFigures { capacity: row.capacity, reserved: row.reserved, holders: Vec::new() }));
+        }
+        if let (Some(user), Some(id), Some(fp), Some((_, figures))) =
+            (row.user_id, row.id, row.fingerprint, out.last_mut())
+        {
+            figures.holders.push((user, ReservationId(id), fp));
+        }
+    }
+    out
+}
+
+pub async fn slot_figures(conn: &mut AsyncPgConnection, slot: &SlotKey) -> Result<Option<SlotFigures>, StoreError> {
+    let rows: Vec<FigureRow> =
+        sql_query(figures_query("s.restaurant_id = $1 AND s.slot_date = $2 AND s.slot_time = $3"))
+            .bind::<BigInt, _>(slot.restaurant_id)
+            .bind::<Date, _>(slot.date)
+            .bind::<Time, _>(slot.time)
+            .load(conn)
+            .await?;
+    Ok(group_figures(rows).pop().map(|(_, f)| f))
+}
+
+/// Every slot dated `from` or later (default: the database's current date).
+pub async fn slots_from(
+    conn: &mut AsyncPgConnection,
+    from: Option<NaiveDate>,
+) -> Result<Vec<(SlotKey, SlotFigures)>, StoreError> {
+    let rows: Vec<FigureRow> = sql_query(figures_query("s.slot_date >= COALESCE($1, CURRENT_DATE)"))
+        .bind::<Nullable<Date>, _>(from)
+        .load(conn)
+        .await?;
+    Ok(group_figures(rows))
+}
+
+/// Creates slots or changes capacities, all or nothing.
+pub async fn open_slots(conn: &mut AsyncPgConnection, slots: &[SlotCapacity]) -> Result<OpenOutcome, StoreError> {
+    #[derive(QueryableByName)]
+    struct Existing {
+        #[diesel(sql_type = BigInt)]
+        id: i64,
+        #[diesel(sql_type = BigInt)]
+        restaurant_id: i64,
+        #[diesel(sql_type = Date)]
+        slot_date: NaiveDate,
+        #[diesel(sql_type = Time)]
+        slot_time: NaiveTime,
+        #[diesel(sql_type = Integer)]
+        capacity: i32,
+        #[diesel(sql_type = Integer)]
+        reserved: i32,
+    }
+    let restaurants: Vec<i64> = slots.iter().map(|s| s.slot.restaurant_id).collect();
+    let dates: Vec<NaiveDate> = slots.iter().map(|s| s.slot.date).collect();
+    let times: Vec<NaiveTime> = slots.iter().map(|s| s.slot.time).collect();
+
+    let outcome = conn
+        .transaction(async |conn| {
+            sql_query("SELECT pg_advisory_xact_lock($1)").bind::<BigInt, _>(OPEN_SLOTS_LOCK).execute(conn).await?;
+            sql_query("INSERT INTO restaurants (id) SELECT DISTINCT unnest($1::bigint[]) ON CONFLICT DO NOTHING")
+                .bind::<Array<BigInt>, _>(&restaurants)
+                .execute(conn)
+                .await?;
+            // Locks the existing rows: winners of these slots wait until the
+            // capacities below are committed, so `reserved` cannot move under
+            // the check.
+            let existing: Vec<Existing> = sql_query(
+                "SELECT s.id, s.restaurant_id, s.slot_date, s.slot_time, s.capacity, s.reserved
+                 FROM slots s
+                 JOIN unnest($1::bigint[], $2::date[], $3::time[]) AS v(r, d, t)
+                   ON s.restaurant_id = v.r AND s.slot_date = v.d AND s.slot_time = v.t
+                 ORDER BY s.id
+                 FOR UPDATE OF s",
+            )
+            .bind::<Array<BigInt>, _>(&restaurants)
+            .bind::<Array<Date>, _>(&dates)
+            .bind::<Array<Time>, _>(&times)
+            .load(conn)
+            .await?;
+            let existing: HashMap<SlotKey, Existing> = existing
+                .into_iter()
+                .map(|e| (SlotKey { restaurant_id: e.restaurant_id, date: e.slot_date, time: e.slot_time }, e))
+                .collect();
+
+            let mut opened = Vec::with_capacity(slots.len());
+            let (mut changed_ids, mut changed_caps) = (Vec::new(), Vec::new());
+            let mut fresh = Vec::new();
+            for s in slots {
+                match existing.get(&s.slot) {
+                    Some(e) if s.capacity < e.reserved => {
+                        return Ok(OpenOutcome::BelowReserved { slot: s.slot, reserved: e.reserved });
+                    }
+                    Some(e) => {
+                        if e.capacity != s.capacity {
+                            changed_ids.push(e.id);
+                            changed_caps.push(s.capacity);
+                        }
+                        opened.push(Opened {
+                            slot: s.slot,
+                            capacity: s.capacity,
+                            reserved: e.reserved,
+                            previous_capacity: Some(e.capacity),
+                        });
+                    }
+                    None => {
+                        fresh.push(*s);
+                        opened.push(Opened {
+                            slot: s.slot,
+                            capacity: s.capacity,
+                            reserved: 0,
+                            previous_capacity: None,
+                        });
+                    }
+                }
+            }
+            if !changed_ids.is_empty() {
+                sql_query(
+                    "UPDATE slots s SET capacity = v.cap, updated_at = now()
+                     FROM unnest($1::bigint[], $2::int[]) AS v(id, cap) WHERE s.id = v.id",
+                )
+                .bind::<Array<BigInt>, _>(&changed_ids)
+                .bind::<Array<Integer>, _>(&changed_caps)
+                .execute(conn)
+                .await?;
+            }
+            if !fresh.is_empty() {
+                // The advisory lock above rules out a concurrent insert of the
+                // same slot, so a plain INSERT cannot conflict.
+                sql_query(
+                    "INSERT INTO slots (restaurant_id, slot_date, slot_time, capacity)
+                     SELECT * FROM unnest($1::bigint[], $2::date[], $3::time[], $4::int[])",
+                )
+                .bind::<Array<BigInt>, _>(fresh.iter().map(|s| s.slot.restaurant_id).collect::<Vec<_>>())
+                .bind::<Array<Date>, _>(fresh.iter().map(|s| s.slot.date).collect::<Vec<_>>())
+                .bind::<Array<Time>, _>(fresh.iter().map(|s| s.slot.time).collect::<Vec<_>>())
+                .bind::<Array<Integer>, _>(fresh.iter().map(|s| s.capacity).collect::<Vec<_>>())
+                .execute(conn)
+                .await?;
+            }
+            Ok::<_, diesel::result::Error>(OpenOutcome::Opened(opened))
+        })
+        .await?;
+    Ok(outcome)
+}
+
+/// Creates or updates menu items; returns how many were written.
+pub async fn put_menu(
+    conn: &mut AsyncPgConnection,
+    restaurant_id: i64,
+    items: &[MenuItem],
+) -> Result<usize, StoreError> {
+    let ids: Vec<i64> = items.iter().map(|i| i.menu_id).collect();
+    let names: Vec<&str> = items.iter().map(|i| i.name.as_str()).collect();
+    let prices: Vec<i64> = items.iter().map(|i| i.price).collect();
+    let written = conn
+        .transaction(async |conn| {
+            sql_query("INSERT INTO restaurants (id) VALUES ($1) ON CONFLICT DO NOTHING")
+                .bind::<BigInt, _>(restaurant_id)
+                .execute(conn)
+                .await?;
+            sql_query(
+                "INSERT INTO menus (restaurant_id, menu_id, name, price)
+                 SELECT $1, m, n, p FROM unnest($2::bigint[], $3::text[], $4::bigint[]) AS t(m, n, p)
+                 ON CONFLICT (restaurant_id, menu_id)
+                 DO UPDATE SET name = EXCLUDED.name, price = EXCLUDED.price, updated_at = now()",
+            )
+            .bind::<BigInt, _>(restaurant_id)
+            .bind::<Array<BigInt>, _>(&ids)
+            .bind::<Array<Text>, _>(&names)
+            .bind::<Array<BigInt>, _>(&prices)
+            .execute(conn)
+            .await
+        })
+        .await?;
+    Ok(written)
+}

@@ -1,0 +1,125 @@
+//! The seed's scenarios: many users at one instant, exact winners.
+
+use std::collections::{BTreeMap, HashMap};
+
+use slotgate::{pb, stats::Counters};
+use tonic::{Code, Status};
+
+use crate::helpers::{TestApp, burst, reason_of, reserve, slot_at, spawn_app, tally};
+
+/// HTTP/2 connections the bursts are spread over (several clients, as in a
+/// real burst, rather than one connection's stream limit).
+const CONNECTIONS: usize = 8;
+
+/// `users` users per slot, each clicking `clicks` times at once (distinct
+/// request ids, as a double click makes), party size 4.
+fn clicks(slots: &[pb::SlotRef], users: usize, clicks: usize) -> Vec<pb::CreateReservationRequest> {
+    let mut requests = Vec::with_capacity(slots.len() * users * clicks);
+    for (s, slot) in slots.iter().enumerate() {
+        for u in 0..users {
+            for c in 0..clicks {
+                requests.push(reserve(&format!("s{s}-u{u}-c{c}"), &format!("user-{u}"), slot, 4));
+            }
+        }
+    }
+    requests
+}
+
+fn slot_key(slot: &pb::SlotRef) -> String {
+    format!("{}:{}:{}", slot.restaurant_id, slot.date, slot.time)
+}
+
+/// Checks a burst into 40-seat slots with party size 4: exactly ten winners
+/// per slot, no user with two, every refusal an expected one, the database
+/// and the counter agree, and only admitted requests reached the database.
+async fn assert_exact_outcome(
+    app: &TestApp,
+    requests: &[pb::CreateReservationRequest],
+    results: &[Result<pb::Reservation, Status>],
+    slots: &[pb::SlotRef],
+) {
+    let outcomes = tally(results);
+    for kind in outcomes.keys() {
+        assert!(
+            ["OK", "AlreadyExists/DUPLICATE", "FailedPrecondition/SOLD_OUT"].contains(&kind.as_str()),
+            "unexpected outcome {kind}: {outcomes:?}"
+        );
+    }
+
+    // Winners per slot, and per (slot, user).
+    let mut winners: BTreeMap<String, usize> = BTreeMap::new();
+    let mut held: HashMap<(String, String), String> = HashMap::new();
+    for r in results.iter().flatten() {
+        let slot = slot_key(r.slot.as_ref().unwrap());
+        *winners.entry(slot.clone()).or_default() += 1;
+        let previous = held.insert((slot, r.user_id.clone()), r.id.clone());
+        assert!(previous.is_none(), "user {} won twice in one slot", r.user_id);
+    }
+    for slot in slots {
+        assert_eq!(winners.get(&slot_key(slot)), Some(&10), "winners of {}: {outcomes:?}", slot_key(slot));
+    }
+
+    // A winner's other clicks were refused as duplicates of the winning one.
+    for (request, result) in requests.iter().zip(results) {
+        let key = (slot_key(request.slot.as_ref().unwrap()), request.user_id.clone());
+        if let (Some(winning_id), Err(status)) = (held.get(&key), result) {
+            assert_eq!(reason_of(status), (Code::AlreadyExists, "DUPLICATE".into()));
+            let info = tonic_types::StatusExt::get_details_error_info(status).unwrap();
+            assert_eq!(&info.metadata["reservation_id"], winning_id);
+        }
+    }
+
+    for slot in slots {
+        let (capacity, reserved, active) = app.db_slot(slot).await;
+        assert_eq!((capacity, reserved, active), (40, 40, 40), "database figures of {}", slot_key(slot));
+        let remaining = app.remaining(slot).await;
+        assert_eq!((remaining.remaining, remaining.capacity), (0, 40));
+    }
+
+    // Counted on both sides, not assumed: every request that reached the
+    // database was admitted by the gate, and no refusal reached it.
+    let admitted = Counters::read(&app.counters.gate_admitted);
+    let transactions = Counters::read(&app.counters.store_transactions);
+    assert_eq!(transactions, admitted, "database transactions vs gate admissions");
+    assert_eq!(admitted, 10 * slots.len() as u64, "the gate admitted exactly the winners");
+}
+
+async fn run(slots: Vec<pb::SlotRef>, users: usize, clicks_per_user: usize) {
+    let app = spawn_app().await;
+    app.open(&slots.iter().map(|s| (s.clone(), 40)).collect::<Vec<_>>()).await;
+    let requests = clicks(&slots, users, clicks_per_user);
+    let results = burst(app.addr, requests.clone(), CONNECTIONS).await;
+    assert_eq!(results.len(), slots.len() * users * clicks_per_user);
+    assert_exact_outcome(&app, &requests, &results, &slots).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicate_2000_books_exactly_ten_parties_of_four_into_forty_seats() {
+    run(vec![slot_at("11:00")], 2_000, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicate_clicks_on_50_slots_at_once_book_exactly_ten_parties_in_each() {
+    let slots: Vec<_> = (0..50).map(|i| slot_at(&format!("{:02}:{:02}", 10 + i / 6, (i % 6) * 10))).collect();
+    run(slots, 40, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn burst_100_books_exactly_ten() {
+    run(vec![slot_at("12:00")], 100, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn burst_200_books_exactly_ten() {
+    run(vec![slot_at("12:00")], 200, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn burst_400_books_exactly_ten() {
+    run(vec![slot_at("12:00")], 400, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn burst_800_books_exactly_ten() {
+    run(vec![slot_at("12:00")], 800, 1).await;
+}

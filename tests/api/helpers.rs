@@ -1,0 +1,365 @@
+//! Spawns the real slotgate (the same `Application` `main` runs) on port 0,
+//! against the machine's PostgreSQL and Redis, each test in a database of its
+//! own (cloned from a migrated template, dropped afterwards) and a Redis key
+//! namespace of its own.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use diesel::{QueryableByName, sql_query, sql_types::BigInt};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use slotgate::{
+    config::Config,
+    pb::{self, reservations_client::ReservationsClient, slot_admin_client::SlotAdminClient},
+    server::Application,
+    stats::Counters,
+};
+use tokio::sync::{OnceCell, oneshot, watch};
+use tonic::{Code, Status, transport::Channel};
+use tonic_types::StatusExt;
+
+/// Maintenance database URL (any database the tests may connect to in
+/// order to create and drop others).
+fn admin_url() -> String {
+    std::env::var("SLOTGATE_TEST_ADMIN_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn database_url(name: &str) -> String {
+    let admin = admin_url();
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base);
+    format!("{base}/{name}")
+}
+
+/// Names unique across the test processes running now (pid + counter + time).
+fn unique_name(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}{}_{}_{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The migrations' content decides the template's name, so editing a
+/// migration makes a fresh template instead of reusing a stale one.
+fn migrations_digest() -> u64 {
+    fn walk(dir: &Path, files: &mut Vec<(String, Vec<u8>)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, files);
+            } else {
+                files.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations"), &mut files);
+    files.sort();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in files.iter().flat_map(|(name, body)| name.bytes().chain(body.iter().copied())) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
+    }
+    hash
+}
+
+async fn admin_connection() -> AsyncPgConnection {
+    AsyncPgConnection::establish(&admin_url()).await.expect("connect to the maintenance database")
+}
+
+/// Creates the migrated template once per digest. Several test processes may
+/// race here (nextest runs one per test): an advisory lock makes them take
+/// turns, and the template is built under a temporary name and renamed when
+/// complete, so no one ever clones a half-migrated template.
+async fn template() -> &'static str {
+    static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+    TEMPLATE
+        .get_or_init(|| async {
+            let name = format!("slotgate_tmpl_{:016x}", migrations_digest());
+            let mut conn = admin_connection().await;
+            sql_query("SELECT pg_advisory_lock(7310)").execute(&mut conn).await.unwrap();
+            #[derive(QueryableByName)]
+            struct Count {
+                #[diesel(sql_type = BigInt)]
+                n: i64,
+            }
+            let found: Count = sql_query(format!("SELECT count(*) AS n FROM pg_database WHERE datname = '{name}'"))
+                .get_result(&mut conn)
+                .await
+                .unwrap();
+            if found.n == 0 {
+                let building = format!("{name}_build");
+                conn.batch_execute(&format!("DROP DATABASE IF EXISTS \"{building}\"")).await.unwrap();
+                conn.batch_execute(&format!("CREATE DATABASE \"{building}\"")).await.unwrap();
+                slotgate::store::migrate(&database_url(&building)).await.expect("migrate the template");
+                conn.batch_execute(&format!("ALTER DATABASE \"{building}\" RENAME TO \"{name}\"")).await.unwrap();
+            }
+            sql_query("SELECT pg_advisory_unlock(7310)").execute(&mut conn).await.unwrap();
+            name
+        })
+        .await
+}
+
+/// A database of one test's own, dropped when the test ends.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> Self {
+        let template = template().await;
+        let name = unique_name("sgt_");
+        admin_connection()
+            .await
+            .batch_execute(&format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""))
+            .await
+            .expect("clone the template database");
+        Self { url: database_url(&name), name }
+    }
+
+    pub async fn connect(&self) -> AsyncPgConnection {
+        AsyncPgConnection::establish(&self.url).await.expect("connect to the test database")
+    }
+}
+
+/// One running slotgate and clients for it.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub reservations: ReservationsClient<Channel>,
+    pub admin: SlotAdminClient<Channel>,
+    pub counters: Arc<Counters>,
+    pub db: TestDb,
+    pub namespace: String,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Spawns slotgate with the test's settings adjusted by `tweak`.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    // Logs only when asked (RUST_LOG=...), captured per test by the harness.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
+    }
+    let db = TestDb::create().await;
+    let namespace = unique_name("t");
+    let mut config = Config::from_env();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.database.database_url = db.url.clone();
+    config.redis_url = redis_url();
+    config.redis_namespace = namespace.clone();
+    tweak(&mut config);
+
+    let app = Application::build(config).await.expect("build the application");
+    let addr = app.local_addr();
+    let counters = app.counters();
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let channel = connect(addr).await;
+    TestApp {
+        addr,
+        reservations: ReservationsClient::new(channel.clone()),
+        admin: SlotAdminClient::new(channel),
+        counters,
+        db,
+        namespace,
+        shutdown: Some(shutdown),
+    }
+}
+
+/// One HTTP/2 connection to the server.
+pub async fn connect(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("connect to slotgate")
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        // Drop cannot await, and the test's runtime may be shutting down:
+        // clean up from a thread with a runtime of its own.
+        let (name, namespace) = (self.db.name.clone(), self.namespace.clone());
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                // FORCE ends the server's pooled connections still open.
+                let _ = admin_connection()
+                    .await
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await;
+                let _ = delete_namespace(&namespace).await;
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+async fn delete_namespace(namespace: &str) -> redis::RedisResult<()> {
+    let mut conn = redis::Client::open(redis_url())?.get_multiplexed_async_connection().await?;
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{namespace}:*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            redis::cmd("DEL").arg(&keys).query_async::<()>(&mut conn).await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+impl TestApp {
+    /// Deletes every key of this test's namespace (as a Redis restart would).
+    pub async fn flush_redis(&self) {
+        delete_namespace(&self.namespace).await.unwrap();
+    }
+
+    /// Opens slots with the given capacities.
+    pub async fn open(&self, slots: &[(pb::SlotRef, i32)]) -> pb::OpenSlotsResponse {
+        let request = pb::OpenSlotsRequest {
+            slots: slots
+                .iter()
+                .map(|(slot, capacity)| pb::SlotCapacity { slot: Some(slot.clone()), capacity: *capacity })
+                .collect(),
+        };
+        self.admin.clone().open_slots(request).await.expect("open slots").into_inner()
+    }
+
+    pub async fn create(&self, request: pb::CreateReservationRequest) -> Result<pb::Reservation, Status> {
+        self.reservations.clone().create_reservation(request).await.map(tonic::Response::into_inner)
+    }
+
+    pub async fn remaining(&self, slot: &pb::SlotRef) -> pb::GetRemainingResponse {
+        self.reservations
+            .clone()
+            .get_remaining(pb::GetRemainingRequest { slot: Some(slot.clone()) })
+            .await
+            .expect("get remaining")
+            .into_inner()
+    }
+
+    /// What the database says of a slot: (capacity, reserved, sum of the
+    /// party sizes of its active reservations).
+    pub async fn db_slot(&self, slot: &pb::SlotRef) -> (i32, i32, i64) {
+        #[derive(QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::Integer)]
+            capacity: i32,
+            #[diesel(sql_type = diesel::sql_types::Integer)]
+            reserved: i32,
+            #[diesel(sql_type = BigInt)]
+            active: i64,
+        }
+        let row: Row = sql_query(
+            "SELECT s.capacity, s.reserved,
+                    (SELECT COALESCE(sum(r.party_size), 0)::bigint FROM reservations r
+                     WHERE r.slot_id = s.id AND r.status IN ('PENDING_DEPOSIT', 'CONFIRMED')) AS active
+             FROM slots s WHERE s.restaurant_id = $1 AND s.slot_date = $2::date AND s.slot_time = $3::time",
+        )
+        .bind::<BigInt, _>(slot.restaurant_id)
+        .bind::<diesel::sql_types::Text, _>(&slot.date)
+        .bind::<diesel::sql_types::Text, _>(&slot.time)
+        .get_result(&mut self.db.connect().await)
+        .await
+        .expect("read the slot");
+        (row.capacity, row.reserved, row.active)
+    }
+}
+
+/// A slot of restaurant 67 (the seed's) at `time` on the seed's date.
+pub fn slot_at(time: &str) -> pb::SlotRef {
+    pb::SlotRef { restaurant_id: 67, date: "2026-12-24".into(), time: time.into() }
+}
+
+/// A valid deposit reservation request.
+pub fn reserve(request_id: &str, user_id: &str, slot: &pb::SlotRef, party_size: i32) -> pb::CreateReservationRequest {
+    pb::CreateReservationRequest {
+        request_id: request_id.into(),
+        user_id: user_id.into(),
+        slot: Some(slot.clone()),
+        party_size,
+        r#type: pb::ReservationType::ReservationDeposit as i32,
+        menu_items: vec![],
+    }
+}
+
+/// The status code and the `ErrorInfo` reason of an error.
+pub fn reason_of(status: &Status) -> (Code, String) {
+    let reason = status.get_details_error_info().map(|i| i.reason).unwrap_or_default();
+    (status.code(), reason)
+}
+
+/// Fires every request at once: all are created first and wait at a start
+/// line, then are released together over `connections` HTTP/2 connections.
+/// Results come back in request order.
+pub async fn burst(
+    addr: SocketAddr,
+    requests: Vec<pb::CreateReservationRequest>,
+    connections: usize,
+) -> Vec<Result<pb::Reservation, Status>> {
+    let mut channels = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        channels.push(ReservationsClient::new(connect(addr).await));
+    }
+    let (go, start_line) = watch::channel(false);
+    let handles: Vec<_> = requests
+        .into_iter()
+        .enumerate()
+        .map(|(i, request)| {
+            let mut client = channels[i % connections].clone();
+            let mut start_line = start_line.clone();
+            tokio::spawn(async move {
+                start_line.wait_for(|go| *go).await.unwrap();
+                client.create_reservation(request).await.map(tonic::Response::into_inner)
+            })
+        })
+        .collect();
+    go.send(true).unwrap();
+    let mut results = Vec::with_capacity(handles.len());
+    for handle in handles {
+        results.push(handle.await.unwrap());
+    }
+    results
+}
+
+/// Outcomes tallied as "OK" or "CODE/REASON".
+pub fn tally(results: &[Result<pb::Reservation, Status>]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for r in results {
+        let key = match r {
+            Ok(_) => "OK".to_owned(),
+            Err(s) => {
+                let (code, reason) = reason_of(s);
+                format!("{code:?}/{reason}")
+            }
+        };
+        *counts.entry(key).or_default() += 1;
+    }
+    counts
+}

@@ -1,0 +1,12 @@
+//! slotgate's integration tests: one binary, one module per feature, each
+//! test against a real slotgate over real gRPC, with real PostgreSQL and
+//! Redis behind it.
+
+mod admin;
+mod bursts;
+mod cancel;
+mod discovery;
+mod helpers;
+mod idempotency;
+mod preorder;
+mod validation;
