@@ -24,7 +24,7 @@ use crate::{
     domain::{
         CancelReason, FieldError, MenuItem, NewReservation, ReservationId, ReservationStatus, SlotCapacity, SlotKey,
     },
-    gate::{Acquire, Gate, GateError, SlotFigures},
+    gate::{Acquire, Gate, GateError, SlotFigures, attempt_nonce},
     stats::Counters,
     store::{Cancelled, Inserted, OpenOutcome, Opened, Reservation, Store, StoreError},
 };
@@ -101,18 +101,31 @@ impl Booking {
     async fn decide(&self, new: NewReservation) -> Result<Reservation, BookingError> {
         let id = new.reservation_id();
         let fingerprint = new.fingerprint();
+        let nonce = attempt_nonce();
         let give_up = Instant::now() + self.settings.replay_wait;
         let mut backoff = Duration::from_millis(2);
         let mut loads = 0;
         loop {
-            let decision = self.gate.acquire(&new.slot, id, &new.user_id, new.party_size, fingerprint).await?;
+            let decision =
+                match self.gate.acquire(&new.slot, id, &new.user_id, new.party_size, fingerprint, nonce).await {
+                    Ok(decision) => decision,
+                    Err(e) => {
+                        // The reply was lost (timeout, connection cut): the script
+                        // may have run and taken seats for this attempt. Undo that
+                        // if so; the nonce keeps a concurrent retry's hold safe.
+                        if let Err(undo) = self.gate.release(&new.slot, id, &new.user_id, nonce, true).await {
+                            warn!(error = %undo, reservation = %id, "could not undo an acquire whose reply was lost");
+                        }
+                        return Err(e.into());
+                    }
+                };
             if !matches!(decision, Acquire::Admitted { .. } | Acquire::Cold | Acquire::Replay { .. }) {
                 Counters::bump(&self.counters.gate_refused);
             }
             match decision {
                 Acquire::Admitted { .. } => {
                     Counters::bump(&self.counters.gate_admitted);
-                    return self.commit(&new, id).await;
+                    return self.commit(&new, id, nonce).await;
                 }
                 Acquire::Cold if loads < COLD_RETRIES => {
                     loads += 1;
@@ -151,7 +164,7 @@ impl Booking {
     }
 
     /// The admitted path: one transaction, then end the hold either way.
-    async fn commit(&self, new: &NewReservation, id: ReservationId) -> Result<Reservation, BookingError> {
+    async fn commit(&self, new: &NewReservation, id: ReservationId, nonce: u64) -> Result<Reservation, BookingError> {
         Counters::bump(&self.counters.store_transactions);
         let inserted = self.store.insert_reservation(new, self.settings.deposit_window).await;
         if let Ok(Inserted::Created(reservation)) = inserted {
@@ -165,7 +178,7 @@ impl Booking {
         // active reservation that exists (a replay after Redis lost its
         // state), its user and fingerprint entries stay: they are true.
         let keep = matches!(&inserted, Ok(Inserted::Existing(r)) if r.is_active());
-        if let Err(e) = self.gate.release(&new.slot, id, &new.user_id, !keep).await {
+        if let Err(e) = self.gate.release(&new.slot, id, &new.user_id, nonce, !keep).await {
             warn!(error = %e, reservation = %id, "could not release a hold; the counter stays low until reconciled");
         }
         match inserted? {

@@ -3,9 +3,11 @@
 -- KEYS[1] seats  hash {left, cap}: seats left to admit and the capacity
 -- KEYS[2] users  hash user_id -> reservation id (held or committed, active)
 -- KEYS[3] ids    hash reservation id -> request fingerprint
--- KEYS[4] holds  hash reservation id -> "party|user|lease_deadline_ms"
+-- KEYS[4] holds  hash reservation id -> "party|user|lease_deadline_ms|nonce"
 -- ARGV[1] reservation id   ARGV[2] user id   ARGV[3] party size
 -- ARGV[4] fingerprint      ARGV[5] lease in milliseconds
+-- ARGV[6] nonce of this attempt: only the attempt that made a hold (or the
+--         lease reaper) may release it, never a retry of the same request
 --
 -- Returns {code, detail}:
 --   {0, left}   ADMITTED: seats taken, hold recorded, left after taking
@@ -46,5 +48,5 @@ local deadline = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) +
 redis.call('HINCRBY', KEYS[1], 'left', -party)
 redis.call('HSET', KEYS[2], user, id)
 redis.call('HSET', KEYS[3], id, ARGV[4])
-redis.call('HSET', KEYS[4], id, party .. '|' .. user .. '|' .. deadline)
+redis.call('HSET', KEYS[4], id, party .. '|' .. user .. '|' .. deadline .. '|' .. ARGV[6])
 return {0, tostring(left - party)}

@@ -9,7 +9,7 @@
 //! {ns}:{67:2026-01-16:11:00}:seats   hash  left, cap
 //! {ns}:{67:2026-01-16:11:00}:users   hash  user id -> reservation id
 //! {ns}:{67:2026-01-16:11:00}:ids     hash  reservation id -> fingerprint
-//! {ns}:{67:2026-01-16:11:00}:holds   hash  reservation id -> party|user|lease deadline
+//! {ns}:{67:2026-01-16:11:00}:holds   hash  reservation id -> party|user|lease deadline|nonce
 //! ```
 //!
 //! The counter (`left`) is an admission filter, not the truth: PostgreSQL is
@@ -130,6 +130,14 @@ pub struct GateSettings {
     pub lease: Duration,
 }
 
+/// A fresh attempt nonce. `RandomState` is seeded from the OS once per
+/// process and differs per call, so nonces differ across attempts and
+/// replicas without a random-number dependency.
+pub fn attempt_nonce() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0u8)
+}
+
 struct Scripts {
     acquire: Script,
     release: Script,
@@ -213,7 +221,8 @@ impl Gate {
         Ok(result?)
     }
 
-    /// Decides one request: see `acquire.lua`.
+    /// Decides one request: see `acquire.lua`. `nonce` names this attempt
+    /// (see [`attempt_nonce`]) in the hold it may make.
     pub async fn acquire(
         &self,
         slot: &SlotKey,
@@ -221,6 +230,7 @@ impl Gate {
         user: &str,
         party: i32,
         fingerprint: i64,
+        nonce: u64,
     ) -> Result<Acquire, GateError> {
         let k = self.keys(slot);
         let (code, detail): (i64, String) = self
@@ -235,7 +245,8 @@ impl Gate {
                     .arg(user)
                     .arg(party)
                     .arg(fingerprint)
-                    .arg(self.lease_ms),
+                    .arg(self.lease_ms)
+                    .arg(nonce),
             )
             .await?;
         let number =
@@ -260,10 +271,18 @@ impl Gate {
         Ok(ended == 1)
     }
 
-    /// The reservation was not committed: end its hold and give its seats
-    /// back (once). `forget` also drops the id's user and fingerprint entries;
-    /// pass false when the id names a reservation that exists and is active.
-    pub async fn release(&self, slot: &SlotKey, id: ReservationId, user: &str, forget: bool) -> Result<i64, GateError> {
+    /// The attempt `nonce` was not committed: end its hold, if it made one,
+    /// and give its seats back (once). `forget` also drops the id's user and
+    /// fingerprint entries; pass false when the id names a reservation that
+    /// exists and is active.
+    pub async fn release(
+        &self,
+        slot: &SlotKey,
+        id: ReservationId,
+        user: &str,
+        nonce: u64,
+        forget: bool,
+    ) -> Result<i64, GateError> {
         let k = self.keys(slot);
         self.invoke(
             self.scripts
@@ -274,6 +293,7 @@ impl Gate {
                 .key(&k.holds)
                 .arg(id.to_string())
                 .arg(user)
+                .arg(nonce)
                 .arg(u8::from(forget)),
         )
         .await
@@ -325,5 +345,16 @@ impl Gate {
             (Some(left), Some(cap)) => Some((left.max(0), cap)),
             _ => None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempt_nonces_differ_from_call_to_call() {
+        let nonces: std::collections::HashSet<u64> = (0..1_000).map(|_| attempt_nonce()).collect();
+        assert_eq!(nonces.len(), 1_000);
     }
 }

@@ -1,31 +1,37 @@
 -- release: end a hold whose reservation was not committed, giving its seats
--- back. Only the call that removes the hold gives seats back, so a repeated
--- or racing release gives them back at most once.
+-- back. Acts only on a hold made by the attempt named by the nonce, so a
+-- repeated or racing release gives seats back at most once, and an attempt
+-- that is unsure whether its acquire ran (a lost reply) can undo it without
+-- touching another attempt's hold.
 --
 -- KEYS[1] seats   KEYS[2] users   KEYS[3] ids   KEYS[4] holds   (as acquire)
--- ARGV[1] reservation id   ARGV[2] user id
--- ARGV[3] forget: 1 drops the id's user and fingerprint entries (nothing was
---         booked); 0 keeps them (the id names a reservation that exists)
--- Returns the seats given back (0 when there was no hold).
+-- ARGV[1] reservation id   ARGV[2] user id   ARGV[3] nonce of the attempt
+-- ARGV[4] forget: 1 also drops the id's user and fingerprint entries
+--         (nothing was booked); 0 keeps them (the id names a reservation
+--         that exists and is active)
+-- Returns the seats given back (0 when this attempt held none).
 local id, user = ARGV[1], ARGV[2]
-local given = 0
 
 local hold = redis.call('HGET', KEYS[4], id)
-if hold then
-  redis.call('HDEL', KEYS[4], id)
-  given = tonumber(string.match(hold, '^(%d+)|'))
-  -- A missing counter means the slot went cold (flush, restart, eviction):
-  -- the next load recomputes it from the database, so adding to it here
-  -- would invent a counter holding only this hold's seats.
-  if redis.call('HEXISTS', KEYS[1], 'left') == 1 then
-    redis.call('HINCRBY', KEYS[1], 'left', given)
-  end
+if not hold then
+  return 0
+end
+local party, nonce = string.match(hold, '^(%d+)|.*|(%d+)$')
+if nonce ~= ARGV[3] then
+  return 0
 end
 
-if ARGV[3] == '1' then
+redis.call('HDEL', KEYS[4], id)
+-- A missing counter means the slot went cold (flush, restart, eviction):
+-- the next load recomputes it from the database, so adding to it here would
+-- invent a counter holding only this hold's seats.
+if redis.call('HEXISTS', KEYS[1], 'left') == 1 then
+  redis.call('HINCRBY', KEYS[1], 'left', tonumber(party))
+end
+if ARGV[4] == '1' then
   if redis.call('HGET', KEYS[2], user) == id then
     redis.call('HDEL', KEYS[2], user)
   end
   redis.call('HDEL', KEYS[3], id)
 end
-return given
+return tonumber(party)

@@ -1,11 +1,14 @@
 //! The seed's scenarios: many users at one instant, exact winners.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
 
 use slotgate::{pb, stats::Counters};
 use tonic::{Code, Status};
 
-use crate::helpers::{TestApp, burst, reason_of, reserve, slot_at, spawn_app, tally};
+use crate::helpers::{TestApp, burst, reason_of, reserve, slot_at, spawn_app_with, tally};
 
 /// HTTP/2 connections the bursts are spread over (several clients, as in a
 /// real burst, rather than one connection's stream limit).
@@ -18,7 +21,7 @@ fn clicks(slots: &[pb::SlotRef], users: usize, clicks: usize) -> Vec<pb::CreateR
     for (s, slot) in slots.iter().enumerate() {
         for u in 0..users {
             for c in 0..clicks {
-                requests.push(reserve(&format!("s{s}-u{u}-c{c}"), &format!("user-{u}"), slot, 4));
+                requests.push(reserve(&format!("s{s}-u{u}-c{c}"), &format!("s{s}-user-{u}"), slot, 4));
             }
         }
     }
@@ -85,7 +88,16 @@ async fn assert_exact_outcome(
 }
 
 async fn run(slots: Vec<pb::SlotRef>, users: usize, clicks_per_user: usize) {
-    let app = spawn_app().await;
+    // These tests assert exact outcomes, not speed. Thousands of calls at
+    // one instant on a small, shared machine (client and server in one
+    // debug-built process) can keep the tail waiting past the production
+    // fail-fast bounds, which would turn machine noise into UNAVAILABLE:
+    // give the waits room here. Speed is the load tool's to measure.
+    let app = spawn_app_with(|c| {
+        c.pool_timeout = Duration::from_secs(30);
+        c.redis_command_timeout = Duration::from_secs(30);
+    })
+    .await;
     app.open(&slots.iter().map(|s| (s.clone(), 40)).collect::<Vec<_>>()).await;
     let requests = clicks(&slots, users, clicks_per_user);
     let results = burst(app.addr, requests.clone(), CONNECTIONS).await;
@@ -98,8 +110,13 @@ async fn duplicate_2000_books_exactly_ten_parties_of_four_into_forty_seats() {
     run(vec![slot_at("11:00")], 2_000, 3).await;
 }
 
+/// The seed's burst (2,000 distinct users, three clicks each, 6,000 calls at
+/// one instant) spread over 50 slots at once: 40 users per slot, so every
+/// slot sells out and exactly 500 parties win. (Fifty full duplicate-2000
+/// bursts at one instant, 300,000 calls, is an overload test: on two cores
+/// the tail waits past the pool timeout, which load shedding must handle.)
 #[tokio::test(flavor = "multi_thread")]
-async fn duplicate_clicks_on_50_slots_at_once_book_exactly_ten_parties_in_each() {
+async fn the_duplicate_burst_spread_over_50_slots_books_exactly_ten_parties_in_each() {
     let slots: Vec<_> = (0..50).map(|i| slot_at(&format!("{:02}:{:02}", 10 + i / 6, (i % 6) * 10))).collect();
     run(slots, 40, 3).await;
 }

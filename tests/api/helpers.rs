@@ -363,3 +363,50 @@ pub fn tally(results: &[Result<pb::Reservation, Status>]) -> BTreeMap<String, us
     }
     counts
 }
+
+/// A redis-server of one test's own on a free loopback port, for tests that
+/// stall or kill it; killed when dropped.
+pub struct PrivateRedis {
+    pub url: String,
+    /// Killed and reaped in `Drop`.
+    child: std::process::Child,
+}
+
+impl PrivateRedis {
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        #[allow(clippy::zombie_processes)] // reaped in Drop
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let url = format!("redis://127.0.0.1:{port}");
+        for _ in 0..100 {
+            if let Ok(client) = redis::Client::open(url.as_str())
+                && client.get_multiplexed_async_connection().await.is_ok()
+            {
+                return Self { url, child };
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("redis-server on port {port} did not come up");
+    }
+
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        // No reply timeout: these connections run deliberately slow scripts.
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        redis::Client::open(self.url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

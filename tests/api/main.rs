@@ -6,6 +6,7 @@ mod admin;
 mod bursts;
 mod cancel;
 mod discovery;
+mod faults;
 mod helpers;
 mod idempotency;
 mod preorder;
