@@ -60,16 +60,16 @@ pub struct Config {
 
     /// Longest wait for a pooled connection (Redis or PostgreSQL) before the
     /// request is answered UNAVAILABLE.
-    #[arg(long, env = "SLOTGATE_POOL_TIMEOUT_MS", default_value = "2000", value_parser = parse_millis)]
+    #[arg(long = "pool-timeout-ms", env = "SLOTGATE_POOL_TIMEOUT_MS", default_value = "2000", value_parser = parse_millis)]
     pub pool_timeout: Duration,
 
     /// Longest wait to open a Redis connection.
-    #[arg(long, env = "SLOTGATE_REDIS_CONNECT_TIMEOUT_MS", default_value = "1000", value_parser = parse_millis)]
+    #[arg(long = "redis-connect-timeout-ms", env = "SLOTGATE_REDIS_CONNECT_TIMEOUT_MS", default_value = "1000", value_parser = parse_millis)]
     pub redis_connect_timeout: Duration,
 
     /// Longest wait for Redis to answer one script call. Past it the request
     /// is answered UNAVAILABLE rather than left hanging.
-    #[arg(long, env = "SLOTGATE_REDIS_COMMAND_TIMEOUT_MS", default_value = "1000", value_parser = parse_millis)]
+    #[arg(long = "redis-command-timeout-ms", env = "SLOTGATE_REDIS_COMMAND_TIMEOUT_MS", default_value = "1000", value_parser = parse_millis)]
     pub redis_command_timeout: Duration,
 
     /// Prefix of every Redis key, so several deployments (or tests) can share
@@ -87,7 +87,7 @@ pub struct Config {
 
     /// Lease of a hold: how long seats taken in Redis may stay uncommitted.
     /// Longer than the longest request deadline.
-    #[arg(long, env = "SLOTGATE_HOLD_LEASE_MS", default_value = "30000", value_parser = parse_millis)]
+    #[arg(long = "hold-lease-ms", env = "SLOTGATE_HOLD_LEASE_MS", default_value = "30000", value_parser = parse_millis)]
     pub hold_lease: Duration,
 
     /// How long a new reservation may stay unpaid (PENDING_DEPOSIT).
@@ -96,7 +96,7 @@ pub struct Config {
 
     /// How long a retry waits for the first attempt of the same request_id
     /// to finish before it is answered ABORTED / REQUEST_IN_PROGRESS.
-    #[arg(long, env = "SLOTGATE_REPLAY_WAIT_MS", default_value = "5000", value_parser = parse_millis)]
+    #[arg(long = "replay-wait-ms", env = "SLOTGATE_REPLAY_WAIT_MS", default_value = "5000", value_parser = parse_millis)]
     pub replay_wait: Duration,
 
     /// HTTP/2 streams one client connection may have open at once.
