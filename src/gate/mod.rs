@@ -163,6 +163,16 @@ struct SlotKeys {
     holds: String,
 }
 
+impl SlotKeys {
+    /// An invocation of `script` with all four keys (seats, users, ids,
+    /// holds) as KEYS[1..4].
+    fn invoke<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
+        let mut invocation = script.key(&self.seats);
+        invocation.key(&self.users).key(&self.ids).key(&self.holds);
+        invocation
+    }
+}
+
 impl Gate {
     /// Builds the pool without connecting: the service starts (and answers
     /// UNAVAILABLE) while Redis is down, and connects once it is up.
@@ -235,12 +245,7 @@ impl Gate {
         let k = self.keys(slot);
         let (code, detail): (i64, String) = self
             .invoke(
-                self.scripts
-                    .acquire
-                    .key(&k.seats)
-                    .key(&k.users)
-                    .key(&k.ids)
-                    .key(&k.holds)
+                k.invoke(&self.scripts.acquire)
                     .arg(id.to_string())
                     .arg(user)
                     .arg(party)
@@ -284,19 +289,8 @@ impl Gate {
         forget: bool,
     ) -> Result<i64, GateError> {
         let k = self.keys(slot);
-        self.invoke(
-            self.scripts
-                .release
-                .key(&k.seats)
-                .key(&k.users)
-                .key(&k.ids)
-                .key(&k.holds)
-                .arg(id.to_string())
-                .arg(user)
-                .arg(nonce)
-                .arg(u8::from(forget)),
-        )
-        .await
+        self.invoke(k.invoke(&self.scripts.release).arg(id.to_string()).arg(user).arg(nonce).arg(u8::from(forget)))
+            .await
     }
 
     /// A committed reservation was cancelled: its seats go back, once.
@@ -309,14 +303,8 @@ impl Gate {
     /// it was warm already (and `force` was not given).
     pub async fn warm(&self, slot: &SlotKey, figures: &SlotFigures, force: bool) -> Result<bool, GateError> {
         let k = self.keys(slot);
-        let mut invocation = self.scripts.warm.key(&k.seats);
-        invocation
-            .key(&k.users)
-            .key(&k.ids)
-            .key(&k.holds)
-            .arg(u8::from(force))
-            .arg(figures.capacity)
-            .arg(figures.reserved);
+        let mut invocation = k.invoke(&self.scripts.warm);
+        invocation.arg(u8::from(force)).arg(figures.capacity).arg(figures.reserved);
         for (user, id, fingerprint) in &figures.holders {
             invocation.arg(user).arg(id.to_string()).arg(fingerprint);
         }

@@ -415,8 +415,9 @@ pub async fn cancel_reservation(
     })
 }
 
+/// A slot's natural key and seat figures, as selected from `slots s`.
 #[derive(QueryableByName)]
-struct FigureRow {
+struct SlotRow {
     #[diesel(sql_type = BigInt)]
     restaurant_id: i64,
     #[diesel(sql_type = Date)]
@@ -427,6 +428,18 @@ struct FigureRow {
     capacity: i32,
     #[diesel(sql_type = Integer)]
     reserved: i32,
+}
+
+impl SlotRow {
+    fn key(&self) -> SlotKey {
+        SlotKey { restaurant_id: self.restaurant_id, date: self.slot_date, time: self.slot_time }
+    }
+}
+
+#[derive(QueryableByName)]
+struct FigureRow {
+    #[diesel(embed)]
+    slot: SlotRow,
     #[diesel(sql_type = Nullable<Text>)]
     user_id: Option<String>,
     #[diesel(sql_type = Nullable<SqlUuid>)]
@@ -450,9 +463,10 @@ fn figures_query(filter: &str) -> String {
 fn group_figures(rows: Vec<FigureRow>) -> Vec<(SlotKey, SlotFigures)> {
     let mut out: Vec<(SlotKey, SlotFigures)> = Vec::new();
     for row in rows {
-        let key = SlotKey { restaurant_id: row.restaurant_id, date: row.slot_date, time: row.slot_time };
+        let key = row.slot.key();
         if out.last().is_none_or(|(k, _)| *k != key) {
-            out.push((key, SlotFigures { capacity: row.capacity, reserved: row.reserved, holders: Vec::new() }));
+            let figures = SlotFigures { capacity: row.slot.capacity, reserved: row.slot.reserved, holders: Vec::new() };
+            out.push((key, figures));
         }
         if let (Some(user), Some(id), Some(fp), Some((_, figures))) =
             (row.user_id, row.id, row.fingerprint, out.last_mut())
@@ -492,16 +506,8 @@ pub async fn open_slots(conn: &mut AsyncPgConnection, slots: &[SlotCapacity]) ->
     struct Existing {
         #[diesel(sql_type = BigInt)]
         id: i64,
-        #[diesel(sql_type = BigInt)]
-        restaurant_id: i64,
-        #[diesel(sql_type = Date)]
-        slot_date: NaiveDate,
-        #[diesel(sql_type = Time)]
-        slot_time: NaiveTime,
-        #[diesel(sql_type = Integer)]
-        capacity: i32,
-        #[diesel(sql_type = Integer)]
-        reserved: i32,
+        #[diesel(embed)]
+        slot: SlotRow,
     }
     let restaurants: Vec<i64> = slots.iter().map(|s| s.slot.restaurant_id).collect();
     let dates: Vec<NaiveDate> = slots.iter().map(|s| s.slot.date).collect();
@@ -530,22 +536,19 @@ pub async fn open_slots(conn: &mut AsyncPgConnection, slots: &[SlotCapacity]) ->
             .bind::<Array<Time>, _>(&times)
             .load(conn)
             .await?;
-            let existing: HashMap<SlotKey, Existing> = existing
-                .into_iter()
-                .map(|e| (SlotKey { restaurant_id: e.restaurant_id, date: e.slot_date, time: e.slot_time }, e))
-                .collect();
+            let existing: HashMap<SlotKey, Existing> = existing.into_iter().map(|e| (e.slot.key(), e)).collect();
 
             let mut opened = Vec::with_capacity(slots.len());
             let (mut changed_ids, mut changed_caps) = (Vec::new(), Vec::new());
             let mut fresh = Vec::new();
             for s in slots {
                 match existing.get(&s.slot) {
-                    Some(e) if s.capacity < e.reserved => {
+                    Some(Existing { slot: e, .. }) if s.capacity < e.reserved => {
                         return Ok(OpenOutcome::BelowReserved { slot: s.slot, reserved: e.reserved });
                     }
-                    Some(e) => {
+                    Some(Existing { id, slot: e }) => {
                         if e.capacity != s.capacity {
-                            changed_ids.push(e.id);
+                            changed_ids.push(*id);
                             changed_caps.push(s.capacity);
                         }
                         opened.push(Opened {

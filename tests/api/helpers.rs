@@ -52,18 +52,22 @@ fn unique_name(prefix: &str) -> String {
 /// The migrations' content decides the template's name, so editing a
 /// migration makes a fresh template instead of reusing a stale one.
 fn migrations_digest() -> u64 {
-    fn walk(dir: &Path, files: &mut Vec<(String, Vec<u8>)>) {
+    fn walk(root: &Path, dir: &Path, files: &mut Vec<(String, Vec<u8>)>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             if path.is_dir() {
-                walk(&path, files);
+                walk(root, &path, files);
             } else {
-                files.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+                // Relative names: every checkout of the same migrations
+                // shares one template.
+                let name = path.strip_prefix(root).unwrap().display().to_string();
+                files.push((name, std::fs::read(&path).unwrap()));
             }
         }
     }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
     let mut files = Vec::new();
-    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations"), &mut files);
+    walk(&root, &root, &mut files);
     files.sort();
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in files.iter().flat_map(|(name, body)| name.bytes().chain(body.iter().copied())) {
@@ -102,6 +106,22 @@ async fn template() -> &'static str {
                 conn.batch_execute(&format!("CREATE DATABASE \"{building}\"")).await.unwrap();
                 slotgate::store::migrate(&database_url(&building)).await.expect("migrate the template");
                 conn.batch_execute(&format!("ALTER DATABASE \"{building}\" RENAME TO \"{name}\"")).await.unwrap();
+                // Templates of older migrations are dead weight; one still
+                // cloned from by another run refuses to go, which is fine.
+                #[derive(QueryableByName)]
+                struct Name {
+                    #[diesel(sql_type = diesel::sql_types::Text)]
+                    datname: String,
+                }
+                let stale: Vec<Name> = sql_query(format!(
+                    "SELECT datname FROM pg_database WHERE datname LIKE 'slotgate\\_tmpl\\_%' AND datname <> '{name}'"
+                ))
+                .load(&mut conn)
+                .await
+                .unwrap();
+                for Name { datname } in stale {
+                    let _ = conn.batch_execute(&format!("DROP DATABASE IF EXISTS \"{datname}\"")).await;
+                }
             }
             sql_query("SELECT pg_advisory_unlock(7310)").execute(&mut conn).await.unwrap();
             name
