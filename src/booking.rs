@@ -165,7 +165,6 @@ impl Booking {
 
     /// The admitted path: one transaction, then end the hold either way.
     async fn commit(&self, new: &NewReservation, id: ReservationId, nonce: u64) -> Result<Reservation, BookingError> {
-        Counters::bump(&self.counters.store_transactions);
         let inserted = self.store.insert_reservation(new, self.settings.deposit_window).await;
         if let Ok(Inserted::Created(reservation)) = inserted {
             if let Err(e) = self.gate.finalize(&new.slot, id).await {

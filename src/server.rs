@@ -50,7 +50,13 @@ impl Application {
             let applied = store::migrate(&config.database.database_url).await?;
             info!(applied, "database migrations up to date");
         }
-        let store = Store::new(&config.database.database_url, config.database.db_pool_size, config.pool_timeout);
+        let counters = Arc::new(Counters::default());
+        let store = Store::new(
+            &config.database.database_url,
+            config.database.db_pool_size,
+            config.pool_timeout,
+            Arc::clone(&counters),
+        );
         let gate = Gate::new(
             &config.redis_url,
             &config.redis_namespace,
@@ -62,7 +68,6 @@ impl Application {
                 lease: config.hold_lease,
             },
         )?;
-        let counters = Arc::new(Counters::default());
         let settings = Settings {
             deposit_window: Duration::from_secs(config.deposit_window_secs.into()),
             replay_wait: config.replay_wait,

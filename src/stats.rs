@@ -9,9 +9,11 @@ pub struct Counters {
     pub gate_admitted: AtomicU64,
     /// Requests the gate refused (sold out, duplicate, reused id).
     pub gate_refused: AtomicU64,
-    /// Winner transactions started in PostgreSQL: every reservation request
-    /// that reached the database.
+    /// Winner transactions started in PostgreSQL.
     pub store_transactions: AtomicU64,
+    /// Connections taken from the PostgreSQL pool, for any purpose: every
+    /// time anything reached the database.
+    pub db_checkouts: AtomicU64,
     /// Cold counters loaded from the database.
     pub counters_loaded: AtomicU64,
 }

@@ -9,7 +9,7 @@
 
 pub mod queries;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use bb8::{Pool, PooledConnection, RunError};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -26,6 +26,7 @@ use crate::{
         SlotKey,
     },
     gate::SlotFigures,
+    stats::Counters,
 };
 pub use queries::{Cancelled, Inserted, OpenOutcome, Opened};
 
@@ -120,12 +121,13 @@ pub async fn migrate(database_url: &str) -> Result<usize, StoreError> {
 /// The PostgreSQL pool and the operations the use cases need.
 pub struct Store {
     pool: Pool<Manager>,
+    counters: Arc<Counters>,
 }
 
 impl Store {
     /// Builds the pool without connecting (connections open on demand), so
     /// the service starts while PostgreSQL is down and recovers by itself.
-    pub fn new(database_url: &str, pool_size: u32, pool_timeout: Duration) -> Self {
+    pub fn new(database_url: &str, pool_size: u32, pool_timeout: Duration, counters: Arc<Counters>) -> Self {
         let pool = Pool::builder()
             .max_size(pool_size)
             .connection_timeout(pool_timeout)
@@ -134,11 +136,15 @@ impl Store {
             // winner's transaction for nothing.
             .test_on_check_out(false)
             .build_unchecked(Manager::new(database_url));
-        Self { pool }
+        Self { pool, counters }
     }
 
+    /// Every database access goes through here, so `db_checkouts` counts
+    /// each time a request reached PostgreSQL.
     async fn conn(&self) -> Result<PooledConnection<'_, Manager>, StoreError> {
-        Ok(self.pool.get().await?)
+        let conn = self.pool.get().await?;
+        Counters::bump(&self.counters.db_checkouts);
+        Ok(conn)
     }
 
     /// The winner's transaction; see [`queries::insert_reservation`].
@@ -148,6 +154,7 @@ impl Store {
         deposit_window: Duration,
     ) -> Result<Inserted, StoreError> {
         let mut conn = self.conn().await?;
+        Counters::bump(&self.counters.store_transactions);
         queries::insert_reservation(&mut conn, new, deposit_window).await
     }
 
