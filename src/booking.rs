@@ -12,19 +12,20 @@
 //! ```
 
 use std::{
+    collections::HashMap,
     future::Future,
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
-use chrono::NaiveDate;
+use chrono::{Days, NaiveDate, Utc};
 use tracing::warn;
 
 use crate::{
     domain::{
         CancelReason, FieldError, MenuItem, NewReservation, ReservationId, ReservationStatus, SlotCapacity, SlotKey,
     },
-    gate::{Acquire, Gate, GateError, SlotFigures, attempt_nonce},
+    gate::{Acquire, Gate, GateError, Reconciled, SlotFigures, attempt_nonce},
     stats::Counters,
     store::{Cancelled, Inserted, OpenOutcome, Opened, Reservation, Store, StoreError},
 };
@@ -78,7 +79,31 @@ pub struct Booking {
     store: Store,
     settings: Settings,
     counters: Arc<Counters>,
+    /// One lock per slot whose counter is being loaded: the single flight.
+    loading: Mutex<HashMap<SlotKey, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+/// One counter a reconcile pass rewrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Correction {
+    pub slot: SlotKey,
+    pub left_before: i64,
+    pub left_after: i64,
+    pub capacity: i32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconciliation {
+    /// Warm slots looked at.
+    pub checked: u32,
+    /// Slots skipped because a hold was in flight or they changed meanwhile.
+    pub busy: u32,
+    pub corrections: Vec<Correction>,
+    pub took: Duration,
+}
+
+/// Slots probed per Redis round trip during a reconcile pass.
+const PROBE_BATCH: usize = 500;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Warmed {
@@ -89,7 +114,7 @@ pub struct Warmed {
 
 impl Booking {
     pub fn new(gate: Gate, store: Store, settings: Settings, counters: Arc<Counters>) -> Self {
-        Self { gate, store, settings, counters }
+        Self { gate, store, settings, counters, loading: Mutex::default() }
     }
 
     /// Books seats for `new`, or says why not.
@@ -167,7 +192,7 @@ impl Booking {
     async fn commit(&self, new: &NewReservation, id: ReservationId, nonce: u64) -> Result<Reservation, BookingError> {
         let inserted = self.store.insert_reservation(new, self.settings.deposit_window).await;
         if let Ok(Inserted::Created(reservation)) = inserted {
-            if let Err(e) = self.gate.finalize(&new.slot, id).await {
+            if let Err(e) = self.gate.finalize(&new.slot, id, nonce).await {
                 // The seats stay taken either way; only the hold record lingers.
                 warn!(error = %e, reservation = %id, "could not end the hold of a committed reservation");
             }
@@ -191,8 +216,39 @@ impl Booking {
         }
     }
 
-    /// Loads a cold counter from the database.
+    /// Loads a cold counter from the database, once per slot per process
+    /// however many requests meet it at once: the first loads, the others
+    /// wait for it and then find the counter warm. (Several processes may
+    /// each load once; `warm` keeps the first counter written.)
     async fn load_counter(&self, slot: SlotKey) -> Result<(), BookingError> {
+        let lock = {
+            let mut loading = self.loading.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(loading.entry(slot).or_default())
+        };
+        let result = match lock.try_lock() {
+            Ok(_leader) => self.load_counter_now(slot).await,
+            Err(_) => {
+                let _turn = lock.lock().await;
+                match self.gate.remaining(&slot).await {
+                    Ok(Some(_)) => Ok(()),
+                    // The loader failed (or the counter vanished again): try
+                    // ourselves.
+                    Ok(None) => self.load_counter_now(slot).await,
+                    Err(e) => Err(e.into()),
+                }
+            }
+        };
+        // The map holds one reference and this call another: when no one
+        // else holds the lock, forget it. (Others clone it only under the
+        // map's mutex, held here.)
+        let mut loading = self.loading.lock().unwrap_or_else(PoisonError::into_inner);
+        if Arc::strong_count(&lock) == 2 {
+            loading.remove(&slot);
+        }
+        result
+    }
+
+    async fn load_counter_now(&self, slot: SlotKey) -> Result<(), BookingError> {
         let figures = self.store.slot_figures(&slot).await?.ok_or(BookingError::SlotNotFound(slot))?;
         Counters::bump(&self.counters.counters_loaded);
         self.gate.warm(&slot, &figures, false).await?;
@@ -281,6 +337,58 @@ impl Booking {
             }
         }
         Ok(Warmed { warmed, already_warm, took: started.elapsed() })
+    }
+
+    /// Rewrites drifted counters of the warm slots dated `from` or later
+    /// (default: yesterday, UTC, so every time zone's today is covered).
+    ///
+    /// Order matters: each slot's epoch is read before its database figures,
+    /// and the rewrite only happens if the epoch has not moved since and no
+    /// hold is in flight, so a reservation landing meanwhile is never
+    /// overwritten by figures that predate it.
+    pub async fn reconcile(&self, from: Option<NaiveDate>) -> Result<Reconciliation, BookingError> {
+        let started = Instant::now();
+        let from = from.unwrap_or_else(|| Utc::now().date_naive() - Days::new(1));
+        let keys = self.store.slot_keys_from(from).await?;
+        let mut probed = Vec::with_capacity(keys.len());
+        for batch in keys.chunks(PROBE_BATCH) {
+            probed.extend(batch.iter().copied().zip(self.gate.probe(batch).await?));
+        }
+        let figures: HashMap<SlotKey, SlotFigures> = self.store.slots_from(Some(from)).await?.into_iter().collect();
+
+        let mut report = Reconciliation::default();
+        for (slot, probe) in probed {
+            let (Some(left), Some(epoch)) = (probe.left, probe.epoch.as_deref()) else { continue };
+            report.checked += 1;
+            if probe.holds > 0 {
+                report.busy += 1;
+                continue;
+            }
+            // Deleted meanwhile, or created after the key list: next pass.
+            let Some(figures) = figures.get(&slot) else { continue };
+            let want = i64::from(figures.capacity - figures.reserved);
+            let looks_right = left == want
+                && probe.capacity == Some(i64::from(figures.capacity))
+                && probe.users == figures.holders.len() as i64;
+            if looks_right {
+                continue;
+            }
+            match self.gate.reconcile(&slot, epoch, figures).await? {
+                Reconciled::Corrected { left_before } => report.corrections.push(Correction {
+                    slot,
+                    left_before,
+                    left_after: want,
+                    capacity: figures.capacity,
+                }),
+                Reconciled::Busy => report.busy += 1,
+                Reconciled::AlreadyRight | Reconciled::Cold => {}
+            }
+        }
+        report.took = started.elapsed();
+        for c in &report.corrections {
+            warn!(slot = %c.slot, left_before = c.left_before, left_after = c.left_after, "reconciled a drifted counter");
+        }
+        Ok(report)
     }
 
     pub async fn put_menu(&self, restaurant_id: i64, items: Vec<MenuItem>) -> Result<usize, BookingError> {

@@ -99,6 +99,11 @@ pub struct Config {
     #[arg(long = "replay-wait-ms", env = "SLOTGATE_REPLAY_WAIT_MS", default_value = "5000", value_parser = parse_millis)]
     pub replay_wait: Duration,
 
+    /// How often the reconciler rewrites drifted counters from the
+    /// database (0 turns it off; `ReconcileSlots` still works).
+    #[arg(long = "reconcile-interval-ms", env = "SLOTGATE_RECONCILE_INTERVAL_MS", default_value = "30000", value_parser = parse_millis)]
+    pub reconcile_interval: Duration,
+
     /// HTTP/2 streams one client connection may have open at once.
     #[arg(long, env = "SLOTGATE_MAX_CONCURRENT_STREAMS", default_value_t = 1_024)]
     pub max_concurrent_streams: u32,

@@ -15,8 +15,9 @@
 //! - [`gate`]: the Redis side; Lua scripts live next to it as `.lua` files.
 //! - [`store`]: the PostgreSQL side: migrations, queries, the winner's
 //!   transaction.
-//! - [`booking`]: the use cases (create, replay, cancel, open, warm) that
-//!   combine gate and store.
+//! - [`booking`]: the use cases (create, replay, cancel, open, warm,
+//!   reconcile) that combine gate and store.
+//! - [`lifecycle`]: background work: the periodic reconciler.
 //! - [`service`]: the gRPC handlers and the one place errors become
 //!   `tonic::Status`.
 //! - [`server`]: [`server::Application`], the builder `main` and the tests
@@ -29,6 +30,7 @@ pub mod booking;
 pub mod config;
 pub mod domain;
 pub mod gate;
+pub mod lifecycle;
 pub mod server;
 pub mod service;
 pub mod stats;

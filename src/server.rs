@@ -3,7 +3,7 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::watch};
 use tonic::transport::{Server, server::TcpIncoming};
 use tracing::info;
 
@@ -12,6 +12,7 @@ use crate::{
     config::Config,
     domain::Limits,
     gate::{Gate, GateError, GateSettings},
+    lifecycle,
     pb::{self, reservations_server::ReservationsServer, slot_admin_server::SlotAdminServer},
     service::{AdminService, ReservationsService},
     stats::Counters,
@@ -115,9 +116,12 @@ impl Application {
         let reservations = ReservationsService::new(Arc::clone(&self.booking), limits);
         let admin = AdminService::new(Arc::clone(&self.booking));
 
+        let (stop_background, background_stop) = watch::channel(false);
+        let background = lifecycle::spawn(Arc::clone(&self.booking), self.config.reconcile_interval, background_stop);
+
         info!(addr = %self.addr, "serving gRPC");
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
-        Server::builder()
+        let served = Server::builder()
             .max_concurrent_streams(Some(self.config.max_concurrent_streams))
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -130,7 +134,9 @@ impl Application {
                 health.set_not_serving::<ReservationsServer<ReservationsService>>().await;
                 health.set_not_serving::<SlotAdminServer<AdminService>>().await;
             })
-            .await?;
-        Ok(())
+            .await;
+        let _ = stop_background.send(true);
+        let _ = background.await;
+        Ok(served?)
     }
 }

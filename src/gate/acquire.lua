@@ -1,6 +1,7 @@
 -- acquire: decide one reservation request, atomically.
 --
--- KEYS[1] seats  hash {left, cap}: seats left to admit and the capacity
+-- KEYS[1] seats  hash {left, cap, epoch}: seats left to admit, the capacity,
+--                and a counter every change of the slot's state moves
 -- KEYS[2] users  hash user_id -> reservation id (held or committed, active)
 -- KEYS[3] ids    hash reservation id -> request fingerprint
 -- KEYS[4] holds  hash reservation id -> "party|user|lease_deadline_ms|nonce"
@@ -46,6 +47,7 @@ end
 local now = redis.call('TIME')
 local deadline = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + tonumber(ARGV[5])
 redis.call('HINCRBY', KEYS[1], 'left', -party)
+redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 redis.call('HSET', KEYS[2], user, id)
 redis.call('HSET', KEYS[3], id, ARGV[4])
 redis.call('HSET', KEYS[4], id, party .. '|' .. user .. '|' .. deadline .. '|' .. ARGV[6])

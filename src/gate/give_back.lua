@@ -12,5 +12,6 @@ end
 redis.call('HDEL', KEYS[2], ARGV[2])
 if redis.call('HEXISTS', KEYS[1], 'left') == 1 then
   redis.call('HINCRBY', KEYS[1], 'left', tonumber(ARGV[3]))
+  redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 end
 return tonumber(ARGV[3])

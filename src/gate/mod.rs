@@ -6,7 +6,7 @@
 //! touches keys of one Redis Cluster hash slot:
 //!
 //! ```text
-//! {ns}:{67:2026-01-16:11:00}:seats   hash  left, cap
+//! {ns}:{67:2026-01-16:11:00}:seats   hash  left, cap, epoch
 //! {ns}:{67:2026-01-16:11:00}:users   hash  user id -> reservation id
 //! {ns}:{67:2026-01-16:11:00}:ids     hash  reservation id -> fingerprint
 //! {ns}:{67:2026-01-16:11:00}:holds   hash  reservation id -> party|user|lease deadline|nonce
@@ -47,6 +47,30 @@ pub enum Acquire {
     },
     /// This request id was admitted before with another payload.
     Reused,
+}
+
+/// What a reconcile pass did to one slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconciled {
+    /// The state was rewritten; the counter said `left_before`.
+    Corrected {
+        left_before: i64,
+    },
+    AlreadyRight,
+    /// A hold was in flight or the slot changed meanwhile: left alone.
+    Busy,
+    /// No counter: nothing to correct (the next request loads it).
+    Cold,
+}
+
+/// A slot's counter state, read before its database figures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub left: Option<i64>,
+    pub capacity: Option<i64>,
+    pub epoch: Option<String>,
+    pub holds: i64,
+    pub users: i64,
 }
 
 /// A slot's state as the database knows it, to load a cold counter from.
@@ -145,6 +169,7 @@ struct Scripts {
     give_back: Script,
     warm: Script,
     resize: Script,
+    reconcile: Script,
 }
 
 /// The Redis gate: a connection pool, the key namespace and the scripts.
@@ -187,6 +212,9 @@ impl Gate {
             .max_size(settings.pool_size)
             .connection_timeout(settings.pool_timeout)
             .test_on_check_out(false)
+            // Fail fast while Redis is down: one refused connect answers the
+            // request UNAVAILABLE instead of retrying until the pool timeout.
+            .retry_connection(false)
             .build_unchecked(manager);
         Ok(Self {
             pool,
@@ -199,6 +227,7 @@ impl Gate {
                 give_back: Script::new(include_str!("give_back.lua")),
                 warm: Script::new(include_str!("warm.lua")),
                 resize: Script::new(include_str!("resize.lua")),
+                reconcile: Script::new(include_str!("reconcile.lua")),
             },
         })
     }
@@ -269,10 +298,12 @@ impl Gate {
         })
     }
 
-    /// The reservation committed: end its hold, keep its seats.
-    pub async fn finalize(&self, slot: &SlotKey, id: ReservationId) -> Result<bool, GateError> {
+    /// The reservation committed: end the hold of attempt `nonce`, keep its
+    /// seats.
+    pub async fn finalize(&self, slot: &SlotKey, id: ReservationId, nonce: u64) -> Result<bool, GateError> {
         let k = self.keys(slot);
-        let ended: i64 = self.invoke(self.scripts.finalize.key(&k.holds).arg(id.to_string())).await?;
+        let ended: i64 =
+            self.invoke(self.scripts.finalize.key(&k.seats).key(&k.holds).arg(id.to_string()).arg(nonce)).await?;
         Ok(ended == 1)
     }
 
@@ -310,6 +341,55 @@ impl Gate {
         }
         let wrote: i64 = self.invoke(&invocation).await?;
         Ok(wrote == 1)
+    }
+
+    /// Reads the counter state of many slots in one round trip (pipelined).
+    pub async fn probe(&self, slots: &[SlotKey]) -> Result<Vec<Probe>, GateError> {
+        if slots.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for slot in slots {
+            let k = self.keys(slot);
+            pipe.cmd("HMGET").arg(&k.seats).arg("left").arg("cap").arg("epoch");
+            pipe.cmd("HLEN").arg(&k.holds);
+            pipe.cmd("HLEN").arg(&k.users);
+        }
+        let mut conn = self.conn().await?;
+        let result: Result<Vec<redis::Value>, RedisError> = pipe.query_async(&mut conn.conn).await;
+        if let Err(e) = &result {
+            conn.broken |= is_connection_failure(e);
+        }
+        let values = result?;
+        fn parse<T: redis::FromRedisValue>(value: &redis::Value) -> Result<T, GateError> {
+            redis::from_redis_value_ref(value).map_err(|e| GateError::Protocol(format!("probe: {e}")))
+        }
+        values
+            .chunks(3)
+            .map(|chunk| {
+                let (left, capacity, epoch) = parse::<(Option<i64>, Option<i64>, Option<String>)>(&chunk[0])?;
+                Ok(Probe { left, capacity, epoch, holds: parse(&chunk[1])?, users: parse(&chunk[2])? })
+            })
+            .collect()
+    }
+
+    /// Rewrites a slot's state from `figures` if nothing moved since `epoch`
+    /// was probed; see `reconcile.lua`.
+    pub async fn reconcile(&self, slot: &SlotKey, epoch: &str, figures: &SlotFigures) -> Result<Reconciled, GateError> {
+        let k = self.keys(slot);
+        let mut invocation = k.invoke(&self.scripts.reconcile);
+        invocation.arg(epoch).arg(figures.capacity).arg(figures.reserved);
+        for (user, id, fingerprint) in &figures.holders {
+            invocation.arg(user).arg(id.to_string()).arg(fingerprint);
+        }
+        let (status, left_before): (i64, i64) = self.invoke(&invocation).await?;
+        Ok(match status {
+            0 => Reconciled::Corrected { left_before },
+            1 => Reconciled::AlreadyRight,
+            2 => Reconciled::Busy,
+            3 => Reconciled::Cold,
+            _ => return Err(GateError::Protocol(format!("reconcile: unknown status {status}"))),
+        })
     }
 
     /// Moves a warm counter by a capacity change; returns false if cold.

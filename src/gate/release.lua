@@ -27,6 +27,7 @@ redis.call('HDEL', KEYS[4], id)
 -- invent a counter holding only this hold's seats.
 if redis.call('HEXISTS', KEYS[1], 'left') == 1 then
   redis.call('HINCRBY', KEYS[1], 'left', tonumber(party))
+  redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 end
 if ARGV[4] == '1' then
   if redis.call('HGET', KEYS[2], user) == id then

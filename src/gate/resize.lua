@@ -11,4 +11,5 @@ if redis.call('HEXISTS', KEYS[1], 'left') == 0 then
 end
 redis.call('HINCRBY', KEYS[1], 'left', tonumber(ARGV[2]))
 redis.call('HSET', KEYS[1], 'cap', ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 return 1

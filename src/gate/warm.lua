@@ -16,7 +16,11 @@ end
 -- release cannot add their seats on top.
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 local cap = tonumber(ARGV[2])
-redis.call('HSET', KEYS[1], 'left', cap - tonumber(ARGV[3]), 'cap', cap)
+-- A fresh epoch from the clock, never a small number a reconciler may have
+-- read before the slot was lost and rebuilt.
+local now = redis.call('TIME')
+local epoch = tonumber(now[1]) * 1000000 + tonumber(now[2])
+redis.call('HSET', KEYS[1], 'left', cap - tonumber(ARGV[3]), 'cap', cap, 'epoch', epoch)
 for i = 4, #ARGV, 3 do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
   redis.call('HSET', KEYS[3], ARGV[i + 1], ARGV[i + 2])

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use chrono::NaiveDate;
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -9,6 +10,14 @@ use crate::{
     domain::{FieldError, parse_date, parse_open_slots, parse_put_menu},
     pb::{self, slot_admin_server::SlotAdmin},
 };
+
+/// `from_date` of WarmSlots and ReconcileSlots: empty means the default.
+fn optional_date(value: &str) -> Result<Option<NaiveDate>, BookingError> {
+    match value {
+        "" => Ok(None),
+        date => parse_date(date).map(Some).map_err(|d| FieldError::new("from_date", d).into()),
+    }
+}
 
 pub struct AdminService {
     booking: Arc<Booking>,
@@ -46,15 +55,36 @@ impl SlotAdmin for AdminService {
         &self,
         request: Request<pb::WarmSlotsRequest>,
     ) -> Result<Response<pb::WarmSlotsResponse>, Status> {
-        let from = match request.get_ref().from_date.as_str() {
-            "" => None,
-            date => Some(parse_date(date).map_err(|d| BookingError::from(FieldError::new("from_date", d)))?),
-        };
+        let from = optional_date(&request.get_ref().from_date)?;
         let warmed = self.booking.warm_slots(from).await?;
         Ok(Response::new(pb::WarmSlotsResponse {
             warmed: warmed.warmed as i32,
             already_warm: warmed.already_warm as i32,
             took_ms: warmed.took.as_millis() as i64,
+        }))
+    }
+
+    async fn reconcile_slots(
+        &self,
+        request: Request<pb::ReconcileSlotsRequest>,
+    ) -> Result<Response<pb::ReconcileSlotsResponse>, Status> {
+        let from = optional_date(&request.get_ref().from_date)?;
+        let report = self.booking.reconcile(from).await?;
+        Ok(Response::new(pb::ReconcileSlotsResponse {
+            checked: report.checked as i32,
+            corrected: report.corrections.len() as i32,
+            busy: report.busy as i32,
+            corrections: report
+                .corrections
+                .iter()
+                .map(|c| pb::SlotCorrection {
+                    slot: Some(c.slot.to_proto()),
+                    remaining_before: c.left_before.clamp(0, i64::from(i32::MAX)) as i32,
+                    remaining_after: c.left_after as i32,
+                    capacity: c.capacity,
+                })
+                .collect(),
+            took_ms: report.took.as_millis() as i64,
         }))
     }
 

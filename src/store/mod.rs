@@ -178,6 +178,11 @@ impl Store {
         queries::slots_from(&mut conn, from).await
     }
 
+    pub async fn slot_keys_from(&self, from: NaiveDate) -> Result<Vec<SlotKey>, StoreError> {
+        let mut conn = self.conn().await?;
+        queries::slot_keys_from(&mut conn, from).await
+    }
+
     pub async fn open_slots(&self, slots: &[SlotCapacity]) -> Result<OpenOutcome, StoreError> {
         let mut conn = self.conn().await?;
         queries::open_slots(&mut conn, slots).await

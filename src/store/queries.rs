@@ -488,6 +488,28 @@ pub async fn slot_figures(conn: &mut AsyncPgConnection, slot: &SlotKey) -> Resul
     Ok(group_figures(rows).pop().map(|(_, f)| f))
 }
 
+/// The keys of every slot dated `from` or later.
+pub async fn slot_keys_from(conn: &mut AsyncPgConnection, from: NaiveDate) -> Result<Vec<SlotKey>, StoreError> {
+    #[derive(QueryableByName)]
+    struct Key {
+        #[diesel(sql_type = BigInt)]
+        restaurant_id: i64,
+        #[diesel(sql_type = Date)]
+        slot_date: NaiveDate,
+        #[diesel(sql_type = Time)]
+        slot_time: NaiveTime,
+    }
+    let keys: Vec<Key> =
+        sql_query("SELECT restaurant_id, slot_date, slot_time FROM slots WHERE slot_date >= $1 ORDER BY id")
+            .bind::<Date, _>(from)
+            .load(conn)
+            .await?;
+    Ok(keys
+        .into_iter()
+        .map(|k| SlotKey { restaurant_id: k.restaurant_id, date: k.slot_date, time: k.slot_time })
+        .collect())
+}
+
 /// Every slot dated `from` or later (default: the database's current date).
 pub async fn slots_from(
     conn: &mut AsyncPgConnection,

@@ -62,3 +62,27 @@ async fn an_acquire_whose_reply_is_lost_takes_no_seats_for_good() {
     // Nothing of the lost attempt stands in the user's way.
     app.create(reserve("r-2", "alice", &slot, 4)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn while_redis_is_down_requests_fail_fast_and_it_heals_when_redis_returns_empty() {
+    let mut redis = PrivateRedis::start().await;
+    let app = spawn_app_with(|c| c.redis_url = redis.url.clone()).await;
+    let slot = slot_at("15:00");
+    app.open(&[(slot.clone(), 40)]).await;
+    app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap();
+
+    redis.kill();
+    for (request_id, user) in [("r-2", "bob"), ("r-3", "carol")] {
+        let status = app.create(reserve(request_id, user, &slot, 4)).await.unwrap_err();
+        assert_eq!(reason_of(&status), (Code::Unavailable, "REDIS_UNAVAILABLE".into()));
+    }
+    assert_eq!(app.db_slot(&slot).await, (40, 4, 4), "nothing was booked while Redis was down");
+
+    // Back, empty: the counter and its holders are rebuilt from PostgreSQL.
+    redis.restart().await;
+    app.create(reserve("r-2", "bob", &slot, 4)).await.unwrap();
+    let dup = app.create(reserve("r-4", "alice", &slot, 4)).await.unwrap_err();
+    assert_eq!(reason_of(&dup), (Code::AlreadyExists, "DUPLICATE".into()));
+    assert_eq!(app.remaining(&slot).await.remaining, 32);
+    assert_eq!(app.db_slot(&slot).await, (40, 8, 8));
+}

@@ -160,6 +160,7 @@ pub struct TestApp {
     pub counters: Arc<Counters>,
     pub db: TestDb,
     pub namespace: String,
+    pub redis_url: String,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -185,6 +186,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     config.redis_namespace = namespace.clone();
     tweak(&mut config);
 
+    let redis_url = config.redis_url.clone();
     let app = Application::build(config).await.expect("build the application");
     let addr = app.local_addr();
     let counters = app.counters();
@@ -200,6 +202,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         counters,
         db,
         namespace,
+        redis_url,
         shutdown: Some(shutdown),
     }
 }
@@ -216,7 +219,7 @@ impl Drop for TestApp {
         }
         // Drop cannot await, and the test's runtime may be shutting down:
         // clean up from a thread with a runtime of its own.
-        let (name, namespace) = (self.db.name.clone(), self.namespace.clone());
+        let (name, namespace, redis_url) = (self.db.name.clone(), self.namespace.clone(), self.redis_url.clone());
         let cleanup = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async {
@@ -225,15 +228,15 @@ impl Drop for TestApp {
                     .await
                     .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
                     .await;
-                let _ = delete_namespace(&namespace).await;
+                let _ = delete_namespace(&redis_url, &namespace).await;
             });
         });
         let _ = cleanup.join();
     }
 }
 
-async fn delete_namespace(namespace: &str) -> redis::RedisResult<()> {
-    let mut conn = redis::Client::open(redis_url())?.get_multiplexed_async_connection().await?;
+async fn delete_namespace(redis_url: &str, namespace: &str) -> redis::RedisResult<()> {
+    let mut conn = redis::Client::open(redis_url)?.get_multiplexed_async_connection().await?;
     let mut cursor: u64 = 0;
     loop {
         let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -255,9 +258,20 @@ async fn delete_namespace(namespace: &str) -> redis::RedisResult<()> {
 }
 
 impl TestApp {
+    /// The name of one of a slot's gate keys (`seats`, `users`, `ids`, `holds`).
+    pub fn key(&self, slot: &pb::SlotRef, which: &str) -> String {
+        format!("{}:{{{}:{}:{}}}:{which}", self.namespace, slot.restaurant_id, slot.date, slot.time)
+    }
+
+    /// A plain connection to the Redis this app uses, to inspect or damage
+    /// the gate's keys.
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis_url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap()
+    }
+
     /// Deletes every key of this test's namespace (as a Redis restart would).
     pub async fn flush_redis(&self) {
-        delete_namespace(&self.namespace).await.unwrap();
+        delete_namespace(&self.redis_url, &self.namespace).await.unwrap();
     }
 
     /// Opens slots with the given capacities.
@@ -388,29 +402,46 @@ pub fn tally(results: &[Result<pb::Reservation, Status>]) -> BTreeMap<String, us
 /// stall or kill it; killed when dropped.
 pub struct PrivateRedis {
     pub url: String,
-    /// Killed and reaped in `Drop`.
-    child: std::process::Child,
+    port: u16,
+    /// Killed and reaped in `kill` or `Drop`.
+    child: Option<std::process::Child>,
 }
 
 impl PrivateRedis {
     pub async fn start() -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        #[allow(clippy::zombie_processes)] // reaped in Drop
+        let mut redis = Self { url: format!("redis://127.0.0.1:{port}"), port, child: None };
+        redis.restart().await;
+        redis
+    }
+
+    /// Starts the server again on the same port (empty: it keeps nothing).
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "kill it first");
+        #[allow(clippy::zombie_processes)] // reaped in kill or Drop
         let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("start redis-server");
-        let url = format!("redis://127.0.0.1:{port}");
+        self.child = Some(child);
         for _ in 0..100 {
-            if let Ok(client) = redis::Client::open(url.as_str())
+            if let Ok(client) = redis::Client::open(self.url.as_str())
                 && client.get_multiplexed_async_connection().await.is_ok()
             {
-                return Self { url, child };
+                return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        panic!("redis-server on port {port} did not come up");
+        panic!("redis-server on port {} did not come up", self.port);
+    }
+
+    /// `kill -9`: everything it held is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
@@ -426,7 +457,6 @@ impl PrivateRedis {
 
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }

@@ -10,4 +10,5 @@ mod faults;
 mod helpers;
 mod idempotency;
 mod preorder;
+mod reconcile;
 mod validation;

@@ -1,0 +1,48 @@
+-- reconcile: rewrite a slot's state from the database's figures, but only if
+-- nothing moved since those figures could have been read: no hold in flight
+-- (its transaction may commit any moment) and the epoch as read before the
+-- database was. Safe to run at any time, from any replica.
+--
+-- KEYS[1] seats   KEYS[2] users   KEYS[3] ids   KEYS[4] holds   (as acquire)
+-- ARGV[1] epoch, as read before the database read
+-- ARGV[2] capacity   ARGV[3] seats reserved in the database
+-- ARGV[4..] triples of (user id, reservation id, fingerprint), one per active
+--           reservation
+-- Returns {status, left before}:
+--   0 corrected   1 already right   2 busy (hold in flight, or the epoch
+--   moved: try again later)   3 cold (no counter: nothing to correct)
+local left = redis.call('HGET', KEYS[1], 'left')
+if not left then
+  return {3, 0}
+end
+left = tonumber(left)
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] or redis.call('HLEN', KEYS[4]) > 0 then
+  return {2, left}
+end
+
+local cap = tonumber(ARGV[2])
+local want = cap - tonumber(ARGV[3])
+local right = left == want and tonumber(redis.call('HGET', KEYS[1], 'cap')) == cap
+    and redis.call('HLEN', KEYS[2]) == (#ARGV - 3) / 3
+if right then
+  for i = 4, #ARGV, 3 do
+    if redis.call('HGET', KEYS[2], ARGV[i]) ~= ARGV[i + 1] then
+      right = false
+      break
+    end
+  end
+end
+if right then
+  return {1, left}
+end
+
+-- Fingerprints of reservations no longer active stay: they still answer
+-- replays of their request ids.
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[1], 'left', want, 'cap', cap)
+redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+for i = 4, #ARGV, 3 do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  redis.call('HSET', KEYS[3], ARGV[i + 1], ARGV[i + 2])
+end
+return {0, left}
