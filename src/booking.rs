@@ -22,12 +22,13 @@ use chrono::{Days, NaiveDate, Utc};
 use tracing::warn;
 
 use crate::{
+    clock::Clock,
     domain::{
         CancelReason, FieldError, MenuItem, NewReservation, ReservationId, ReservationStatus, SlotCapacity, SlotKey,
     },
     gate::{Acquire, Gate, GateError, Reconciled, SlotFigures, attempt_nonce},
     stats::Counters,
-    store::{Cancelled, Inserted, OpenOutcome, Opened, Reservation, Store, StoreError},
+    store::{Cancelled, Confirmed, Inserted, OpenOutcome, Opened, Reservation, Store, StoreError},
 };
 
 /// Every way a use case can end other than success.
@@ -51,6 +52,10 @@ pub enum BookingError {
     ReservationNotFound,
     #[error("the reservation is {}, not cancellable", .0.as_str())]
     NotCancellable(ReservationStatus),
+    #[error("the reservation is {}, not awaiting payment", .0.as_str())]
+    NotConfirmable(ReservationStatus),
+    #[error("the deposit deadline has passed; the reservation expired and its seats went back")]
+    DepositExpired,
     #[error("slot {slot} has {reserved} seats reserved, more than the new capacity")]
     CapacityBelowReserved { slot: SlotKey, reserved: i32 },
     #[error(transparent)]
@@ -79,6 +84,7 @@ pub struct Booking {
     store: Store,
     settings: Settings,
     counters: Arc<Counters>,
+    clock: Arc<dyn Clock>,
     /// One lock per slot whose counter is being loaded: the single flight.
     loading: Mutex<HashMap<SlotKey, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -113,8 +119,8 @@ pub struct Warmed {
 }
 
 impl Booking {
-    pub fn new(gate: Gate, store: Store, settings: Settings, counters: Arc<Counters>) -> Self {
-        Self { gate, store, settings, counters, loading: Mutex::default() }
+    pub fn new(gate: Gate, store: Store, settings: Settings, counters: Arc<Counters>, clock: Arc<dyn Clock>) -> Self {
+        Self { gate, store, settings, counters, clock, loading: Mutex::default() }
     }
 
     /// Books seats for `new`, or says why not.
@@ -190,7 +196,8 @@ impl Booking {
 
     /// The admitted path: one transaction, then end the hold either way.
     async fn commit(&self, new: &NewReservation, id: ReservationId, nonce: u64) -> Result<Reservation, BookingError> {
-        let inserted = self.store.insert_reservation(new, self.settings.deposit_window).await;
+        let now = self.clock.now();
+        let inserted = self.store.insert_reservation(new, now, now + self.settings.deposit_window).await;
         if let Ok(Inserted::Created(reservation)) = inserted {
             if let Err(e) = self.gate.finalize(&new.slot, id, nonce).await {
                 // The seats stay taken either way; only the hold record lingers.
@@ -269,9 +276,7 @@ impl Booking {
         run_to_completion(async move {
             match this.store.cancel_reservation(id, reason).await? {
                 Cancelled::Now(r) => {
-                    if let Err(e) = this.gate.give_back(&r.slot, r.id, &r.user_id, r.party_size).await {
-                        warn!(error = %e, reservation = %id, "cancelled, but the seats could not go back to the counter yet");
-                    }
+                    this.give_back(&r.slot, r.id, &r.user_id, r.party_size).await;
                     Ok((r, false))
                 }
                 Cancelled::Already(r) => Ok((r, true)),
@@ -280,6 +285,50 @@ impl Booking {
             }
         })
         .await
+    }
+
+    /// Payment arrived: confirms a pending reservation. Past its deadline it
+    /// expires instead, and its seats go back.
+    pub async fn confirm(self: &Arc<Self>, id: ReservationId) -> Result<Reservation, BookingError> {
+        let this = Arc::clone(self);
+        run_to_completion(async move {
+            match this.store.confirm_reservation(id, this.clock.now()).await? {
+                Confirmed::Now(r) | Confirmed::Already(r) => Ok(r),
+                Confirmed::ExpiredNow(r) => {
+                    this.give_back(&r.slot, r.id, &r.user_id, r.party_size).await;
+                    Err(BookingError::DepositExpired)
+                }
+                Confirmed::NotPending(r) if r.status == ReservationStatus::Expired => Err(BookingError::DepositExpired),
+                Confirmed::NotPending(r) => Err(BookingError::NotConfirmable(r.status)),
+                Confirmed::Missing => Err(BookingError::ReservationNotFound),
+            }
+        })
+        .await
+    }
+
+    /// Expires every unpaid reservation past its deadline and gives its seats
+    /// back; returns how many. Safe in several replicas at once.
+    pub async fn expire_due(&self) -> Result<usize, BookingError> {
+        const BATCH: i64 = 500;
+        let mut expired = 0;
+        loop {
+            let lapsed = self.store.expire_due(self.clock.now(), BATCH).await?;
+            for l in &lapsed {
+                self.give_back(&l.slot, l.id, &l.user_id, l.party_size).await;
+            }
+            expired += lapsed.len();
+            if (lapsed.len() as i64) < BATCH {
+                return Ok(expired);
+            }
+        }
+    }
+
+    /// Seats the database already took back go back to the counter. If Redis
+    /// cannot be reached, the reconciler restores them later.
+    async fn give_back(&self, slot: &SlotKey, id: ReservationId, user: &str, party: i32) {
+        if let Err(e) = self.gate.give_back(slot, id, user, party).await {
+            warn!(error = %e, reservation = %id, "seats went back in the database but not yet in the counter");
+        }
     }
 
     /// Seats left and capacity of a slot.

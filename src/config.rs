@@ -16,7 +16,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve gRPC (the default when no subcommand is given).
-    Serve(Config),
+    Serve(Box<Config>),
     /// Apply pending database migrations, then exit.
     Migrate(DatabaseConfig),
 }
@@ -104,6 +104,11 @@ pub struct Config {
     #[arg(long = "reconcile-interval-ms", env = "SLOTGATE_RECONCILE_INTERVAL_MS", default_value = "30000", value_parser = parse_millis)]
     pub reconcile_interval: Duration,
 
+    /// How often unpaid reservations past their deadline are expired (0
+    /// turns the sweeper off).
+    #[arg(long = "expiry-sweep-interval-ms", env = "SLOTGATE_EXPIRY_SWEEP_INTERVAL_MS", default_value = "1000", value_parser = parse_millis)]
+    pub expiry_sweep_interval: Duration,
+
     /// HTTP/2 streams one client connection may have open at once.
     #[arg(long, env = "SLOTGATE_MAX_CONCURRENT_STREAMS", default_value_t = 1_024)]
     pub max_concurrent_streams: u32,
@@ -121,7 +126,7 @@ impl Config {
     pub fn from_env() -> Self {
         let cli = Cli::parse_from(["slotgate", "serve"]);
         match cli.command {
-            Some(Command::Serve(config)) => config,
+            Some(Command::Serve(config)) => *config,
             _ => unreachable!("`serve` parses into Command::Serve"),
         }
     }

@@ -17,7 +17,9 @@
 //!   transaction.
 //! - [`booking`]: the use cases (create, replay, cancel, open, warm,
 //!   reconcile) that combine gate and store.
-//! - [`lifecycle`]: background work: the periodic reconciler.
+//! - [`lifecycle`]: background work: the expiry sweeper and the periodic
+//!   reconciler.
+//! - [`clock`]: the time deposit deadlines are read from.
 //! - [`service`]: the gRPC handlers and the one place errors become
 //!   `tonic::Status`.
 //! - [`server`]: [`server::Application`], the builder `main` and the tests
@@ -27,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 pub mod booking;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod gate;

@@ -1,6 +1,9 @@
-//! Background work that keeps the gate honest without anyone asking: the
-//! periodic reconciler. Every replica runs it; that is safe because every
-//! rewrite is guarded by the slot's epoch (see `Booking::reconcile`).
+//! Background work nobody has to ask for: the expiry sweeper (unpaid
+//! reservations past their deadline give their seats back) and the periodic
+//! reconciler (drifted counters are rewritten from the database). Every
+//! replica runs both; that is safe because the sweeper's rows are claimed with
+//! `FOR UPDATE SKIP LOCKED` and every counter rewrite is guarded by the
+//! slot's epoch.
 
 use std::{sync::Arc, time::Duration};
 
@@ -9,32 +12,70 @@ use tracing::{debug, warn};
 
 use crate::booking::Booking;
 
-/// Spawns the background loops; they stop when `stop` turns true.
-pub fn spawn(booking: Arc<Booking>, reconcile_every: Duration, stop: watch::Receiver<bool>) -> JoinHandle<()> {
-    tokio::spawn(reconcile_loop(booking, reconcile_every, stop))
+/// How often each background loop runs (zero turns a loop off).
+#[derive(Debug, Clone, Copy)]
+pub struct Intervals {
+    pub reconcile: Duration,
+    pub expiry_sweep: Duration,
 }
 
-async fn reconcile_loop(booking: Arc<Booking>, every: Duration, mut stop: watch::Receiver<bool>) {
-    if every.is_zero() {
-        return;
-    }
-    let mut ticks = tokio::time::interval(every);
-    // A pass that overruns does not cause a burst of catch-up passes.
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    ticks.tick().await; // the first tick is immediate: the counters were just loaded
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            _ = stop.wait_for(|stopped| *stopped) => return,
+/// Spawns the background loops; they stop when `stop` turns true.
+pub fn spawn(booking: Arc<Booking>, every: Intervals, stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    let reconciler = every_tick(every.reconcile, stop.clone(), {
+        let booking = Arc::clone(&booking);
+        move || {
+            let booking = Arc::clone(&booking);
+            async move {
+                match booking.reconcile(None).await {
+                    Ok(report) => debug!(
+                        checked = report.checked,
+                        corrected = report.corrections.len(),
+                        busy = report.busy,
+                        "reconcile pass"
+                    ),
+                    Err(e) => warn!(error = %e, "reconcile pass failed; the next one retries"),
+                }
+            }
         }
-        match booking.reconcile(None).await {
-            Ok(report) => debug!(
-                checked = report.checked,
-                corrected = report.corrections.len(),
-                busy = report.busy,
-                "reconcile pass"
-            ),
-            Err(e) => warn!(error = %e, "reconcile pass failed; the next one retries"),
+    });
+    let sweeper = every_tick(every.expiry_sweep, stop, move || {
+        let booking = Arc::clone(&booking);
+        async move {
+            match booking.expire_due().await {
+                Ok(0) => {}
+                Ok(expired) => debug!(expired, "expired unpaid reservations"),
+                Err(e) => warn!(error = %e, "expiry sweep failed; the next one retries"),
+            }
         }
-    }
+    });
+    tokio::spawn(async move {
+        let _ = tokio::join!(reconciler, sweeper);
+    })
+}
+
+/// Runs `pass` every `every` until `stop` turns true. A pass that overruns
+/// delays the next one instead of causing a burst of catch-up passes.
+fn every_tick<F, Fut>(every: Duration, mut stop: watch::Receiver<bool>, mut pass: F) -> JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        if every.is_zero() {
+            return;
+        }
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        ticks.tick().await; // the first tick is immediate; start one period in
+        loop {
+            let stopped = tokio::select! {
+                _ = ticks.tick() => false,
+                _ = stop.wait_for(|stopped| *stopped) => true,
+            };
+            if stopped {
+                return;
+            }
+            pass().await;
+        }
+    })
 }

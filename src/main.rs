@@ -13,7 +13,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let applied = store::migrate(&db.database_url).await?;
             tracing::info!(applied, "migrations applied");
         }
-        Some(Command::Serve(config)) => serve(config).await?,
+        Some(Command::Serve(config)) => serve(*config).await?,
         None => serve(Config::from_env()).await?,
     }
     Ok(())

@@ -9,6 +9,7 @@ use tracing::info;
 
 use crate::{
     booking::{Booking, Settings},
+    clock::{Clock, SystemClock},
     config::Config,
     domain::Limits,
     gate::{Gate, GateError, GateSettings},
@@ -47,6 +48,12 @@ impl Application {
     /// listener. The pools connect lazily, so a missing Redis does not stop
     /// the start: requests answer UNAVAILABLE until it is back.
     pub async fn build(config: Config) -> Result<Self, StartError> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`Application::build`] with the clock deposit deadlines are read from
+    /// (tests move a manual one).
+    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
         if config.migrate_on_start {
             let applied = store::migrate(&config.database.database_url).await?;
             info!(applied, "database migrations up to date");
@@ -73,7 +80,7 @@ impl Application {
             deposit_window: Duration::from_secs(config.deposit_window_secs.into()),
             replay_wait: config.replay_wait,
         };
-        let booking = Arc::new(Booking::new(gate, store, settings, Arc::clone(&counters)));
+        let booking = Arc::new(Booking::new(gate, store, settings, Arc::clone(&counters), clock));
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| StartError::Bind { addr: config.listen, source })?;
@@ -92,6 +99,11 @@ impl Application {
 
     pub fn counters(&self) -> Arc<Counters> {
         Arc::clone(&self.counters)
+    }
+
+    /// The use cases, for tests that drive background work by hand.
+    pub fn booking(&self) -> Arc<Booking> {
+        Arc::clone(&self.booking)
     }
 
     /// Serves until `shutdown` completes; then health turns NOT_SERVING,
@@ -117,7 +129,11 @@ impl Application {
         let admin = AdminService::new(Arc::clone(&self.booking));
 
         let (stop_background, background_stop) = watch::channel(false);
-        let background = lifecycle::spawn(Arc::clone(&self.booking), self.config.reconcile_interval, background_stop);
+        let intervals = lifecycle::Intervals {
+            reconcile: self.config.reconcile_interval,
+            expiry_sweep: self.config.expiry_sweep_interval,
+        };
+        let background = lifecycle::spawn(Arc::clone(&self.booking), intervals, background_stop);
 
         info!(addr = %self.addr, "serving gRPC");
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));

@@ -27,6 +27,8 @@ pub mod reason {
     pub const MENU_ITEM_NOT_FOUND: &str = "MENU_ITEM_NOT_FOUND";
     pub const RESERVATION_NOT_FOUND: &str = "RESERVATION_NOT_FOUND";
     pub const NOT_CANCELLABLE: &str = "NOT_CANCELLABLE";
+    pub const NOT_CONFIRMABLE: &str = "NOT_CONFIRMABLE";
+    pub const DEPOSIT_EXPIRED: &str = "DEPOSIT_EXPIRED";
     pub const CAPACITY_BELOW_RESERVED: &str = "CAPACITY_BELOW_RESERVED";
     pub const REDIS_UNAVAILABLE: &str = "REDIS_UNAVAILABLE";
     pub const DATABASE_UNAVAILABLE: &str = "DATABASE_UNAVAILABLE";
@@ -89,6 +91,10 @@ impl From<BookingError> for Status {
             E::NotCancellable(s) => {
                 status(Code::FailedPrecondition, reason::NOT_CANCELLABLE, message, [("status", s.as_str().to_owned())])
             }
+            E::NotConfirmable(s) => {
+                status(Code::FailedPrecondition, reason::NOT_CONFIRMABLE, message, [("status", s.as_str().to_owned())])
+            }
+            E::DepositExpired => status(Code::FailedPrecondition, reason::DEPOSIT_EXPIRED, message, []),
             E::CapacityBelowReserved { slot, reserved } => status(
                 Code::FailedPrecondition,
                 reason::CAPACITY_BELOW_RESERVED,

@@ -45,6 +45,14 @@ impl Reservations for ReservationsService {
         Ok(Response::new(convert::reservation(self.booking.get(id).await?)))
     }
 
+    async fn confirm_reservation(
+        &self,
+        request: Request<pb::ConfirmReservationRequest>,
+    ) -> Result<Response<pb::Reservation>, Status> {
+        let id = parse_id(&request.get_ref().id)?;
+        Ok(Response::new(convert::reservation(self.booking.confirm(id).await?)))
+    }
+
     async fn cancel_reservation(
         &self,
         request: Request<pb::CancelReservationRequest>,

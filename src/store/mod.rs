@@ -28,7 +28,7 @@ use crate::{
     gate::SlotFigures,
     stats::Counters,
 };
-pub use queries::{Cancelled, Inserted, OpenOutcome, Opened};
+pub use queries::{Cancelled, Confirmed, Inserted, Lapsed, OpenOutcome, Opened};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -151,11 +151,22 @@ impl Store {
     pub async fn insert_reservation(
         &self,
         new: &NewReservation,
-        deposit_window: Duration,
+        now: DateTime<Utc>,
+        deposit_deadline: DateTime<Utc>,
     ) -> Result<Inserted, StoreError> {
         let mut conn = self.conn().await?;
         Counters::bump(&self.counters.store_transactions);
-        queries::insert_reservation(&mut conn, new, deposit_window).await
+        queries::insert_reservation(&mut conn, new, now, deposit_deadline).await
+    }
+
+    pub async fn confirm_reservation(&self, id: ReservationId, now: DateTime<Utc>) -> Result<Confirmed, StoreError> {
+        let mut conn = self.conn().await?;
+        queries::confirm_reservation(&mut conn, id, now).await
+    }
+
+    pub async fn expire_due(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<Lapsed>, StoreError> {
+        let mut conn = self.conn().await?;
+        queries::expire_due(&mut conn, now, limit).await
     }
 
     pub async fn find_reservation(&self, id: ReservationId) -> Result<Option<Reservation>, StoreError> {

@@ -1,6 +1,6 @@
 //! Every SQL statement slotgate runs, as small functions over one connection.
 
-use std::{collections::HashMap, time::Duration};
+use std::collections::HashMap;
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use diesel::{
@@ -54,6 +54,29 @@ pub enum Cancelled {
     /// It is neither active nor cancelled (expired): nothing to give back.
     NotActive(Reservation),
     Missing,
+}
+
+#[derive(Debug)]
+pub enum Confirmed {
+    /// This call confirmed it.
+    Now(Reservation),
+    /// It was confirmed before; nothing changed.
+    Already(Reservation),
+    /// Its deposit deadline had passed: this call expired it and its seats
+    /// went back in the database.
+    ExpiredNow(Reservation),
+    /// Cancelled or expired before: nothing to confirm.
+    NotPending(Reservation),
+    Missing,
+}
+
+/// A reservation the expiry sweep ended; its seats went back in the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lapsed {
+    pub id: ReservationId,
+    pub slot: SlotKey,
+    pub user_id: String,
+    pub party_size: i32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,7 +219,8 @@ impl From<diesel::result::Error> for Abort {
 pub async fn insert_reservation(
     conn: &mut AsyncPgConnection,
     new: &NewReservation,
-    deposit_window: Duration,
+    now: DateTime<Utc>,
+    deposit_deadline: DateTime<Utc>,
 ) -> Result<Inserted, StoreError> {
     let id = new.reservation_id();
     let mut unit_prices = Vec::with_capacity(new.items.len());
@@ -229,9 +253,8 @@ pub async fn insert_reservation(
             let row: Option<InsertedRow> = sql_query(
                 "INSERT INTO reservations
                      (id, code, request_id, fingerprint, slot_id, user_id, party_size, kind, status,
-                      deposit_deadline)
-                 SELECT $1, $2, $3, $4, s.id, $5, $6, $7, 'PENDING_DEPOSIT',
-                        now() + make_interval(secs => $8::double precision)
+                      created_at, deposit_deadline)
+                 SELECT $1, $2, $3, $4, s.id, $5, $6, $7, 'PENDING_DEPOSIT', $8, $12
                  FROM slots s
                  WHERE s.restaurant_id = $9 AND s.slot_date = $10 AND s.slot_time = $11
                  ON CONFLICT DO NOTHING
@@ -244,10 +267,11 @@ pub async fn insert_reservation(
             .bind::<Text, _>(&new.user_id)
             .bind::<Integer, _>(new.party_size)
             .bind::<Text, _>(new.kind.as_str())
-            .bind::<BigInt, _>(deposit_window.as_secs() as i64)
+            .bind::<Timestamptz, _>(now)
             .bind::<BigInt, _>(new.slot.restaurant_id)
             .bind::<Date, _>(new.slot.date)
             .bind::<Time, _>(new.slot.time)
+            .bind::<Timestamptz, _>(deposit_deadline)
             .get_result(conn)
             .await
             .optional()?;
@@ -434,6 +458,113 @@ impl SlotRow {
     fn key(&self) -> SlotKey {
         SlotKey { restaurant_id: self.restaurant_id, date: self.slot_date, time: self.slot_time }
     }
+}
+
+/// Confirms a pending reservation, or expires it if its deadline is past
+/// `now`, in one transaction (seats go back with the expiry).
+pub async fn confirm_reservation(
+    conn: &mut AsyncPgConnection,
+    id: ReservationId,
+    now: DateTime<Utc>,
+) -> Result<Confirmed, StoreError> {
+    #[derive(QueryableByName)]
+    struct Moved {
+        #[diesel(sql_type = Text)]
+        status: String,
+        #[diesel(sql_type = BigInt)]
+        slot_id: i64,
+        #[diesel(sql_type = Integer)]
+        party_size: i32,
+    }
+    let moved = conn
+        .transaction(async |conn| {
+            let moved: Option<Moved> = sql_query(
+                "UPDATE reservations
+                 SET status = CASE WHEN deposit_deadline > $2 THEN 'CONFIRMED' ELSE 'EXPIRED' END,
+                     updated_at = now()
+                 WHERE id = $1 AND status = 'PENDING_DEPOSIT'
+                 RETURNING status, slot_id, party_size",
+            )
+            .bind::<SqlUuid, _>(id.0)
+            .bind::<Timestamptz, _>(now)
+            .get_result(conn)
+            .await
+            .optional()?;
+            if let Some(m) = moved.as_ref().filter(|m| m.status == "EXPIRED") {
+                sql_query("UPDATE slots SET reserved = reserved - $2, updated_at = now() WHERE id = $1")
+                    .bind::<BigInt, _>(m.slot_id)
+                    .bind::<Integer, _>(m.party_size)
+                    .execute(conn)
+                    .await?;
+            }
+            Ok::<_, diesel::result::Error>(moved.map(|m| m.status))
+        })
+        .await?;
+    Ok(match (find_reservation(conn, id).await?, moved.as_deref()) {
+        (None, _) => Confirmed::Missing,
+        (Some(r), Some("CONFIRMED")) => Confirmed::Now(r),
+        (Some(r), Some(_)) => Confirmed::ExpiredNow(r),
+        (Some(r), None) if r.status == ReservationStatus::Confirmed => Confirmed::Already(r),
+        (Some(r), None) => Confirmed::NotPending(r),
+    })
+}
+
+/// Expires up to `limit` unpaid reservations whose deadline is past `now`
+/// and gives their seats back, in one statement. `SKIP LOCKED` lets several
+/// replicas sweep at once without waiting on, or double-counting, each
+/// other's rows.
+pub async fn expire_due(
+    conn: &mut AsyncPgConnection,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Lapsed>, StoreError> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = SqlUuid)]
+        id: Uuid,
+        #[diesel(sql_type = Text)]
+        user_id: String,
+        #[diesel(sql_type = Integer)]
+        party_size: i32,
+        #[diesel(sql_type = BigInt)]
+        restaurant_id: i64,
+        #[diesel(sql_type = Date)]
+        slot_date: NaiveDate,
+        #[diesel(sql_type = Time)]
+        slot_time: NaiveTime,
+    }
+    let rows: Vec<Row> = sql_query(
+        "WITH due AS (
+             SELECT id FROM reservations
+             WHERE status = 'PENDING_DEPOSIT' AND deposit_deadline <= $1
+             ORDER BY deposit_deadline
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED
+         ), lapsed AS (
+             UPDATE reservations r SET status = 'EXPIRED', updated_at = now()
+             FROM due WHERE r.id = due.id
+             RETURNING r.id, r.slot_id, r.user_id, r.party_size
+         ), freed AS (
+             UPDATE slots s SET reserved = s.reserved - f.seats, updated_at = now()
+             FROM (SELECT slot_id, sum(party_size)::int AS seats FROM lapsed GROUP BY slot_id) f
+             WHERE s.id = f.slot_id
+         )
+         SELECT l.id, l.user_id, l.party_size, s.restaurant_id, s.slot_date, s.slot_time
+         FROM lapsed l JOIN slots s ON s.id = l.slot_id",
+    )
+    .bind::<Timestamptz, _>(now)
+    .bind::<BigInt, _>(limit)
+    .load(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Lapsed {
+            id: ReservationId(r.id),
+            slot: SlotKey { restaurant_id: r.restaurant_id, date: r.slot_date, time: r.slot_time },
+            user_id: r.user_id,
+            party_size: r.party_size,
+        })
+        .collect())
 }
 
 #[derive(QueryableByName)]

@@ -96,9 +96,13 @@ async fn run(slots: Vec<pb::SlotRef>, users: usize, clicks_per_user: usize) {
     // debug-built process) can keep the tail waiting past the production
     // fail-fast bounds, which would turn machine noise into UNAVAILABLE:
     // give the waits room here. Speed is the load tool's to measure.
+    // Background work (sweeps, reconcile passes) is off: every database
+    // access during the burst must be one of the burst's requests.
     let app = spawn_app_with(|c| {
         c.pool_timeout = Duration::from_secs(30);
         c.redis_command_timeout = Duration::from_secs(30);
+        c.expiry_sweep_interval = Duration::ZERO;
+        c.reconcile_interval = Duration::ZERO;
     })
     .await;
     app.open(&slots.iter().map(|s| (s.clone(), 40)).collect::<Vec<_>>()).await;

@@ -17,6 +17,8 @@ use std::{
 use diesel::{QueryableByName, sql_query, sql_types::BigInt};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use slotgate::{
+    booking::Booking,
+    clock::ManualClock,
     config::Config,
     pb::{self, reservations_client::ReservationsClient, slot_admin_client::SlotAdminClient},
     server::Application,
@@ -158,10 +160,37 @@ pub struct TestApp {
     pub reservations: ReservationsClient<Channel>,
     pub admin: SlotAdminClient<Channel>,
     pub counters: Arc<Counters>,
+    /// The use cases behind the server, to run background work by hand.
+    pub booking: Arc<Booking>,
+    /// Deposit deadlines are read from this clock; it moves when told to.
+    pub clock: Arc<ManualClock>,
     pub db: TestDb,
     pub namespace: String,
     pub redis_url: String,
+    config: Config,
     shutdown: Option<oneshot::Sender<()>>,
+}
+
+/// A second slotgate on the same database and Redis namespace as a
+/// [`TestApp`], as another replica would be. Stops when dropped.
+pub struct Replica {
+    pub booking: Arc<Booking>,
+    _shutdown: oneshot::Sender<()>,
+}
+
+/// Builds and serves an application; the server stops when the returned
+/// sender is dropped or fired.
+async fn serve(
+    config: Config,
+    clock: Arc<ManualClock>,
+) -> (SocketAddr, Arc<Counters>, Arc<Booking>, oneshot::Sender<()>) {
+    let app = Application::build_with_clock(config, clock).await.expect("build the application");
+    let (addr, counters, booking) = (app.local_addr(), app.counters(), app.booking());
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    (addr, counters, booking, shutdown)
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -187,22 +216,20 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     tweak(&mut config);
 
     let redis_url = config.redis_url.clone();
-    let app = Application::build(config).await.expect("build the application");
-    let addr = app.local_addr();
-    let counters = app.counters();
-    let (shutdown, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
+    let clock = ManualClock::starting_now();
+    let (addr, counters, booking, shutdown) = serve(config.clone(), Arc::clone(&clock)).await;
     let channel = connect(addr).await;
     TestApp {
         addr,
         reservations: ReservationsClient::new(channel.clone()),
         admin: SlotAdminClient::new(channel),
         counters,
+        booking,
+        clock,
         db,
         namespace,
         redis_url,
+        config,
         shutdown: Some(shutdown),
     }
 }
@@ -258,6 +285,13 @@ async fn delete_namespace(redis_url: &str, namespace: &str) -> redis::RedisResul
 }
 
 impl TestApp {
+    /// Starts another replica of this app (same database, same Redis
+    /// namespace, same clock).
+    pub async fn spawn_replica(&self) -> Replica {
+        let (_, _, booking, shutdown) = serve(self.config.clone(), Arc::clone(&self.clock)).await;
+        Replica { booking, _shutdown: shutdown }
+    }
+
     /// The name of one of a slot's gate keys (`seats`, `users`, `ids`, `holds`).
     pub fn key(&self, slot: &pb::SlotRef, which: &str) -> String {
         format!("{}:{{{}:{}:{}}}:{which}", self.namespace, slot.restaurant_id, slot.date, slot.time)

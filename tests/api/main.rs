@@ -5,6 +5,7 @@
 mod admin;
 mod bursts;
 mod cancel;
+mod deposits;
 mod discovery;
 mod faults;
 mod helpers;

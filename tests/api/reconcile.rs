@@ -99,6 +99,8 @@ async fn a_burst_meeting_a_cold_counter_loads_it_once() {
     let app = spawn_app_with(|c| {
         c.pool_timeout = Duration::from_secs(30);
         c.redis_command_timeout = Duration::from_secs(30);
+        c.expiry_sweep_interval = Duration::ZERO;
+        c.reconcile_interval = Duration::ZERO;
     })
     .await;
     let slot = slot_at("17:00");
