@@ -73,6 +73,19 @@ pub struct Settings {
     pub deposit_window: Duration,
     /// How long a retry waits for the first attempt of its request id.
     pub replay_wait: Duration,
+    /// Lease of a hold. The winner's transaction must finish well within
+    /// it (see `commit`), so a reaper never ends the hold of a transaction
+    /// that can still commit.
+    pub hold_lease: Duration,
+}
+
+/// What a reaper pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reaped {
+    /// Expired holds whose reservation had committed: seats stay taken.
+    pub finalized: u32,
+    /// Expired holds with no reservation: seats went back.
+    pub released: u32,
 }
 
 /// How often a request re-loads a counter that vanished right after it was
@@ -197,7 +210,21 @@ impl Booking {
     /// The admitted path: one transaction, then end the hold either way.
     async fn commit(&self, new: &NewReservation, id: ReservationId, nonce: u64) -> Result<Reservation, BookingError> {
         let now = self.clock.now();
-        let inserted = self.store.insert_reservation(new, now, now + self.settings.deposit_window).await;
+        // Bounded by half the lease: a transaction still running when the
+        // reaper looks at its hold could commit after the reaper gave the
+        // seats back. (If COMMIT was already sent, the outcome is unknown;
+        // the database still cannot overbook, and reconciliation mends the
+        // counter.)
+        let bound = self.settings.hold_lease / 2;
+        let inserted = match tokio::time::timeout(
+            bound,
+            self.store.insert_reservation(new, now, now + self.settings.deposit_window),
+        )
+        .await
+        {
+            Ok(inserted) => inserted,
+            Err(_) => Err(StoreError::Unavailable(format!("no commit within {bound:?}"))),
+        };
         if let Ok(Inserted::Created(reservation)) = inserted {
             if let Err(e) = self.gate.finalize(&new.slot, id, nonce).await {
                 // The seats stay taken either way; only the hold record lingers.
@@ -329,6 +356,44 @@ impl Booking {
         if let Err(e) = self.gate.give_back(slot, id, user, party).await {
             warn!(error = %e, reservation = %id, "seats went back in the database but not yet in the counter");
         }
+    }
+
+    /// Ends every hold whose lease has run out: the process that took it died
+    /// or lost Redis before finalizing or releasing it. A hold whose
+    /// reservation committed is finalized (the seats stay taken); any other
+    /// gives its seats back. Both are done with the hold's own nonce, so
+    /// several replicas reaping at once, or the owner waking up late, end
+    /// each hold once.
+    pub async fn reap(&self) -> Result<Reaped, BookingError> {
+        let from = Utc::now().date_naive() - Days::new(1);
+        let keys = self.store.slot_keys_from(from).await?;
+        let mut expired = Vec::new();
+        for batch in keys.chunks(PROBE_BATCH) {
+            for (slot, probe) in batch.iter().zip(self.gate.probe(batch).await?) {
+                if probe.holds > 0 {
+                    expired.extend(self.gate.expired_holds(slot).await?.into_iter().map(|hold| (*slot, hold)));
+                }
+            }
+        }
+        if expired.is_empty() {
+            return Ok(Reaped::default());
+        }
+        let ids: Vec<ReservationId> = expired.iter().map(|(_, hold)| hold.id).collect();
+        let committed = self.store.existing_ids(&ids).await?;
+        let mut reaped = Reaped::default();
+        for (slot, hold) in expired {
+            if committed.contains(&hold.id) {
+                if self.gate.finalize(&slot, hold.id, hold.nonce).await? {
+                    reaped.finalized += 1;
+                }
+            } else if self.gate.release(&slot, hold.id, &hold.user, hold.nonce, true).await? > 0 {
+                reaped.released += 1;
+            }
+        }
+        if reaped != Reaped::default() {
+            warn!(finalized = reaped.finalized, released = reaped.released, "reaped expired holds");
+        }
+        Ok(reaped)
     }
 
     /// Seats left and capacity of a slot.

@@ -85,8 +85,9 @@ pub struct Config {
     #[arg(long, env = "SLOTGATE_MAX_MENU_ITEMS", default_value_t = 50, value_parser = clap::value_parser!(i32).range(1..=1_000))]
     pub max_menu_items: i32,
 
-    /// Lease of a hold: how long seats taken in Redis may stay uncommitted.
-    /// Longer than the longest request deadline.
+    /// Lease of a hold: how long seats taken in Redis may stay uncommitted
+    /// before the reaper may end the hold. The winner's transaction is
+    /// bounded by half of it.
     #[arg(long = "hold-lease-ms", env = "SLOTGATE_HOLD_LEASE_MS", default_value = "30000", value_parser = parse_millis)]
     pub hold_lease: Duration,
 
@@ -103,6 +104,11 @@ pub struct Config {
     /// database (0 turns it off; `ReconcileSlots` still works).
     #[arg(long = "reconcile-interval-ms", env = "SLOTGATE_RECONCILE_INTERVAL_MS", default_value = "30000", value_parser = parse_millis)]
     pub reconcile_interval: Duration,
+
+    /// How often holds whose lease ran out are reaped (0 turns the reaper
+    /// off).
+    #[arg(long = "reap-interval-ms", env = "SLOTGATE_REAP_INTERVAL_MS", default_value = "5000", value_parser = parse_millis)]
+    pub reap_interval: Duration,
 
     /// How often unpaid reservations past their deadline are expired (0
     /// turns the sweeper off).

@@ -1,9 +1,11 @@
-//! Background work nobody has to ask for: the expiry sweeper (unpaid
-//! reservations past their deadline give their seats back) and the periodic
-//! reconciler (drifted counters are rewritten from the database). Every
-//! replica runs both; that is safe because the sweeper's rows are claimed with
-//! `FOR UPDATE SKIP LOCKED` and every counter rewrite is guarded by the
-//! slot's epoch.
+//! Background work nobody has to ask for: the lease reaper (holds whose
+//! owner died end, their seats kept if the reservation committed, given back
+//! if not), the expiry sweeper (unpaid reservations past their deadline give
+//! their seats back) and the periodic reconciler (drifted counters are
+//! rewritten from the database). Every replica runs all three; that is safe
+//! because holds are ended with their own nonce, the sweeper's rows are
+//! claimed with `FOR UPDATE SKIP LOCKED`, and every counter rewrite is guarded
+//! by the slot's epoch.
 
 use std::{sync::Arc, time::Duration};
 
@@ -17,6 +19,7 @@ use crate::booking::Booking;
 pub struct Intervals {
     pub reconcile: Duration,
     pub expiry_sweep: Duration,
+    pub reap: Duration,
 }
 
 /// Spawns the background loops; they stop when `stop` turns true.
@@ -38,6 +41,17 @@ pub fn spawn(booking: Arc<Booking>, every: Intervals, stop: watch::Receiver<bool
             }
         }
     });
+    let reaper = every_tick(every.reap, stop.clone(), {
+        let booking = Arc::clone(&booking);
+        move || {
+            let booking = Arc::clone(&booking);
+            async move {
+                if let Err(e) = booking.reap().await {
+                    warn!(error = %e, "reaper pass failed; the next one retries");
+                }
+            }
+        }
+    });
     let sweeper = every_tick(every.expiry_sweep, stop, move || {
         let booking = Arc::clone(&booking);
         async move {
@@ -49,7 +63,7 @@ pub fn spawn(booking: Arc<Booking>, every: Intervals, stop: watch::Receiver<bool
         }
     });
     tokio::spawn(async move {
-        let _ = tokio::join!(reconciler, sweeper);
+        let _ = tokio::join!(reconciler, reaper, sweeper);
     })
 }
 

@@ -79,6 +79,7 @@ impl Application {
         let settings = Settings {
             deposit_window: Duration::from_secs(config.deposit_window_secs.into()),
             replay_wait: config.replay_wait,
+            hold_lease: config.hold_lease,
         };
         let booking = Arc::new(Booking::new(gate, store, settings, Arc::clone(&counters), clock));
         let listener = TcpListener::bind(config.listen)
@@ -132,6 +133,7 @@ impl Application {
         let intervals = lifecycle::Intervals {
             reconcile: self.config.reconcile_interval,
             expiry_sweep: self.config.expiry_sweep_interval,
+            reap: self.config.reap_interval,
         };
         let background = lifecycle::spawn(Arc::clone(&self.booking), intervals, background_stop);
 

@@ -63,6 +63,30 @@ pub enum Reconciled {
     Cold,
 }
 
+/// A hold whose lease has run out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredHold {
+    pub id: ReservationId,
+    pub user: String,
+    pub party: i32,
+    pub nonce: u64,
+}
+
+impl ExpiredHold {
+    /// Parses `party|user|deadline|nonce` (the user may contain '|').
+    fn parse(id: &str, value: &str) -> Option<Self> {
+        let (party, rest) = value.split_once('|')?;
+        let (rest, nonce) = rest.rsplit_once('|')?;
+        let (user, _deadline) = rest.rsplit_once('|')?;
+        Some(Self {
+            id: id.parse().ok()?,
+            user: user.to_owned(),
+            party: party.parse().ok()?,
+            nonce: nonce.parse().ok()?,
+        })
+    }
+}
+
 /// A slot's counter state, read before its database figures.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe {
@@ -170,6 +194,7 @@ struct Scripts {
     warm: Script,
     resize: Script,
     reconcile: Script,
+    expired_holds: Script,
 }
 
 /// The Redis gate: a connection pool, the key namespace and the scripts.
@@ -228,6 +253,7 @@ impl Gate {
                 warm: Script::new(include_str!("warm.lua")),
                 resize: Script::new(include_str!("resize.lua")),
                 reconcile: Script::new(include_str!("reconcile.lua")),
+                expired_holds: Script::new(include_str!("expired_holds.lua")),
             },
         })
     }
@@ -392,6 +418,19 @@ impl Gate {
         })
     }
 
+    /// The holds of `slot` whose lease has run out.
+    pub async fn expired_holds(&self, slot: &SlotKey) -> Result<Vec<ExpiredHold>, GateError> {
+        let k = self.keys(slot);
+        let flat: Vec<String> = self.invoke(&self.scripts.expired_holds.key(&k.holds)).await?;
+        flat.chunks(2)
+            .map(|pair| match pair {
+                [id, value] => ExpiredHold::parse(id, value)
+                    .ok_or_else(|| GateError::Protocol(format!("expired_holds: bad hold {id:?} = {value:?}"))),
+                _ => Err(GateError::Protocol("expired_holds: odd reply".into())),
+            })
+            .collect()
+    }
+
     /// Moves a warm counter by a capacity change; returns false if cold.
     pub async fn resize(&self, slot: &SlotKey, capacity: i32, delta: i32) -> Result<bool, GateError> {
         let k = self.keys(slot);
@@ -419,6 +458,14 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hold_value_parses_even_when_the_user_id_contains_the_separator() {
+        let id = "9b2e6a4c-0d1f-4a8e-9c3b-6f5d4e3c2b1a";
+        let hold = ExpiredHold::parse(id, "4|a|b|17|1767225600000|42").unwrap();
+        assert_eq!((hold.party, hold.user.as_str(), hold.nonce), (4, "a|b|17", 42));
+        assert!(ExpiredHold::parse(id, "garbage").is_none());
+    }
 
     #[test]
     fn attempt_nonces_differ_from_call_to_call() {

@@ -174,6 +174,14 @@ impl Store {
         queries::find_reservation(&mut conn, id).await
     }
 
+    pub async fn existing_ids(
+        &self,
+        ids: &[ReservationId],
+    ) -> Result<std::collections::HashSet<ReservationId>, StoreError> {
+        let mut conn = self.conn().await?;
+        queries::existing_ids(&mut conn, ids).await
+    }
+
     pub async fn cancel_reservation(&self, id: ReservationId, reason: CancelReason) -> Result<Cancelled, StoreError> {
         let mut conn = self.conn().await?;
         queries::cancel_reservation(&mut conn, id, reason).await

@@ -394,6 +394,24 @@ pub async fn find_reservation(
     row.into_reservation(items.into_iter().map(Into::into).collect()).map(Some)
 }
 
+/// Which of `ids` have a reservation row (committed, whatever its status).
+pub async fn existing_ids(
+    conn: &mut AsyncPgConnection,
+    ids: &[ReservationId],
+) -> Result<std::collections::HashSet<ReservationId>, StoreError> {
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = SqlUuid)]
+        id: Uuid,
+    }
+    let uuids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
+    let found: Vec<Id> = sql_query("SELECT id FROM reservations WHERE id = ANY($1)")
+        .bind::<Array<SqlUuid>, _>(&uuids)
+        .load(conn)
+        .await?;
+    Ok(found.into_iter().map(|r| ReservationId(r.id)).collect())
+}
+
 /// Cancels an active reservation and gives its seats back in the database,
 /// in one transaction; only the call that moves it out of an active status
 /// gives seats back.

@@ -11,5 +11,6 @@ mod faults;
 mod helpers;
 mod idempotency;
 mod preorder;
+mod reaper;
 mod reconcile;
 mod validation;
