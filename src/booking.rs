@@ -14,7 +14,7 @@
 use std::{
     collections::HashMap,
     future::Future,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError, atomic::Ordering},
     time::{Duration, Instant},
 };
 
@@ -391,6 +391,8 @@ impl Booking {
             }
         }
         if reaped != Reaped::default() {
+            self.counters.holds_reaped_finalized.fetch_add(reaped.finalized.into(), Ordering::Relaxed);
+            self.counters.holds_reaped_released.fetch_add(reaped.released.into(), Ordering::Relaxed);
             warn!(finalized = reaped.finalized, released = reaped.released, "reaped expired holds");
         }
         Ok(reaped)
@@ -499,6 +501,7 @@ impl Booking {
             }
         }
         report.took = started.elapsed();
+        self.counters.counters_corrected.fetch_add(report.corrections.len() as u64, Ordering::Relaxed);
         for c in &report.corrections {
             warn!(slot = %c.slot, left_before = c.left_before, left_after = c.left_after, "reconciled a drifted counter");
         }

@@ -16,6 +16,12 @@ pub struct Counters {
     pub db_checkouts: AtomicU64,
     /// Cold counters loaded from the database.
     pub counters_loaded: AtomicU64,
+    /// Expired holds the reaper ended whose reservation had committed.
+    pub holds_reaped_finalized: AtomicU64,
+    /// Expired holds the reaper ended by giving their seats back.
+    pub holds_reaped_released: AtomicU64,
+    /// Counters the reconciler rewrote.
+    pub counters_corrected: AtomicU64,
 }
 
 impl Counters {

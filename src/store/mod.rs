@@ -52,12 +52,29 @@ pub enum StoreError {
 impl From<DieselError> for StoreError {
     fn from(e: DieselError) -> Self {
         match e {
-            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+            // The connection failed or closed (diesel-async reports I/O
+            // errors as UnableToSendCommand).
+            DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                info,
+            ) => Self::Unavailable(info.message().to_owned()),
+            // The server ended the session: shutdown, crash recovery, admin
+            // termination (SQLSTATE 57P01-57P03). diesel keeps no SQLSTATE
+            // for these, only PostgreSQL's fixed messages.
+            DieselError::DatabaseError(DatabaseErrorKind::Unknown, info) if is_server_going_away(info.message()) => {
                 Self::Unavailable(info.message().to_owned())
             }
+            // A rollback that could not be sent: the connection is gone.
+            DieselError::BrokenTransactionManager => Self::Unavailable("connection lost mid-transaction".into()),
             e => Self::Query(e),
         }
     }
+}
+
+fn is_server_going_away(message: &str) -> bool {
+    ["terminating connection", "the database system is", "server closed the connection", "connection to server"]
+        .iter()
+        .any(|m| message.contains(m))
 }
 
 impl From<RunError<PoolError>> for StoreError {
@@ -135,6 +152,9 @@ impl Store {
             // a `SELECT 1` on every checkout would add a round trip to every
             // winner's transaction for nothing.
             .test_on_check_out(false)
+            // Fail fast while PostgreSQL is down: one refused connect answers
+            // UNAVAILABLE instead of retrying until the pool timeout.
+            .retry_connection(false)
             .build_unchecked(Manager::new(database_url));
         Self { pool, counters }
     }

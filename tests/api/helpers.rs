@@ -148,10 +148,6 @@ impl TestDb {
             .expect("clone the template database");
         Self { url: database_url(&name), name }
     }
-
-    pub async fn connect(&self) -> AsyncPgConnection {
-        AsyncPgConnection::establish(&self.url).await.expect("connect to the test database")
-    }
 }
 
 /// One running slotgate and clients for it.
@@ -285,6 +281,22 @@ async fn delete_namespace(redis_url: &str, namespace: &str) -> redis::RedisResul
 }
 
 impl TestApp {
+    /// A connection to the database this app uses (the test's own, or a
+    /// private server's).
+    pub async fn database(&self) -> AsyncPgConnection {
+        AsyncPgConnection::establish(&self.config.database.database_url).await.expect("connect to the app's database")
+    }
+
+    /// The settings this app runs with, as environment variables, for a
+    /// slotgate process that should share its database and Redis namespace.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("DATABASE_URL".into(), self.config.database.database_url.clone()),
+            ("REDIS_URL".into(), self.redis_url.clone()),
+            ("SLOTGATE_REDIS_NAMESPACE".into(), self.namespace.clone()),
+        ]
+    }
+
     /// Starts another replica of this app (same database, same Redis
     /// namespace, same clock).
     pub async fn spawn_replica(&self) -> Replica {
@@ -353,7 +365,7 @@ impl TestApp {
         .bind::<BigInt, _>(slot.restaurant_id)
         .bind::<diesel::sql_types::Text, _>(&slot.date)
         .bind::<diesel::sql_types::Text, _>(&slot.time)
-        .get_result(&mut self.db.connect().await)
+        .get_result(&mut self.database().await)
         .await
         .expect("read the slot");
         (row.capacity, row.reserved, row.active)
@@ -468,6 +480,10 @@ impl PrivateRedis {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         panic!("redis-server on port {} did not come up", self.port);
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     /// `kill -9`: everything it held is gone.

@@ -7,6 +7,7 @@ mod bursts;
 mod cancel;
 mod deposits;
 mod discovery;
+mod fault_kit;
 mod faults;
 mod helpers;
 mod idempotency;

@@ -1,0 +1,236 @@
+//! Things to break: a private PostgreSQL and slotgate processes of a test's
+//! own (killed or stopped without harming anything else), and a TCP proxy
+//! that delays traffic or cuts connections. This machine has no netem and
+//! no toxiproxy, so faults are made here.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+/// A PostgreSQL cluster of one test's own, on a free port in a temporary
+/// directory. PostgreSQL refuses to run as root, so as root it runs as the
+/// `postgres` user.
+pub struct PrivatePostgres {
+    pub url: String,
+    dir: PathBuf,
+    bin: PathBuf,
+    port: u16,
+}
+
+impl PrivatePostgres {
+    pub async fn start() -> Self {
+        let version = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries under /usr/lib/postgresql")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .max_by_key(|v| v.parse::<u32>().unwrap_or(0))
+            .unwrap();
+        let bin = PathBuf::from(format!("/usr/lib/postgresql/{version}/bin"));
+        let dir = std::env::temp_dir().join(format!("slotgate-pg-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let pg = Self { url: format!("postgres://postgres@127.0.0.1:{port}/postgres"), dir, bin, port };
+        if is_root() {
+            let status = Command::new("chown").args(["postgres:postgres"]).arg(&pg.dir).status().unwrap();
+            assert!(status.success(), "chown the data directory");
+        }
+        let mut initdb = pg.as_owner(pg.bin.join("initdb"));
+        initdb.arg("-D").arg(pg.data()).args(["-A", "trust", "-U", "postgres"]);
+        assert!(initdb.stdout(Stdio::null()).status().unwrap().success(), "initdb");
+        pg.restart().await;
+        pg
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// A command run as the cluster's owner.
+    fn as_owner(&self, program: PathBuf) -> Command {
+        if is_root() {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", "postgres", "--"]).arg(program);
+            cmd
+        } else {
+            Command::new(program)
+        }
+    }
+
+    /// Starts (or starts again) the server and waits until it accepts.
+    pub async fn restart(&self) {
+        let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.display());
+        let mut pg_ctl = self.as_owner(self.bin.join("pg_ctl"));
+        pg_ctl.arg("-D").arg(self.data()).args(["-o", &options, "-w", "-l"]).arg(self.dir.join("log")).arg("start");
+        assert!(pg_ctl.stdout(Stdio::null()).status().unwrap().success(), "pg_ctl start");
+    }
+
+    /// Crash stop: connections cut, nothing flushed politely.
+    pub fn stop(&self) {
+        let mut pg_ctl = self.as_owner(self.bin.join("pg_ctl"));
+        pg_ctl.arg("-D").arg(self.data()).args(["-m", "immediate", "stop"]);
+        let _ = pg_ctl.stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A TCP proxy in front of one upstream: traffic can be delayed, and every
+/// connection through it cut at once (with a reset, mid-whatever).
+pub struct FaultProxy {
+    pub addr: SocketAddr,
+    delay_ms: Arc<AtomicU64>,
+    cut: watch::Sender<u64>,
+}
+
+impl FaultProxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let (cut, cuts) = watch::channel(0u64);
+        let delay = Arc::clone(&delay_ms);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (delay, cuts) = (Arc::clone(&delay), cuts.clone());
+                tokio::spawn(async move {
+                    if let Ok(server) = TcpStream::connect(upstream).await {
+                        pipe(client, server, delay, cuts).await;
+                    }
+                });
+            }
+        });
+        Self { addr, delay_ms, cut }
+    }
+
+    /// Adds `delay` before every chunk forwarded, both ways.
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Resets every connection open through the proxy now.
+    pub fn cut_all(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+async fn pipe(client: TcpStream, server: TcpStream, delay: Arc<AtomicU64>, mut cuts: watch::Receiver<u64>) {
+    let generation = *cuts.borrow_and_update();
+    // A reset, not a polite close: the peer sees the connection die. (The
+    // deprecation warns that a non-zero linger blocks on drop; zero does not
+    // block, it resets.)
+    #[allow(deprecated)]
+    {
+        let _ = client.set_linger(Some(Duration::ZERO));
+        let _ = server.set_linger(Some(Duration::ZERO));
+    }
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    let forward = |mut from: tokio::net::tcp::OwnedReadHalf,
+                   mut to: tokio::net::tcp::OwnedWriteHalf,
+                   delay: Arc<AtomicU64>| async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let ms = delay.load(Ordering::Relaxed);
+            if ms > 0 {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    // Whichever ends first, the other arms (and the socket halves they own)
+    // are dropped, which closes both sockets with a reset.
+    tokio::select! {
+        _ = forward(client_read, server_write, Arc::clone(&delay)) => {}
+        _ = forward(server_read, client_write, delay) => {}
+        _ = cuts.wait_for(|n| *n != generation) => {}
+    }
+}
+
+/// slotgate as a separate process (the binary the tests were built with),
+/// to be killed with SIGKILL and started again.
+pub struct SlotgateProcess {
+    pub addr: SocketAddr,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+impl SlotgateProcess {
+    /// Starts `slotgate serve` with these settings (environment variables,
+    /// as in production) on a free port, and waits until it accepts.
+    pub async fn start(env: Vec<(String, String)>) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut process = Self { addr, env, child: None };
+        process.restart().await;
+        process
+    }
+
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "kill it first");
+        #[allow(clippy::zombie_processes)] // reaped in kill or Drop
+        let child = Command::new(env!("CARGO_BIN_EXE_slotgate"))
+            .arg("serve")
+            .env("SLOTGATE_LISTEN", self.addr.to_string())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start slotgate");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if TcpStream::connect(self.addr).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("slotgate did not start listening on {}", self.addr);
+    }
+
+    /// `kill -9`: whatever it was doing stops mid-way.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for SlotgateProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
