@@ -424,7 +424,7 @@ impl Booking {
             for o in &opened {
                 match o.previous_capacity {
                     None => {
-                        let figures = SlotFigures { capacity: o.capacity, reserved: 0, holders: Vec::new() };
+                        let figures = SlotFigures { capacity: o.capacity, ..Default::default() };
                         // A slot that did not exist cannot have a true
                         // counter: overwrite any leftover.
                         this.gate.warm(&o.slot, &figures, true).await?;

@@ -63,6 +63,21 @@ pub enum Reconciled {
     Cold,
 }
 
+impl SlotFigures {
+    /// Appends the holders and fingerprints as `warm.lua` and
+    /// `reconcile.lua` read them: a count of holders, the holders' (user,
+    /// id) pairs, then (id, fingerprint) pairs.
+    fn push_args(&self, invocation: &mut redis::ScriptInvocation<'_>) {
+        invocation.arg(self.holders.len());
+        for (user, id) in &self.holders {
+            invocation.arg(user).arg(id.to_string());
+        }
+        for (id, fingerprint) in &self.fingerprints {
+            invocation.arg(id.to_string()).arg(fingerprint);
+        }
+    }
+}
+
 /// A hold whose lease has run out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpiredHold {
@@ -102,8 +117,12 @@ pub struct Probe {
 pub struct SlotFigures {
     pub capacity: i32,
     pub reserved: i32,
-    /// (user id, reservation id, fingerprint) of every active reservation.
-    pub holders: Vec<(String, ReservationId, i64)>,
+    /// (user id, reservation id) of every active reservation.
+    pub holders: Vec<(String, ReservationId)>,
+    /// (reservation id, request fingerprint) of every reservation of the
+    /// slot, whatever its status: a replay of any of them must be recognised
+    /// as one, not mistaken for a duplicate or a new request.
+    pub fingerprints: Vec<(ReservationId, i64)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -362,9 +381,7 @@ impl Gate {
         let k = self.keys(slot);
         let mut invocation = k.invoke(&self.scripts.warm);
         invocation.arg(u8::from(force)).arg(figures.capacity).arg(figures.reserved);
-        for (user, id, fingerprint) in &figures.holders {
-            invocation.arg(user).arg(id.to_string()).arg(fingerprint);
-        }
+        figures.push_args(&mut invocation);
         let wrote: i64 = self.invoke(&invocation).await?;
         Ok(wrote == 1)
     }
@@ -405,9 +422,7 @@ impl Gate {
         let k = self.keys(slot);
         let mut invocation = k.invoke(&self.scripts.reconcile);
         invocation.arg(epoch).arg(figures.capacity).arg(figures.reserved);
-        for (user, id, fingerprint) in &figures.holders {
-            invocation.arg(user).arg(id.to_string()).arg(fingerprint);
-        }
+        figures.push_args(&mut invocation);
         let (status, left_before): (i64, i64) = self.invoke(&invocation).await?;
         Ok(match status {
             0 => Reconciled::Corrected { left_before },

@@ -6,8 +6,9 @@
 -- KEYS[1] seats   KEYS[2] users   KEYS[3] ids   KEYS[4] holds   (as acquire)
 -- ARGV[1] epoch, as read before the database read
 -- ARGV[2] capacity   ARGV[3] seats reserved in the database
--- ARGV[4..] triples of (user id, reservation id, fingerprint), one per active
---           reservation
+-- ARGV[4] n, the number of active reservations, then n pairs of (user id,
+--         reservation id), then (reservation id, fingerprint) pairs for every
+--         reservation of the slot (as warm.lua)
 -- Returns {status, left before}:
 --   0 corrected   1 already right   2 busy (hold in flight, or the epoch
 --   moved: try again later)   3 cold (no counter: nothing to correct)
@@ -22,10 +23,12 @@ end
 
 local cap = tonumber(ARGV[2])
 local want = cap - tonumber(ARGV[3])
+local holders = tonumber(ARGV[4])
+local holders_end = 4 + 2 * holders
 local right = left == want and tonumber(redis.call('HGET', KEYS[1], 'cap')) == cap
-    and redis.call('HLEN', KEYS[2]) == (#ARGV - 3) / 3
+    and redis.call('HLEN', KEYS[2]) == holders
 if right then
-  for i = 4, #ARGV, 3 do
+  for i = 5, holders_end, 2 do
     if redis.call('HGET', KEYS[2], ARGV[i]) ~= ARGV[i + 1] then
       right = false
       break
@@ -36,13 +39,13 @@ if right then
   return {1, left}
 end
 
--- Fingerprints of reservations no longer active stay: they still answer
--- replays of their request ids.
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[1], 'left', want, 'cap', cap)
 redis.call('HINCRBY', KEYS[1], 'epoch', 1)
-for i = 4, #ARGV, 3 do
+for i = 5, holders_end, 2 do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-  redis.call('HSET', KEYS[3], ARGV[i + 1], ARGV[i + 2])
+end
+for i = holders_end + 1, #ARGV, 2 do
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
 end
 return {0, left}

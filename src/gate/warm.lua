@@ -4,9 +4,10 @@
 -- KEYS[1] seats   KEYS[2] users   KEYS[3] ids   KEYS[4] holds   (as acquire)
 -- ARGV[1] force: 1 overwrites a counter that exists (a slot just created)
 -- ARGV[2] capacity   ARGV[3] seats reserved in the database
--- ARGV[4..] triples of (user id, reservation id, fingerprint), one per active
---           reservation, so duplicates and replays are refused by the gate
---           again rather than by the database
+-- ARGV[4] n, the number of active reservations, then n pairs of (user id,
+--         reservation id), then pairs of (reservation id, fingerprint) for
+--         every reservation of the slot whatever its status: so duplicates
+--         and replays are told apart by the gate again, not by the database
 -- Returns 1 if it wrote the counter, 0 if the slot was already warm.
 if ARGV[1] ~= '1' and redis.call('HEXISTS', KEYS[1], 'left') == 1 then
   return 0
@@ -21,8 +22,11 @@ local cap = tonumber(ARGV[2])
 local now = redis.call('TIME')
 local epoch = tonumber(now[1]) * 1000000 + tonumber(now[2])
 redis.call('HSET', KEYS[1], 'left', cap - tonumber(ARGV[3]), 'cap', cap, 'epoch', epoch)
-for i = 4, #ARGV, 3 do
+local holders_end = 4 + 2 * tonumber(ARGV[4])
+for i = 5, holders_end, 2 do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-  redis.call('HSET', KEYS[3], ARGV[i + 1], ARGV[i + 2])
+end
+for i = holders_end + 1, #ARGV, 2 do
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
 end
 return 1

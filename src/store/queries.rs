@@ -595,15 +595,19 @@ struct FigureRow {
     id: Option<Uuid>,
     #[diesel(sql_type = Nullable<BigInt>)]
     fingerprint: Option<i64>,
+    #[diesel(sql_type = Nullable<diesel::sql_types::Bool>)]
+    active: Option<bool>,
 }
 
-/// Capacity, seats reserved and active holders of slots, read in one
-/// statement (one snapshot, so `reserved` and the holders agree).
+/// Capacity, seats reserved, and the reservations of slots (active ones
+/// name their holders), read in one statement: one snapshot, so `reserved`
+/// and the holders agree.
 fn figures_query(filter: &str) -> String {
     format!(
-        "SELECT s.restaurant_id, s.slot_date, s.slot_time, s.capacity, s.reserved, r.user_id, r.id, r.fingerprint
+        "SELECT s.restaurant_id, s.slot_date, s.slot_time, s.capacity, s.reserved, r.user_id, r.id, r.fingerprint,
+                r.status IN {ACTIVE} AS active
          FROM slots s
-         LEFT JOIN reservations r ON r.slot_id = s.id AND r.status IN {ACTIVE}
+         LEFT JOIN reservations r ON r.slot_id = s.id
          WHERE {filter}
          ORDER BY s.id"
     )
@@ -614,13 +618,18 @@ fn group_figures(rows: Vec<FigureRow>) -> Vec<(SlotKey, SlotFigures)> {
     for row in rows {
         let key = row.slot.key();
         if out.last().is_none_or(|(k, _)| *k != key) {
-            let figures = SlotFigures { capacity: row.slot.capacity, reserved: row.slot.reserved, holders: Vec::new() };
+            let figures =
+                SlotFigures { capacity: row.slot.capacity, reserved: row.slot.reserved, ..Default::default() };
             out.push((key, figures));
         }
-        if let (Some(user), Some(id), Some(fp), Some((_, figures))) =
-            (row.user_id, row.id, row.fingerprint, out.last_mut())
+        if let (Some(user), Some(id), Some(fp), Some(active), Some((_, figures))) =
+            (row.user_id, row.id, row.fingerprint, row.active, out.last_mut())
         {
-            figures.holders.push((user, ReservationId(id), fp));
+            let id = ReservationId(id);
+            figures.fingerprints.push((id, fp));
+            if active {
+                figures.holders.push((user, id));
+            }
         }
     }
     out

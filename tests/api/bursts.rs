@@ -8,7 +8,7 @@ use std::{
 use slotgate::{pb, stats::Counters};
 use tonic::{Code, Status};
 
-use crate::helpers::{TestApp, burst, reason_of, reserve, slot_at, spawn_app_with, tally};
+use crate::helpers::{TestApp, burst, by_hand, reason_of, reserve, slot_at, spawn_app_with, tally};
 
 /// HTTP/2 connections the bursts are spread over (several clients, as in a
 /// real burst, rather than one connection's stream limit).
@@ -101,8 +101,7 @@ async fn run(slots: Vec<pb::SlotRef>, users: usize, clicks_per_user: usize) {
     let app = spawn_app_with(|c| {
         c.pool_timeout = Duration::from_secs(30);
         c.redis_command_timeout = Duration::from_secs(30);
-        c.expiry_sweep_interval = Duration::ZERO;
-        c.reconcile_interval = Duration::ZERO;
+        by_hand(c);
     })
     .await;
     app.open(&slots.iter().map(|s| (s.clone(), 40)).collect::<Vec<_>>()).await;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use slotgate::pb;
 use tonic::Code;
 
-use crate::helpers::{TestApp, reason_of, reserve, slot_at, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, reason_of, reserve, slot_at, spawn_app_by_hand, spawn_app_with};
 
 const WINDOW: Duration = Duration::from_secs(600);
 
@@ -29,7 +29,7 @@ async fn status_of(app: &TestApp, id: &str) -> pb::ReservationStatus {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_confirmed_reservation_keeps_its_seats_and_can_still_be_cancelled() {
-    let app = spawn_app().await;
+    let app = spawn_app_by_hand().await;
     let slot = slot_at("13:00");
     app.open(&[(slot.clone(), 40)]).await;
     let booked = app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap();
@@ -64,7 +64,7 @@ async fn a_confirmed_reservation_keeps_its_seats_and_can_still_be_cancelled() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unpaid_reservation_expires_at_its_deadline_and_its_seats_go_back_once() {
-    let app = spawn_app().await;
+    let app = spawn_app_by_hand().await;
     let slot = slot_at("13:00");
     app.open(&[(slot.clone(), 40)]).await;
     let a = app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap();
@@ -96,7 +96,7 @@ async fn an_unpaid_reservation_expires_at_its_deadline_and_its_seats_go_back_onc
 
 #[tokio::test(flavor = "multi_thread")]
 async fn confirming_after_the_deadline_is_refused_and_the_seats_go_back() {
-    let app = spawn_app().await;
+    let app = spawn_app_by_hand().await;
     let slot = slot_at("13:00");
     app.open(&[(slot.clone(), 40)]).await;
     let booked = app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap();
@@ -135,7 +135,7 @@ async fn the_background_sweeper_expires_unpaid_reservations_on_its_own() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_sweeping_at_once_expire_each_reservation_once() {
-    let app = spawn_app().await;
+    let app = spawn_app_by_hand().await;
     let replica = app.spawn_replica().await;
     let slots: Vec<_> = (0..4).map(|i| slot_at(&format!("14:{:02}", i * 15))).collect();
     app.open(&slots.iter().map(|s| (s.clone(), 400)).collect::<Vec<_>>()).await;

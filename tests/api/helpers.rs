@@ -193,6 +193,19 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// An app with its background work (reaper, expiry sweeper, reconciler)
+/// off, for tests that run those passes by hand and count what they did.
+pub async fn spawn_app_by_hand() -> TestApp {
+    spawn_app_with(by_hand).await
+}
+
+/// Turns the background loops off.
+pub fn by_hand(c: &mut Config) {
+    c.reap_interval = std::time::Duration::ZERO;
+    c.expiry_sweep_interval = std::time::Duration::ZERO;
+    c.reconcile_interval = std::time::Duration::ZERO;
+}
+
 /// Spawns slotgate with the test's settings adjusted by `tweak`.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     // Logs only when asked (RUST_LOG=...), captured per test by the harness.

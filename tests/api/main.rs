@@ -11,6 +11,7 @@ mod fault_kit;
 mod faults;
 mod helpers;
 mod idempotency;
+mod model;
 mod preorder;
 mod reaper;
 mod reconcile;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use slotgate::{booking::Reaped, pb};
 
-use crate::helpers::{TestApp, reserve, slot_at, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, reserve, slot_at, spawn_app_by_hand, spawn_app_with};
 
 const ORPHAN: &str = "9b2e6a4c-0d1f-4a8e-9c3b-6f5d4e3c2b1a";
 
@@ -45,7 +45,7 @@ async fn holds(app: &TestApp, slot: &pb::SlotRef) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_hold_with_no_reservation_gives_its_seats_back_once() {
-    let app = spawn_app().await;
+    let app = spawn_app_by_hand().await;
     let slot = slot_at("16:00");
     app.open(&[(slot.clone(), 40)]).await;
     orphan_hold(&app, &slot, ORPHAN, "carol", 4, 1).await;
@@ -61,7 +61,7 @@ async fn an_expired_hold_with_no_reservation_gives_its_seats_back_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_hold_whose_reservation_committed_keeps_its_seats() {
-    let app = spawn_app().await;
+    let app = spawn_app_by_hand().await;
     let slot = slot_at("16:00");
     app.open(&[(slot.clone(), 40)]).await;
     let booked = app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap();
@@ -82,7 +82,7 @@ async fn an_expired_hold_whose_reservation_committed_keeps_its_seats() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hold_within_its_lease_is_left_alone() {
-    let app = spawn_app().await;
+    let app = spawn_app_by_hand().await;
     let slot = slot_at("16:00");
     app.open(&[(slot.clone(), 40)]).await;
     orphan_hold(&app, &slot, ORPHAN, "carol", 4, u64::MAX / 2).await;
@@ -92,7 +92,7 @@ async fn a_hold_within_its_lease_is_left_alone() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_reaping_at_once_give_seats_back_once() {
-    let app = spawn_app().await;
+    let app = spawn_app_by_hand().await;
     let replica = app.spawn_replica().await;
     let slot = slot_at("16:00");
     app.open(&[(slot.clone(), 400)]).await;

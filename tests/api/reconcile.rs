@@ -6,7 +6,7 @@ use std::time::Duration;
 use slotgate::{pb, stats::Counters};
 use tonic::Code;
 
-use crate::helpers::{TestApp, burst, reason_of, reserve, slot_at, spawn_app, spawn_app_with, tally};
+use crate::helpers::{TestApp, burst, by_hand, reason_of, reserve, slot_at, spawn_app_by_hand, spawn_app_with, tally};
 
 async fn reconcile(app: &TestApp) -> pb::ReconcileSlotsResponse {
     app.admin
@@ -23,7 +23,7 @@ async fn hset(app: &TestApp, key: &str, field: &str, value: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_drifted_counter_is_rewritten_from_the_database_and_reported() {
-    let app = spawn_app().await;
+    let app = spawn_app_by_hand().await;
     let (slot, healthy) = (slot_at("17:00"), slot_at("17:30"));
     app.open(&[(slot.clone(), 40), (healthy.clone(), 40)]).await;
     app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap();
@@ -40,7 +40,7 @@ async fn a_drifted_counter_is_rewritten_from_the_database_and_reported() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_holder_entry_is_restored_so_the_gate_refuses_duplicates_again() {
-    let app = spawn_app().await;
+    let app = spawn_app_by_hand().await;
     let slot = slot_at("17:00");
     app.open(&[(slot.clone(), 40)]).await;
     app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap();
@@ -60,7 +60,7 @@ async fn a_lost_holder_entry_is_restored_so_the_gate_refuses_duplicates_again() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slot_with_a_hold_in_flight_is_left_alone() {
-    let app = spawn_app().await;
+    let app = spawn_app_by_hand().await;
     let slot = slot_at("17:00");
     app.open(&[(slot.clone(), 40)]).await;
     // A hold whose transaction could still commit: rewriting the counter now
@@ -99,8 +99,7 @@ async fn a_burst_meeting_a_cold_counter_loads_it_once() {
     let app = spawn_app_with(|c| {
         c.pool_timeout = Duration::from_secs(30);
         c.redis_command_timeout = Duration::from_secs(30);
-        c.expiry_sweep_interval = Duration::ZERO;
-        c.reconcile_interval = Duration::ZERO;
+        by_hand(c);
     })
     .await;
     let slot = slot_at("17:00");
