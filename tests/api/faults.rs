@@ -109,6 +109,11 @@ async fn assert_recovers(
     fault_at: Instant,
     server_died: bool,
 ) {
+    // The counter the moment the burst is over, against the database.
+    let burst_over = Instant::now();
+    let right_after = app.remaining(slot).await.remaining;
+    let (_, reserved_after, _) = app.db_slot(slot).await;
+
     // Every call was answered, before its deadline, with an answer that
     // means something. A server killed mid-call answers its clients with a
     // transport error; nothing else may end INTERNAL or UNKNOWN.
@@ -177,14 +182,13 @@ async fn assert_recovers(
     // database again once leases ran out and the reaper and reconciler
     // passed (the bound is patience, not a speed claim).
     let expected = capacity - reserved;
-    let right_after = app.remaining(slot).await.remaining;
-    let mut remaining = right_after;
+    let mut remaining = app.remaining(slot).await.remaining;
     while remaining != expected && fault_at.elapsed() < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_millis(50)).await;
         remaining = app.remaining(slot).await.remaining;
     }
     assert_eq!(remaining, expected, "{name}: the counter never came back to capacity - reserved");
-    let healed_after = fault_at.elapsed();
+    let healed_after = burst_over.elapsed();
 
     // No seat is lost for good: fresh users fill the slot exactly.
     let refill: Vec<_> =
@@ -197,11 +201,13 @@ async fn assert_recovers(
 
     let c = &app.counters;
     eprintln!(
-        "fault report: {name}: answers {:?}; committed {reserved} seats; counter showed {right_after} left vs {expected} \
-         ({} seats held back) right after; matched the database {:.1} s after the fault; reaper finalized {} / released {} \
-         holds, reconciler corrected {} counters; refill booked {refill_winners} more",
+        "fault report: {name}: burst took {:.1} s from the fault; answers {:?}; committed {reserved} seats; when the \
+         burst ended the counter showed {right_after} seats left where the database had {}; it matched the database \
+         {:.1} s later; reaper finalized {} / released {} holds, reconciler corrected {} counters; refill booked \
+         {refill_winners} more",
+        (burst_over - fault_at).as_secs_f64(),
         outcomes.iter().collect::<BTreeMap<_, _>>(),
-        expected - right_after,
+        capacity - reserved_after,
         healed_after.as_secs_f64(),
         Counters::read(&c.holds_reaped_finalized),
         Counters::read(&c.holds_reaped_released),
