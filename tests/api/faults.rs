@@ -405,3 +405,38 @@ async fn while_redis_is_down_requests_fail_fast_and_it_heals_when_redis_returns_
     assert_eq!(app.remaining(&slot).await.remaining, 32);
     assert_eq!(app.db_slot(&slot).await, (40, 8, 8));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_whose_deadline_passes_after_admission_still_commits_and_replays() {
+    let pg = PrivatePostgres::start().await;
+    let proxy = FaultProxy::start(pg.addr()).await;
+    let app =
+        spawn_app_with(|c| c.database.database_url = format!("postgres://postgres@{}/postgres", proxy.addr)).await;
+    let slot = slot_at("12:00");
+    app.open(&[(slot.clone(), 40)]).await;
+
+    // The database answers slowly; the client gives up long before.
+    proxy.set_delay(Duration::from_millis(200));
+    let mut request = tonic::Request::new(reserve("r-1", "alice", &slot, 4));
+    request.set_timeout(Duration::from_millis(50));
+    let status = app.reservations.clone().create_reservation(request).await.unwrap_err();
+    assert!(matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled), "{status:?}");
+    proxy.set_delay(Duration::ZERO);
+
+    // The admitted work went on without the client and committed.
+    let mut seats = (0, 0, 0);
+    for _ in 0..200 {
+        seats = app.db_slot(&slot).await;
+        if seats.1 == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seats, (40, 4, 4));
+    let replayed = app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap();
+    assert_eq!(replayed.user_id, "alice");
+    assert_eq!(app.remaining(&slot).await.remaining, 36);
+    let holds: usize =
+        redis::cmd("HLEN").arg(app.key(&slot, "holds")).query_async(&mut app.redis().await).await.unwrap();
+    assert_eq!(holds, 0, "the hold was finalized");
+}
