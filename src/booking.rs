@@ -58,6 +58,10 @@ pub enum BookingError {
     DepositExpired,
     #[error("slot {slot} has {reserved} seats reserved, more than the new capacity")]
     CapacityBelowReserved { slot: SlotKey, reserved: i32 },
+    #[error("too many requests from this user; retry after the hinted delay")]
+    UserThrottled { retry_after: Duration },
+    #[error("the deadline passed before the work could start")]
+    DeadlineExceeded,
     #[error(transparent)]
     Gate(#[from] GateError),
     #[error(transparent)]

@@ -115,9 +115,47 @@ pub struct Config {
     #[arg(long = "expiry-sweep-interval-ms", env = "SLOTGATE_EXPIRY_SWEEP_INTERVAL_MS", default_value = "1000", value_parser = parse_millis)]
     pub expiry_sweep_interval: Duration,
 
-    /// HTTP/2 streams one client connection may have open at once.
+    /// Longest a business call may take; a client's smaller `grpc-timeout`
+    /// wins. Past it: DEADLINE_EXCEEDED.
+    #[arg(long = "request-timeout-ms", env = "SLOTGATE_REQUEST_TIMEOUT_MS", default_value = "5000", value_parser = parse_millis)]
+    pub request_timeout: Duration,
+
+    /// Business calls in flight at once (all connections together); past
+    /// it a call is refused at once, UNAVAILABLE / OVERLOADED. Size it to
+    /// what the process answers within its latency target: at 15,000 calls/s,
+    /// 10,000 in flight drain in under a second.
+    #[arg(long, env = "SLOTGATE_CONCURRENCY_LIMIT", default_value_t = 10_000)]
+    pub concurrency_limit: usize,
+
+    /// Business calls per second (all connections together); past it a call
+    /// is refused at once, RESOURCE_EXHAUSTED / RATE_LIMITED, with a retry
+    /// hint. 0 turns the limit off.
+    #[arg(long, env = "SLOTGATE_RATE_LIMIT", default_value_t = 0)]
+    pub rate_limit: u32,
+
+    /// Calls the rate limit lets through at once after a quiet spell.
+    #[arg(long, env = "SLOTGATE_RATE_BURST", default_value_t = 1_000)]
+    pub rate_burst: u32,
+
+    /// CreateReservation calls one user may make at once (a triple click
+    /// passes); beyond it RESOURCE_EXHAUSTED / USER_RATE_LIMITED before any
+    /// Redis or database work. 0 turns the guard off.
+    #[arg(long, env = "SLOTGATE_USER_BURST", default_value_t = 5)]
+    pub user_burst: u32,
+
+    /// How fast a user's allowance refills, calls per second.
+    #[arg(long, env = "SLOTGATE_USER_PER_SECOND", default_value_t = 1)]
+    pub user_per_second: u32,
+
+    /// HTTP/2 streams one client connection may have open at once. Streams
+    /// beyond it wait in the client, not here.
     #[arg(long, env = "SLOTGATE_MAX_CONCURRENT_STREAMS", default_value_t = 1_024)]
     pub max_concurrent_streams: u32,
+
+    /// Largest request message accepted, in bytes (reservation requests are
+    /// small; OpenSlots and PutMenu batches are the large ones).
+    #[arg(long, env = "SLOTGATE_MAX_MESSAGE_BYTES", default_value_t = 1 << 20)]
+    pub max_message_bytes: usize,
 
     /// Apply pending migrations before serving (safe with several replicas
     /// starting at once: they take turns on an advisory lock).

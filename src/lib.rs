@@ -22,6 +22,9 @@
 //! - [`clock`]: the time deposit deadlines are read from.
 //! - [`service`]: the gRPC handlers and the one place errors become
 //!   `tonic::Status`.
+//! - [`overload`]: the tower layers that refuse excess load at once
+//!   (deadline, concurrency limit with load shedding, rate limit) and the
+//!   per-user click guard.
 //! - [`server`]: [`server::Application`], the builder `main` and the tests
 //!   both use.
 //! - [`telemetry`]: the tracing subscriber, set up once by the binary.
@@ -34,6 +37,7 @@ pub mod config;
 pub mod domain;
 pub mod gate;
 pub mod lifecycle;
+pub mod overload;
 pub mod server;
 pub mod service;
 pub mod stats;

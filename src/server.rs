@@ -3,8 +3,15 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::{net::TcpListener, sync::watch};
-use tonic::transport::{Server, server::TcpIncoming};
+use tokio::{
+    net::TcpListener,
+    sync::{Semaphore, watch},
+};
+use tonic::{
+    service::LayerExt,
+    transport::{Server, server::TcpIncoming},
+};
+use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
 use tracing::info;
 
 use crate::{
@@ -14,6 +21,7 @@ use crate::{
     domain::Limits,
     gate::{Gate, GateError, GateSettings},
     lifecycle,
+    overload::{DeadlineLayer, RateLimitLayer, StatusLayer, UserGuard},
     pb::{self, reservations_server::ReservationsServer, slot_admin_server::SlotAdminServer},
     service::{AdminService, ReservationsService},
     stats::Counters,
@@ -125,9 +133,23 @@ impl Application {
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
-        let limits = Limits { max_party_size: self.config.max_party_size, max_menu_items: self.config.max_menu_items };
-        let reservations = ReservationsService::new(Arc::clone(&self.booking), limits);
-        let admin = AdminService::new(Arc::clone(&self.booking));
+        let c = &self.config;
+        let limits = Limits { max_party_size: c.max_party_size, max_menu_items: c.max_menu_items };
+        let guard = UserGuard::new(c.user_burst, c.user_per_second);
+        let reservations = ReservationsServer::new(ReservationsService::new(Arc::clone(&self.booking), limits, guard))
+            .max_decoding_message_size(c.max_message_bytes);
+        let admin = SlotAdminServer::new(AdminService::new(Arc::clone(&self.booking)))
+            .max_decoding_message_size(c.max_message_bytes);
+        // One concurrency budget and one rate budget for both services and
+        // every connection (see `overload` for the order of the layers).
+        let in_flight = Arc::new(Semaphore::new(c.concurrency_limit));
+        let stack = ServiceBuilder::new()
+            .layer(StatusLayer)
+            .load_shed()
+            .layer(GlobalConcurrencyLimitLayer::with_semaphore(in_flight))
+            .layer(RateLimitLayer::new(c.rate_limit, c.rate_burst))
+            .layer(DeadlineLayer::new(c.request_timeout))
+            .into_inner();
 
         let (stop_background, background_stop) = watch::channel(false);
         let intervals = lifecycle::Intervals {
@@ -140,12 +162,17 @@ impl Application {
         info!(addr = %self.addr, "serving gRPC");
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         let served = Server::builder()
-            .max_concurrent_streams(Some(self.config.max_concurrent_streams))
+            .max_concurrent_streams(Some(c.max_concurrent_streams))
+            // Dead peers are found and their streams freed: a client that
+            // vanished without closing does not hold streams forever.
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .tcp_keepalive(Some(Duration::from_secs(60)))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(ReservationsServer::new(reservations))
-            .add_service(SlotAdminServer::new(admin))
+            .add_service(stack.named_layer(reservations))
+            .add_service(stack.named_layer(admin))
             .serve_with_incoming_shutdown(incoming, async move {
                 shutdown.await;
                 info!("shutting down: refusing new calls, finishing calls in flight");

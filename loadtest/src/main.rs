@@ -76,6 +76,11 @@ fn parse_scenario(s: &str) -> Result<Scenario, String> {
     Ok(Scenario { name, users, requests_per_user })
 }
 
+/// The load tool shares the machine with the server it measures: the
+/// cheaper its own allocations, the more of the machine the server gets.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();

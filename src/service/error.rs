@@ -30,6 +30,10 @@ pub mod reason {
     pub const NOT_CONFIRMABLE: &str = "NOT_CONFIRMABLE";
     pub const DEPOSIT_EXPIRED: &str = "DEPOSIT_EXPIRED";
     pub const CAPACITY_BELOW_RESERVED: &str = "CAPACITY_BELOW_RESERVED";
+    pub const OVERLOADED: &str = "OVERLOADED";
+    pub const RATE_LIMITED: &str = "RATE_LIMITED";
+    pub const USER_RATE_LIMITED: &str = "USER_RATE_LIMITED";
+    pub const DEADLINE_EXCEEDED: &str = "DEADLINE_EXCEEDED";
     pub const REDIS_UNAVAILABLE: &str = "REDIS_UNAVAILABLE";
     pub const DATABASE_UNAVAILABLE: &str = "DATABASE_UNAVAILABLE";
     pub const INTERNAL: &str = "INTERNAL";
@@ -101,6 +105,12 @@ impl From<BookingError> for Status {
                 message,
                 [("slot", slot.to_string()), ("reserved", reserved.to_string())],
             ),
+            E::UserThrottled { retry_after } => {
+                let mut details = ErrorDetails::with_error_info(reason::USER_RATE_LIMITED, DOMAIN, HashMap::new());
+                details.set_retry_info(Some(retry_after));
+                Status::with_error_details(Code::ResourceExhausted, message, details)
+            }
+            E::DeadlineExceeded => status(Code::DeadlineExceeded, reason::DEADLINE_EXCEEDED, message, []),
             E::Gate(GateError::Unavailable(detail)) => unavailable(reason::REDIS_UNAVAILABLE, "redis", &detail),
             E::Store(StoreError::Unavailable(detail)) => unavailable(reason::DATABASE_UNAVAILABLE, "database", &detail),
             E::Gate(GateError::Protocol(detail)) => internal(&detail),

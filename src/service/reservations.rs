@@ -8,17 +8,28 @@ use super::convert;
 use crate::{
     booking::{Booking, BookingError},
     domain::{FieldError, Limits, NewReservation, ReservationId, SlotKey, parse_cancel},
+    overload::{Deadline, UserGuard},
     pb::{self, reservations_server::Reservations},
 };
 
 pub struct ReservationsService {
     booking: Arc<Booking>,
     limits: Limits,
+    guard: UserGuard,
 }
 
 impl ReservationsService {
-    pub fn new(booking: Arc<Booking>, limits: Limits) -> Self {
-        Self { booking, limits }
+    pub fn new(booking: Arc<Booking>, limits: Limits, guard: UserGuard) -> Self {
+        Self { booking, limits, guard }
+    }
+}
+
+/// Work is not started for a call whose deadline has already passed (it
+/// waited somewhere on the way): nobody is listening for its answer.
+fn still_wanted<T>(request: &Request<T>) -> Result<(), BookingError> {
+    match request.extensions().get::<Deadline>() {
+        Some(deadline) if deadline.passed() => Err(BookingError::DeadlineExceeded),
+        _ => Ok(()),
     }
 }
 
@@ -33,6 +44,8 @@ impl Reservations for ReservationsService {
         request: Request<pb::CreateReservationRequest>,
     ) -> Result<Response<pb::Reservation>, Status> {
         let new = NewReservation::parse(request.get_ref(), self.limits).map_err(BookingError::from)?;
+        self.guard.check(&new.user_id).map_err(|retry_after| BookingError::UserThrottled { retry_after })?;
+        still_wanted(&request)?;
         let reservation = self.booking.create(new).await?;
         Ok(Response::new(convert::reservation(reservation)))
     }
@@ -50,6 +63,7 @@ impl Reservations for ReservationsService {
         request: Request<pb::ConfirmReservationRequest>,
     ) -> Result<Response<pb::Reservation>, Status> {
         let id = parse_id(&request.get_ref().id)?;
+        still_wanted(&request)?;
         Ok(Response::new(convert::reservation(self.booking.confirm(id).await?)))
     }
 
@@ -58,6 +72,7 @@ impl Reservations for ReservationsService {
         request: Request<pb::CancelReservationRequest>,
     ) -> Result<Response<pb::CancelReservationResponse>, Status> {
         let (id, reason) = parse_cancel(request.get_ref()).map_err(BookingError::from)?;
+        still_wanted(&request)?;
         let (reservation, already_cancelled) = self.booking.cancel(id, reason).await?;
         Ok(Response::new(pb::CancelReservationResponse {
             reservation: Some(convert::reservation(reservation)),

@@ -12,6 +12,7 @@ mod faults;
 mod helpers;
 mod idempotency;
 mod model;
+mod overload;
 mod preorder;
 mod reaper;
 mod reconcile;
