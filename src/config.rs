@@ -1,7 +1,7 @@
 //! Every setting, from command-line flags or environment variables, with
 //! defaults that run against a local PostgreSQL and Redis.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -156,6 +156,30 @@ pub struct Config {
     /// small; OpenSlots and PutMenu batches are the large ones).
     #[arg(long, env = "SLOTGATE_MAX_MESSAGE_BYTES", default_value_t = 1 << 20)]
     pub max_message_bytes: usize,
+
+    /// Server certificate chain (PEM). With `--tls-key`, turns TLS on.
+    #[arg(long, env = "SLOTGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Server private key (PEM).
+    #[arg(long, env = "SLOTGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA that signs client certificates (PEM). Turns mutual TLS on: a
+    /// client without a certificate from this CA is refused.
+    #[arg(long, env = "SLOTGATE_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Bearer tokens of the calling services, `name:role:token` entries
+    /// separated by commas (role `caller` or `admin`). None: authentication
+    /// is off. Never printed.
+    #[arg(long, env = "SLOTGATE_AUTH_TOKENS", hide_env_values = true, default_value = "")]
+    pub auth_tokens: String,
+
+    /// A file of token entries, one per line (a mounted secret); added to
+    /// `--auth-tokens`.
+    #[arg(long, env = "SLOTGATE_AUTH_TOKENS_FILE")]
+    pub auth_tokens_file: Option<PathBuf>,
 
     /// Apply pending migrations before serving (safe with several replicas
     /// starting at once: they take turns on an advisory lock).

@@ -22,6 +22,7 @@
 //! - [`clock`]: the time deposit deadlines are read from.
 //! - [`service`]: the gRPC handlers and the one place errors become
 //!   `tonic::Status`.
+//! - [`auth`]: bearer-token authentication of calling services.
 //! - [`overload`]: the tower layers that refuse excess load at once
 //!   (deadline, concurrency limit with load shedding, rate limit) and the
 //!   per-user click guard.
@@ -31,6 +32,7 @@
 //! - [`pb`]: the code generated from `proto/slotgate/v1/reservations.proto`.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod booking;
 pub mod clock;
 pub mod config;

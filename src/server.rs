@@ -1,7 +1,13 @@
 //! [`Application`]: builds the whole service from a [`Config`]. `main` and
 //! the tests both use it, so tests run exactly what ships.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use tokio::{
     net::TcpListener,
@@ -9,12 +15,13 @@ use tokio::{
 };
 use tonic::{
     service::LayerExt,
-    transport::{Server, server::TcpIncoming},
+    transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming},
 };
 use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
 use tracing::info;
 
 use crate::{
+    auth::{AuthLayer, Tokens},
     booking::{Booking, Settings},
     clock::{Clock, SystemClock},
     config::Config,
@@ -40,6 +47,10 @@ pub enum StartError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("auth tokens: {0}")]
+    Tokens(String),
 }
 
 /// A bound, ready-to-serve slotgate.
@@ -49,6 +60,31 @@ pub struct Application {
     booking: Arc<Booking>,
     counters: Arc<Counters>,
     config: Config,
+    tls: Option<ServerTlsConfig>,
+    tokens: Tokens,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, StartError> {
+    std::fs::read(path).map_err(|source| StartError::Read { path: path.to_owned(), source })
+}
+
+/// TLS from the configured PEM files; mutual TLS when a client CA is given.
+fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, StartError> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else { return Ok(None) };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+    if let Some(ca) = &config.tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(Some(tls))
+}
+
+fn tokens(config: &Config) -> Result<Tokens, StartError> {
+    let mut spec = config.auth_tokens.clone();
+    if let Some(file) = &config.auth_tokens_file {
+        let text = String::from_utf8(read(file)?).map_err(|_| StartError::Tokens("the file is not UTF-8".into()))?;
+        spec = format!("{spec}\n{text}");
+    }
+    Tokens::parse(&spec).map_err(StartError::Tokens)
 }
 
 impl Application {
@@ -90,11 +126,14 @@ impl Application {
             hold_lease: config.hold_lease,
         };
         let booking = Arc::new(Booking::new(gate, store, settings, Arc::clone(&counters), clock));
+        let tls = tls_config(&config)?;
+        let tokens = tokens(&config)?;
+        info!(tls = tls.is_some(), mutual_tls = config.tls_client_ca.is_some(), auth = !tokens.is_empty(), "security");
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| StartError::Bind { addr: config.listen, source })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
-        Ok(Self { listener, addr, booking, counters, config })
+        Ok(Self { listener, addr, booking, counters, config, tls, tokens })
     }
 
     /// The address actually bound (the real port when asked for port 0).
@@ -145,6 +184,8 @@ impl Application {
         let in_flight = Arc::new(Semaphore::new(c.concurrency_limit));
         let stack = ServiceBuilder::new()
             .layer(StatusLayer)
+            // Before the limits: a caller without credentials uses no capacity.
+            .layer(AuthLayer::new(self.tokens.clone()))
             .load_shed()
             .layer(GlobalConcurrencyLimitLayer::with_semaphore(in_flight))
             .layer(RateLimitLayer::new(c.rate_limit, c.rate_burst))
@@ -161,7 +202,11 @@ impl Application {
 
         info!(addr = %self.addr, "serving gRPC");
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
-        let served = Server::builder()
+        let mut server = Server::builder();
+        if let Some(tls) = self.tls.clone() {
+            server = server.tls_config(tls)?;
+        }
+        let served = server
             .max_concurrent_streams(Some(c.max_concurrent_streams))
             // Dead peers are found and their streams freed: a client that
             // vanished without closing does not hold streams forever.

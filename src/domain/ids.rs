@@ -13,8 +13,15 @@ pub struct ReservationId(pub Uuid);
 const NAMESPACE: Uuid = Uuid::from_u128(0x5e47_6a7e_0000_4000_8000_736c_6f74_6761);
 
 impl ReservationId {
-    pub fn for_request(request_id: &str) -> Self {
-        Self(Uuid::new_v5(&NAMESPACE, request_id.as_bytes()))
+    /// The id of the reservation `caller` asks for with `request_id`. Each
+    /// calling service has request ids of its own; without authentication
+    /// the caller is empty.
+    pub fn for_request(caller: &str, request_id: &str) -> Self {
+        if caller.is_empty() {
+            Self(Uuid::new_v5(&NAMESPACE, request_id.as_bytes()))
+        } else {
+            Self(Uuid::new_v5(&NAMESPACE, format!("{caller}\0{request_id}").as_bytes()))
+        }
     }
 }
 
@@ -69,19 +76,20 @@ mod tests {
 
     #[test]
     fn the_same_request_id_always_names_the_same_reservation() {
-        let a = ReservationId::for_request("req-1");
-        assert_eq!(a, ReservationId::for_request("req-1"));
-        assert_ne!(a, ReservationId::for_request("req-2"));
+        let a = ReservationId::for_request("", "req-1");
+        assert_eq!(a, ReservationId::for_request("", "req-1"));
+        assert_ne!(a, ReservationId::for_request("", "req-2"));
+        assert_ne!(a, ReservationId::for_request("web", "req-1"), "callers have request ids of their own");
         assert_eq!(a.to_string().parse::<ReservationId>().unwrap(), a);
     }
 
     #[test]
     fn a_code_has_three_groups_of_four_unambiguous_characters() {
-        let code = reservation_code(ReservationId::for_request("req-1"));
+        let code = reservation_code(ReservationId::for_request("", "req-1"));
         assert_eq!(code.len(), "SG-XXXX-XXXX-XXXX".len(), "{code}");
         assert!(code.starts_with("SG-"));
         assert!(!code[3..].contains(['I', 'L', 'O', 'U']));
-        assert_ne!(code, reservation_code(ReservationId::for_request("req-2")));
+        assert_ne!(code, reservation_code(ReservationId::for_request("", "req-2")));
     }
 
     #[test]

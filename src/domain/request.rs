@@ -112,6 +112,9 @@ pub struct MenuOrder {
 /// A validated `CreateReservationRequest`.
 #[derive(Debug, Clone)]
 pub struct NewReservation {
+    /// The authenticated calling service ("" without authentication): its
+    /// request ids are its own.
+    pub caller: String,
     pub request_id: String,
     pub user_id: String,
     pub slot: SlotKey,
@@ -137,11 +140,11 @@ impl NewReservation {
             }
         };
         let items = parse_items(&req.menu_items, kind, limits)?;
-        Ok(Self { request_id, user_id, slot, party_size: req.party_size, kind, items })
+        Ok(Self { caller: String::new(), request_id, user_id, slot, party_size: req.party_size, kind, items })
     }
 
     pub fn reservation_id(&self) -> ReservationId {
-        ReservationId::for_request(&self.request_id)
+        ReservationId::for_request(&self.caller, &self.request_id)
     }
 
     /// Digest of everything a retry must repeat unchanged (all fields but the

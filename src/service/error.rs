@@ -30,6 +30,8 @@ pub mod reason {
     pub const NOT_CONFIRMABLE: &str = "NOT_CONFIRMABLE";
     pub const DEPOSIT_EXPIRED: &str = "DEPOSIT_EXPIRED";
     pub const CAPACITY_BELOW_RESERVED: &str = "CAPACITY_BELOW_RESERVED";
+    pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+    pub const ADMIN_REQUIRED: &str = "ADMIN_REQUIRED";
     pub const OVERLOADED: &str = "OVERLOADED";
     pub const RATE_LIMITED: &str = "RATE_LIMITED";
     pub const USER_RATE_LIMITED: &str = "USER_RATE_LIMITED";

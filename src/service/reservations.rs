@@ -6,6 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use crate::{
+    auth::Caller,
     booking::{Booking, BookingError},
     domain::{FieldError, Limits, NewReservation, ReservationId, SlotKey, parse_cancel},
     overload::{Deadline, UserGuard},
@@ -43,7 +44,10 @@ impl Reservations for ReservationsService {
         &self,
         request: Request<pb::CreateReservationRequest>,
     ) -> Result<Response<pb::Reservation>, Status> {
-        let new = NewReservation::parse(request.get_ref(), self.limits).map_err(BookingError::from)?;
+        let mut new = NewReservation::parse(request.get_ref(), self.limits).map_err(BookingError::from)?;
+        if let Some(caller) = request.extensions().get::<Caller>() {
+            new.caller = caller.name.clone();
+        }
         self.guard.check(&new.user_id).map_err(|retry_after| BookingError::UserThrottled { retry_after })?;
         still_wanted(&request)?;
         let reservation = self.booking.create(new).await?;

@@ -16,4 +16,5 @@ mod overload;
 mod preorder;
 mod reaper;
 mod reconcile;
+mod security;
 mod validation;

@@ -1,0 +1,210 @@
+//! Caller authentication: a bearer token per calling service, from config
+//! (or a mounted secret file), checked in constant time. `SlotAdmin` needs
+//! an admin caller. With no tokens configured, authentication is off (local
+//! runs); the k8s manifests turn it on.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use subtle::{Choice, ConstantTimeEq};
+use tonic::{
+    Code, Status,
+    body::Body,
+    codegen::http::{Request, Response},
+};
+use tonic_types::{ErrorDetails, StatusExt};
+use tower::{Layer, Service};
+
+use crate::service::{DOMAIN, reason};
+
+/// Longest token accepted, in bytes; tokens are compared padded to this.
+const MAX_TOKEN: usize = 128;
+/// Shortest token accepted in config: anything shorter is guessable.
+const MIN_TOKEN: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// May call `Reservations`.
+    Caller,
+    /// May call everything, `SlotAdmin` included.
+    Admin,
+}
+
+/// Who is calling; in every business request's extensions when auth is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub name: String,
+    pub role: Role,
+}
+
+struct Entry {
+    caller: Caller,
+    padded: [u8; MAX_TOKEN],
+    len: u64,
+}
+
+/// The configured tokens. Never printed.
+#[derive(Clone, Default)]
+pub struct Tokens(Arc<Vec<Entry>>);
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tokens({} configured)", self.0.len())
+    }
+}
+
+fn pad(token: &[u8]) -> Option<[u8; MAX_TOKEN]> {
+    let mut padded = [0u8; MAX_TOKEN];
+    padded.get_mut(..token.len())?.copy_from_slice(token);
+    Some(padded)
+}
+
+impl Tokens {
+    /// Parses `name:role:token` entries, separated by commas or newlines;
+    /// `#` starts a comment line. Roles: `caller`, `admin`.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut entries = Vec::new();
+        let mut names = HashMap::new();
+        for entry in spec.split([',', '\n']).map(str::trim).filter(|e| !e.is_empty() && !e.starts_with('#')) {
+            let mut parts = entry.splitn(3, ':');
+            let (Some(name), Some(role), Some(token)) = (parts.next(), parts.next(), parts.next()) else {
+                return Err("each token entry is name:role:token".into());
+            };
+            let role = match role {
+                "caller" => Role::Caller,
+                "admin" => Role::Admin,
+                other => return Err(format!("token {name}: unknown role {other:?} (caller or admin)")),
+            };
+            if !(MIN_TOKEN..=MAX_TOKEN).contains(&token.len()) {
+                return Err(format!("token {name}: must be {MIN_TOKEN} to {MAX_TOKEN} bytes"));
+            }
+            if names.insert(name.to_owned(), ()).is_some() {
+                return Err(format!("token {name}: name given twice"));
+            }
+            let padded = pad(token.as_bytes()).expect("length checked above");
+            entries.push(Entry { caller: Caller { name: name.to_owned(), role }, padded, len: token.len() as u64 });
+        }
+        Ok(Self(Arc::new(entries)))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The caller a presented token belongs to. Compares against every
+    /// configured token, each in full, whatever matches: the time taken says
+    /// nothing about how much of which token was right.
+    pub fn identify(&self, presented: &[u8]) -> Option<Caller> {
+        let padded = pad(presented)?;
+        let len = presented.len() as u64;
+        let mut found = None;
+        for entry in self.0.iter() {
+            let same: Choice = entry.padded.ct_eq(&padded) & entry.len.ct_eq(&len);
+            if bool::from(same) {
+                found = Some(entry.caller.clone());
+            }
+        }
+        found
+    }
+}
+
+fn refusal(code: Code, why: &str, message: &str) -> Response<Body> {
+    Status::with_error_details(code, message, ErrorDetails::with_error_info(why, DOMAIN, HashMap::new())).into_http()
+}
+
+/// Checks the `authorization: Bearer <token>` header of business calls.
+#[derive(Debug, Clone)]
+pub struct AuthLayer {
+    tokens: Tokens,
+}
+
+impl AuthLayer {
+    pub fn new(tokens: Tokens) -> Self {
+        Self { tokens }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Auth { inner, tokens: self.tokens.clone() }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Auth<S> {
+    inner: S,
+    tokens: Tokens,
+}
+
+impl<S, B> Service<Request<B>> for Auth<S>
+where
+    S: Service<Request<B>, Response = Response<Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        if self.tokens.is_empty() {
+            return Box::pin(self.inner.call(request));
+        }
+        let presented = request
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .and_then(|token| self.tokens.identify(token));
+        let refused = match &presented {
+            None => Some(refusal(Code::Unauthenticated, reason::UNAUTHENTICATED, "a valid bearer token is required")),
+            Some(caller)
+                if caller.role != Role::Admin && request.uri().path().starts_with("/slotgate.v1.SlotAdmin/") =>
+            {
+                Some(refusal(Code::PermissionDenied, reason::ADMIN_REQUIRED, "SlotAdmin needs an admin caller"))
+            }
+            Some(_) => None,
+        };
+        if let Some(response) = refused {
+            return Box::pin(async move { Ok(response) });
+        }
+        if let Some(caller) = presented {
+            request.extensions_mut().insert(caller);
+        }
+        Box::pin(self.inner.call(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_identify_their_caller_and_nothing_else() {
+        let tokens = Tokens::parse("web:caller:aaaaaaaaaaaaaaaa1, ops:admin:bbbbbbbbbbbbbbbb2\n# comment").unwrap();
+        assert_eq!(tokens.identify(b"aaaaaaaaaaaaaaaa1").unwrap().name, "web");
+        assert_eq!(tokens.identify(b"bbbbbbbbbbbbbbbb2").unwrap().role, Role::Admin);
+        assert_eq!(tokens.identify(b"aaaaaaaaaaaaaaaa"), None, "a prefix is not the token");
+        assert_eq!(tokens.identify(b"aaaaaaaaaaaaaaaa1\0"), None, "nor is the token padded");
+        assert_eq!(tokens.identify(&[b'a'; 200]), None);
+        assert_eq!(tokens.identify(b""), None);
+    }
+
+    #[test]
+    fn weak_malformed_or_repeated_token_entries_are_refused() {
+        assert!(Tokens::parse("web:caller:short").is_err());
+        assert!(Tokens::parse("web:root:aaaaaaaaaaaaaaaa").is_err());
+        assert!(Tokens::parse("web-aaaaaaaaaaaaaaaa").is_err());
+        assert!(Tokens::parse("web:caller:aaaaaaaaaaaaaaaa,web:admin:bbbbbbbbbbbbbbbb").is_err());
+        assert!(Tokens::parse("").unwrap().is_empty());
+        assert_eq!(format!("{:?}", Tokens::parse("web:caller:aaaaaaaaaaaaaaaa").unwrap()), "Tokens(1 configured)");
+    }
+}
