@@ -13,14 +13,13 @@ use std::{
 
 use subtle::{Choice, ConstantTimeEq};
 use tonic::{
-    Code, Status,
+    Code,
     body::Body,
     codegen::http::{Request, Response},
 };
-use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Layer, Service};
 
-use crate::service::{DOMAIN, reason};
+use crate::service::reason;
 
 /// Longest token accepted, in bytes; tokens are compared padded to this.
 const MAX_TOKEN: usize = 128;
@@ -113,8 +112,8 @@ impl Tokens {
     }
 }
 
-fn refusal(code: Code, why: &str, message: &str) -> Response<Body> {
-    Status::with_error_details(code, message, ErrorDetails::with_error_info(why, DOMAIN, HashMap::new())).into_http()
+fn refusal(code: Code, why: &'static str, message: &str) -> Response<Body> {
+    crate::overload::refusal(code, why, message, None)
 }
 
 /// Checks the `authorization: Bearer <token>` header of business calls.

@@ -19,7 +19,7 @@ use std::{
 };
 
 use chrono::{Days, NaiveDate, Utc};
-use tracing::warn;
+use tracing::{Instrument, Span, warn};
 
 use crate::{
     clock::Clock,
@@ -140,6 +140,11 @@ impl Booking {
         Self { gate, store, settings, counters, clock, loading: Mutex::default() }
     }
 
+    /// (Redis pool, PostgreSQL pool) as (connections in use, idle).
+    pub fn pool_states(&self) -> ((u32, u32), (u32, u32)) {
+        (self.gate.pool_state(), self.store.pool_state())
+    }
+
     /// Books seats for `new`, or says why not.
     pub async fn create(self: &Arc<Self>, new: NewReservation) -> Result<Reservation, BookingError> {
         let this = Arc::clone(self);
@@ -173,7 +178,10 @@ impl Booking {
             match decision {
                 Acquire::Admitted { .. } => {
                     Counters::bump(&self.counters.gate_admitted);
-                    return self.commit(&new, id, nonce).await;
+                    self.counters.holds_in_flight.fetch_add(1, Ordering::Relaxed);
+                    let committed = self.commit(&new, id, nonce).await;
+                    self.counters.holds_in_flight.fetch_sub(1, Ordering::Relaxed);
+                    return committed;
                 }
                 Acquire::Cold if loads < COLD_RETRIES => {
                     loads += 1;
@@ -521,8 +529,11 @@ impl Booking {
 /// finishes even if the caller's future is dropped half-way (deadline passed,
 /// client gone): cut between "seats taken" and "row committed", it would
 /// leave seats held with no transaction behind them (DEPS.md trap 5).
+///
+/// The task carries the caller's span, so its spans (gate, database) stay
+/// children of the call in the trace.
 async fn run_to_completion<T: Send + 'static>(
     work: impl Future<Output = Result<T, BookingError>> + Send + 'static,
 ) -> Result<T, BookingError> {
-    tokio::spawn(work).await.map_err(|e| BookingError::Crashed(e.to_string()))?
+    tokio::spawn(work.instrument(Span::current())).await.map_err(|e| BookingError::Crashed(e.to_string()))?
 }

@@ -5,12 +5,18 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::telemetry::LogFormat;
+
 /// `slotgate [serve|migrate] [options]`
 #[derive(Debug, Parser)]
 #[command(name = "slotgate", version, about = "Seat reservations that stay fast and exact under bursts")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+
+    /// Log lines as human-readable text or as JSON (one object per line).
+    #[arg(long, global = true, env = "SLOTGATE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]

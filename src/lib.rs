@@ -13,6 +13,8 @@
 //! - [`config`]: every setting, from flags and environment, one clap struct.
 //! - [`domain`]: validated request types, slot keys, ids; no I/O.
 //! - [`gate`]: the Redis side; Lua scripts live next to it as `.lua` files.
+//! - [`pools`]: what the Redis and PostgreSQL pools share: failing fast
+//!   while the dependency behind them is down.
 //! - [`store`]: the PostgreSQL side: migrations, queries, the winner's
 //!   transaction.
 //! - [`booking`]: the use cases (create, replay, cancel, open, warm,
@@ -40,6 +42,7 @@ pub mod domain;
 pub mod gate;
 pub mod lifecycle;
 pub mod overload;
+pub mod pools;
 pub mod server;
 pub mod service;
 pub mod stats;

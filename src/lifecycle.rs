@@ -10,7 +10,7 @@
 use std::{sync::Arc, time::Duration};
 
 use tokio::{sync::watch, task::JoinHandle, time::MissedTickBehavior};
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 use crate::booking::Booking;
 
@@ -22,9 +22,11 @@ pub struct Intervals {
     pub reap: Duration,
 }
 
-/// Spawns the background loops; they stop when `stop` turns true.
+/// Spawns the background loops; they stop when `stop` turns true. Each
+/// pass is a trace of its own (a root span), its pool waits and queries
+/// inside it.
 pub fn spawn(booking: Arc<Booking>, every: Intervals, stop: watch::Receiver<bool>) -> JoinHandle<()> {
-    let reconciler = every_tick(every.reconcile, stop.clone(), {
+    let reconciler = every_tick(every.reconcile, stop.clone(), "lifecycle.reconcile", {
         let booking = Arc::clone(&booking);
         move || {
             let booking = Arc::clone(&booking);
@@ -41,7 +43,7 @@ pub fn spawn(booking: Arc<Booking>, every: Intervals, stop: watch::Receiver<bool
             }
         }
     });
-    let reaper = every_tick(every.reap, stop.clone(), {
+    let reaper = every_tick(every.reap, stop.clone(), "lifecycle.reap", {
         let booking = Arc::clone(&booking);
         move || {
             let booking = Arc::clone(&booking);
@@ -52,7 +54,7 @@ pub fn spawn(booking: Arc<Booking>, every: Intervals, stop: watch::Receiver<bool
             }
         }
     });
-    let sweeper = every_tick(every.expiry_sweep, stop, move || {
+    let sweeper = every_tick(every.expiry_sweep, stop, "lifecycle.expire", move || {
         let booking = Arc::clone(&booking);
         async move {
             match booking.expire_due().await {
@@ -69,7 +71,12 @@ pub fn spawn(booking: Arc<Booking>, every: Intervals, stop: watch::Receiver<bool
 
 /// Runs `pass` every `every` until `stop` turns true. A pass that overruns
 /// delays the next one instead of causing a burst of catch-up passes.
-fn every_tick<F, Fut>(every: Duration, mut stop: watch::Receiver<bool>, mut pass: F) -> JoinHandle<()>
+fn every_tick<F, Fut>(
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+    name: &'static str,
+    mut pass: F,
+) -> JoinHandle<()>
 where
     F: FnMut() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
@@ -89,7 +96,7 @@ where
             if stopped {
                 return;
             }
-            pass().await;
+            pass().instrument(info_span!(parent: None, "lifecycle", otel.name = name)).await;
         }
     })
 }

@@ -13,16 +13,22 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    telemetry::init();
-    match Cli::parse().command {
-        Some(Command::Migrate(db)) => {
-            let applied = store::migrate(&db.database_url).await?;
-            tracing::info!(applied, "migrations applied");
-        }
-        Some(Command::Serve(config)) => serve(*config).await?,
-        None => serve(Config::from_env()).await?,
+    let cli = Cli::parse();
+    let telemetry = telemetry::init(cli.log_format)?;
+    let outcome = match cli.command {
+        Some(Command::Migrate(db)) => store::migrate(&db.database_url)
+            .await
+            .map(|applied| tracing::info!(applied, "migrations applied"))
+            .map_err(Into::into),
+        Some(Command::Serve(config)) => serve(*config).await,
+        None => serve(Config::from_env()).await,
+    };
+    if let Err(e) = &outcome {
+        tracing::error!(error = %e, "slotgate stopped on an error");
     }
-    Ok(())
+    // Whatever happened, the last spans and metrics are flushed.
+    telemetry.shutdown();
+    outcome
 }
 
 async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {

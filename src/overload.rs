@@ -44,14 +44,22 @@ use crate::service::{DOMAIN, reason};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// A refusal, as the HTTP response a gRPC client reads it from.
-fn refusal(code: Code, why: &str, message: &str, retry_after: Option<Duration>) -> Response<Body> {
+/// A refusal made by a layer, as the HTTP response a gRPC client reads it
+/// from. The reason also rides along as a [`Refused`] extension, so the
+/// tracing layer can record it on the call's span.
+pub(crate) fn refusal(code: Code, why: &'static str, message: &str, retry_after: Option<Duration>) -> Response<Body> {
     let mut details = ErrorDetails::with_error_info(why, DOMAIN, HashMap::new());
     if let Some(after) = retry_after {
         details.set_retry_info(Some(after));
     }
-    Status::with_error_details(code, message, details).into_http()
+    let mut response = Status::with_error_details(code, message, details).into_http();
+    response.extensions_mut().insert(Refused(why));
+    response
 }
+
+/// The reason a layer refused a call (a response extension).
+#[derive(Debug, Clone, Copy)]
+pub struct Refused(pub &'static str);
 
 /// Maps the errors of the layers below it into gRPC statuses.
 #[derive(Debug, Clone, Copy, Default)]

@@ -33,6 +33,7 @@ use crate::{
     service::{AdminService, ReservationsService},
     stats::Counters,
     store::{self, Store, StoreError},
+    telemetry::TraceLayer,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +120,7 @@ impl Application {
                 command_timeout: config.redis_command_timeout,
                 lease: config.hold_lease,
             },
+            Arc::clone(&counters),
         )?;
         let settings = Settings {
             deposit_window: Duration::from_secs(config.deposit_window_secs.into()),
@@ -126,6 +128,8 @@ impl Application {
             hold_lease: config.hold_lease,
         };
         let booking = Arc::new(Booking::new(gate, store, settings, Arc::clone(&counters), clock));
+        let pools = Arc::downgrade(&booking);
+        counters.observe(move || pools.upgrade().map(|b| b.pool_states()).unwrap_or_default());
         let tls = tls_config(&config)?;
         let tokens = tokens(&config)?;
         info!(tls = tls.is_some(), mutual_tls = config.tls_client_ca.is_some(), auth = !tokens.is_empty(), "security");
@@ -183,6 +187,7 @@ impl Application {
         // every connection (see `overload` for the order of the layers).
         let in_flight = Arc::new(Semaphore::new(c.concurrency_limit));
         let stack = ServiceBuilder::new()
+            .layer(TraceLayer::new(Arc::clone(&self.counters)))
             .layer(StatusLayer)
             // Before the limits: a caller without credentials uses no capacity.
             .layer(AuthLayer::new(self.tokens.clone()))

@@ -1,11 +1,245 @@
-//! The tracing subscriber. Set up once, by the binary: library code and
-//! tests never install a global subscriber.
+//! Logs, traces and metrics. Set up once, by the binary ([`init`]); library
+//! code and tests never install a global subscriber.
+//!
+//! - Logs: human-readable by default, JSON with `--log-format json`;
+//!   filtered by `RUST_LOG` (default `warn,slotgate=info`).
+//! - Traces and metrics: exported over OTLP/gRPC when the standard
+//!   `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set,
+//!   configured by the other standard `OTEL_*` variables (service name,
+//!   resource attributes, sampler, batch and export intervals). Without an
+//!   endpoint there is no exporter and no OpenTelemetry layer at all, so the
+//!   hot path pays nothing for it.
+//! - Every business call runs in an `rpc` span ([`TraceLayer`]) that joins
+//!   the caller's W3C `traceparent` and carries the trace id, so every log
+//!   line written while serving it names the trace.
 
-use tracing_subscriber::{EnvFilter, fmt};
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Instant,
+};
 
-/// Human-readable logs on stderr, filtered by `RUST_LOG` (default: `info`
-/// for slotgate, `warn` for everything else).
-pub fn init() {
+use opentelemetry::{
+    KeyValue, global,
+    propagation::Extractor,
+    trace::{TraceContextExt, TracerProvider as _},
+};
+use opentelemetry_sdk::{
+    Resource, metrics::SdkMeterProvider, propagation::TraceContextPropagator, trace::SdkTracerProvider,
+};
+use tonic::{
+    body::Body,
+    codegen::http::{HeaderMap, Request, Response},
+};
+use tower::{Layer, Service};
+use tracing::{Instrument, Span, field::Empty};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{
+    EnvFilter, Layer as _, filter::filter_fn, fmt, layer::SubscriberExt, util::SubscriberInitExt,
+};
+
+use crate::{overload::Refused, stats::Counters};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The exporters to flush on the way out.
+#[must_use = "shut telemetry down on exit, or the last spans are lost"]
+pub struct Telemetry {
+    tracer: Option<SdkTracerProvider>,
+    meter: Option<SdkMeterProvider>,
+}
+
+/// Crates whose own spans would flood the exporter (the exporter's gRPC
+/// client among them) and say nothing about slotgate's work.
+const NOT_EXPORTED: [&str; 7] = ["h2", "hyper", "hyper_util", "tonic", "tower", "opentelemetry", "rustls"];
+
+fn otlp_configured() -> bool {
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty());
+    let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+    !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+}
+
+/// Installs the global subscriber and, when configured, the OTLP exporters.
+/// Must run inside the Tokio runtime (the exporter's client lives there).
+pub fn init(format: LogFormat) -> Result<Telemetry, Box<dyn std::error::Error>> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,slotgate=info"));
-    fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let logs = match format {
+        LogFormat::Text => fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Json => fmt::layer().json().with_span_list(true).with_writer(std::io::stderr).boxed(),
+    };
+    // The caller's trace context is honoured whether or not we export.
+    global::set_text_map_propagator(TraceContextPropagator::new());
+    if !otlp_configured() {
+        tracing_subscriber::registry().with(filter).with(logs).try_init()?;
+        return Ok(Telemetry { tracer: None, meter: None });
+    }
+
+    let resource = if std::env::var_os("OTEL_SERVICE_NAME").is_some() {
+        Resource::builder().build()
+    } else {
+        Resource::builder().with_service_name("slotgate").build()
+    };
+    let spans = opentelemetry_otlp::SpanExporter::builder().with_tonic().build()?;
+    let tracer = SdkTracerProvider::builder().with_batch_exporter(spans).with_resource(resource.clone()).build();
+    let metrics = opentelemetry_otlp::MetricExporter::builder().with_tonic().build()?;
+    let meter = SdkMeterProvider::builder().with_periodic_exporter(metrics).with_resource(resource).build();
+    global::set_meter_provider(meter.clone());
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer.tracer("slotgate"))
+        .with_filter(filter_fn(|meta| !NOT_EXPORTED.iter().any(|krate| meta.target().starts_with(krate))));
+    tracing_subscriber::registry().with(filter).with(logs).with(otel).try_init()?;
+    Ok(Telemetry { tracer: Some(tracer), meter: Some(meter) })
+}
+
+impl Telemetry {
+    /// Flushes what is buffered; on shutdown, before exit.
+    pub fn shutdown(self) {
+        if let Some(tracer) = self.tracer
+            && let Err(e) = tracer.shutdown()
+        {
+            eprintln!("flushing traces failed: {e}");
+        }
+        if let Some(meter) = self.meter
+            && let Err(e) = meter.shutdown()
+        {
+            eprintln!("flushing metrics failed: {e}");
+        }
+    }
+}
+
+struct Headers<'a>(&'a HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// The trace id of a W3C `traceparent` header, if well-formed.
+fn traceparent_trace_id(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    let mut parts = value.split('-');
+    let (_version, trace_id) = (parts.next()?, parts.next()?);
+    (trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit()) && trace_id != "0".repeat(32))
+        .then(|| trace_id.to_owned())
+}
+
+/// Puts every business call in an `rpc` span that joins the caller's trace,
+/// and records its duration and status.
+#[derive(Debug, Clone)]
+pub struct TraceLayer {
+    counters: std::sync::Arc<Counters>,
+}
+
+impl TraceLayer {
+    pub fn new(counters: std::sync::Arc<Counters>) -> Self {
+        Self { counters }
+    }
+}
+
+impl<S> Layer<S> for TraceLayer {
+    type Service = Traced<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Traced { inner, counters: self.counters.clone() }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Traced<S> {
+    inner: S,
+    counters: std::sync::Arc<Counters>,
+}
+
+impl<S, B> Service<Request<B>> for Traced<S>
+where
+    S: Service<Request<B>, Response = Response<Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let method = request.uri().path().trim_start_matches('/').to_owned();
+        let span = tracing::info_span!(
+            "rpc",
+            otel.name = %method,
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.method = %method,
+            rpc.grpc.status_code = Empty,
+            error.reason = Empty,
+            trace_id = Empty,
+        );
+        let parent = global::get_text_map_propagator(|p| p.extract(&Headers(request.headers())));
+        let _ = span.set_parent(parent);
+        let exported = span.context().span().span_context().trace_id();
+        if exported != opentelemetry::trace::TraceId::INVALID {
+            span.record("trace_id", exported.to_string());
+        } else if let Some(caller) = traceparent_trace_id(request.headers()) {
+            span.record("trace_id", caller);
+        }
+
+        let started = Instant::now();
+        let counters = self.counters.clone();
+        let future = self.inner.call(request).instrument(span.clone());
+        Box::pin(async move {
+            let result = future.await;
+            // A refusal travels in the response head (trailers-only); a
+            // success sends its OK status in the trailers.
+            let code = match &result {
+                Ok(response) => response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok()?.parse::<i64>().ok())
+                    .unwrap_or(0),
+                Err(_) => 2,
+            };
+            span.record("rpc.grpc.status_code", code);
+            if let Some(Refused(why)) = result.as_ref().ok().and_then(|r| r.extensions().get::<Refused>()) {
+                span.record("error.reason", *why);
+            }
+            counters.rpc_duration.record(
+                started.elapsed().as_secs_f64(),
+                &[KeyValue::new("rpc.method", method), KeyValue::new("rpc.grpc.status_code", code)],
+            );
+            result
+        })
+    }
+}
+
+/// Records a refusal's reason on the call's `rpc` span.
+pub fn record_reason(reason: &str) {
+    Span::current().record("error.reason", reason);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_traceparent_yields_its_trace_id_and_a_malformed_one_nothing() {
+        let headers = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("traceparent", v.parse().unwrap());
+            h
+        };
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert_eq!(traceparent_trace_id(&headers(&format!("00-{id}-00f067aa0ba902b7-01"))).as_deref(), Some(id));
+        assert_eq!(traceparent_trace_id(&headers("00-xyz-00f067aa0ba902b7-01")), None);
+        assert_eq!(traceparent_trace_id(&headers(&format!("00-{}-00f067aa0ba902b7-01", "0".repeat(32)))), None);
+        assert_eq!(traceparent_trace_id(&HeaderMap::new()), None);
+    }
 }

@@ -17,12 +17,20 @@
 //! overbooking. The scripts are in the `.lua` files beside this module, each
 //! with a header naming its keys, arguments and replies.
 
-use std::time::Duration;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use bb8::{ManageConnection, Pool, PooledConnection, RunError};
 use redis::{AsyncConnectionConfig, Client, RedisError, Script, aio::MultiplexedConnection};
+use tracing::{Instrument, field::Empty, info_span};
 
-use crate::domain::{ReservationId, SlotKey};
+use crate::{
+    domain::{ReservationId, SlotKey},
+    pools::ConnectFailures,
+    stats::Counters,
+};
 
 /// The gate's decision on one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,9 +227,12 @@ struct Scripts {
 /// The Redis gate: a connection pool, the key namespace and the scripts.
 pub struct Gate {
     pool: Pool<GateConnectionManager>,
+    pool_timeout: Duration,
+    failures: ConnectFailures,
     namespace: String,
     lease_ms: u64,
     scripts: Scripts,
+    counters: Arc<Counters>,
 }
 
 /// The four keys of one slot, in the order the scripts expect them.
@@ -245,25 +256,35 @@ impl SlotKeys {
 impl Gate {
     /// Builds the pool without connecting: the service starts (and answers
     /// UNAVAILABLE) while Redis is down, and connects once it is up.
-    pub fn new(redis_url: &str, namespace: &str, settings: GateSettings) -> Result<Self, GateError> {
+    pub fn new(
+        redis_url: &str,
+        namespace: &str,
+        settings: GateSettings,
+        counters: Arc<Counters>,
+    ) -> Result<Self, GateError> {
         let manager = GateConnectionManager {
             client: Client::open(redis_url).map_err(GateError::from)?,
             config: AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(settings.connect_timeout))
                 .set_response_timeout(Some(settings.command_timeout)),
         };
+        let failures = ConnectFailures::new("redis");
         let pool = Pool::builder()
             .max_size(settings.pool_size)
             .connection_timeout(settings.pool_timeout)
             .test_on_check_out(false)
-            // Fail fast while Redis is down: one refused connect answers the
-            // request UNAVAILABLE instead of retrying until the pool timeout.
+            // A refused connect is not retried in the background; the next
+            // checkout tries again (see `pools`).
             .retry_connection(false)
+            .error_sink(Box::new(failures.clone()))
             .build_unchecked(manager);
         Ok(Self {
             pool,
+            pool_timeout: settings.pool_timeout,
+            failures,
             namespace: namespace.to_owned(),
             lease_ms: settings.lease.as_millis() as u64,
+            counters,
             scripts: Scripts {
                 acquire: Script::new(include_str!("acquire.lua")),
                 release: Script::new(include_str!("release.lua")),
@@ -287,11 +308,26 @@ impl Gate {
         }
     }
 
+    /// A pooled connection. The wait for it is this service's lock wait:
+    /// it gets a span and a histogram of its own.
     async fn conn(&self) -> Result<PooledConnection<'_, GateConnectionManager>, GateError> {
-        self.pool.get().await.map_err(|e| match e {
-            RunError::User(e) => GateError::from(e),
-            RunError::TimedOut => GateError::Unavailable("timed out waiting for a redis connection".into()),
-        })
+        let started = Instant::now();
+        let checkout = self.failures.checkout(self.pool_timeout, self.pool.get());
+        let conn = checkout.instrument(info_span!("redis.pool.wait")).await;
+        self.counters.redis_pool_wait.record(started.elapsed().as_secs_f64(), &[]);
+        match conn {
+            Some(Ok(conn)) => Ok(conn),
+            Some(Err(RunError::User(e))) => Err(GateError::from(e)),
+            Some(Err(RunError::TimedOut)) | None => {
+                Err(GateError::Unavailable("no redis connection within the pool timeout".into()))
+            }
+        }
+    }
+
+    /// (connections in use, idle connections).
+    pub fn pool_state(&self) -> (u32, u32) {
+        let state = self.pool.state();
+        (state.connections - state.idle_connections, state.idle_connections)
     }
 
     /// Runs one script invocation on a pooled connection; a connection-level
@@ -308,6 +344,38 @@ impl Gate {
     /// Decides one request: see `acquire.lua`. `nonce` names this attempt
     /// (see [`attempt_nonce`]) in the hold it may make.
     pub async fn acquire(
+        &self,
+        slot: &SlotKey,
+        id: ReservationId,
+        user: &str,
+        party: i32,
+        fingerprint: i64,
+        nonce: u64,
+    ) -> Result<Acquire, GateError> {
+        let span = info_span!("gate.acquire", slot = %slot, party_size = party, outcome = Empty, remaining = Empty);
+        let decision = self.acquire_inner(slot, id, user, party, fingerprint, nonce).instrument(span.clone()).await;
+        match &decision {
+            Ok(Acquire::Admitted { remaining }) | Ok(Acquire::SoldOut { remaining }) => {
+                span.record("remaining", remaining);
+            }
+            _ => {}
+        }
+        span.record(
+            "outcome",
+            match &decision {
+                Ok(Acquire::Admitted { .. }) => "ADMITTED",
+                Ok(Acquire::Cold) => "COLD",
+                Ok(Acquire::SoldOut { .. }) => "SOLD_OUT",
+                Ok(Acquire::Duplicate { .. }) => "DUPLICATE",
+                Ok(Acquire::Replay { .. }) => "REPLAY",
+                Ok(Acquire::Reused) => "REUSED",
+                Err(_) => "ERROR",
+            },
+        );
+        decision
+    }
+
+    async fn acquire_inner(
         &self,
         slot: &SlotKey,
         id: ReservationId,
@@ -347,8 +415,10 @@ impl Gate {
     /// seats.
     pub async fn finalize(&self, slot: &SlotKey, id: ReservationId, nonce: u64) -> Result<bool, GateError> {
         let k = self.keys(slot);
-        let ended: i64 =
-            self.invoke(self.scripts.finalize.key(&k.seats).key(&k.holds).arg(id.to_string()).arg(nonce)).await?;
+        let ended: i64 = self
+            .invoke(self.scripts.finalize.key(&k.seats).key(&k.holds).arg(id.to_string()).arg(nonce))
+            .instrument(info_span!("gate.finalize", slot = %slot))
+            .await?;
         Ok(ended == 1)
     }
 

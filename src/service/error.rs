@@ -45,11 +45,13 @@ pub mod reason {
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 
 fn status<const N: usize>(code: Code, reason: &str, message: String, metadata: [(&str, String); N]) -> Status {
+    crate::telemetry::record_reason(reason);
     let metadata: HashMap<String, String> = metadata.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     Status::with_error_details(code, message, ErrorDetails::with_error_info(reason, DOMAIN, metadata))
 }
 
 fn unavailable(reason: &str, dependency: &str, detail: &str) -> Status {
+    crate::telemetry::record_reason(reason);
     warn!(dependency, detail, "dependency unavailable");
     let mut details = ErrorDetails::with_error_info(
         reason,
@@ -71,6 +73,7 @@ impl From<BookingError> for Status {
         let message = e.to_string();
         match e {
             E::Invalid(f) => {
+                crate::telemetry::record_reason(reason::INVALID_FIELD);
                 let mut details = ErrorDetails::with_bad_request_violation(&f.field, &f.description);
                 details.set_error_info(
                     reason::INVALID_FIELD,
@@ -108,6 +111,7 @@ impl From<BookingError> for Status {
                 [("slot", slot.to_string()), ("reserved", reserved.to_string())],
             ),
             E::UserThrottled { retry_after } => {
+                crate::telemetry::record_reason(reason::USER_RATE_LIMITED);
                 let mut details = ErrorDetails::with_error_info(reason::USER_RATE_LIMITED, DOMAIN, HashMap::new());
                 details.set_retry_info(Some(retry_after));
                 Status::with_error_details(Code::ResourceExhausted, message, details)

@@ -9,7 +9,10 @@
 
 pub mod queries;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use bb8::{Pool, PooledConnection, RunError};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -19,6 +22,7 @@ use diesel_async::{
     pooled_connection::{AsyncDieselConnectionManager, PoolError},
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use tracing::{Instrument, field::Empty, info_span};
 
 use crate::{
     domain::{
@@ -26,6 +30,7 @@ use crate::{
         SlotKey,
     },
     gate::SlotFigures,
+    pools::ConnectFailures,
     stats::Counters,
 };
 pub use queries::{Cancelled, Confirmed, Inserted, Lapsed, OpenOutcome, Opened};
@@ -138,6 +143,8 @@ pub async fn migrate(database_url: &str) -> Result<usize, StoreError> {
 /// The PostgreSQL pool and the operations the use cases need.
 pub struct Store {
     pool: Pool<Manager>,
+    pool_timeout: Duration,
+    failures: ConnectFailures,
     counters: Arc<Counters>,
 }
 
@@ -145,26 +152,42 @@ impl Store {
     /// Builds the pool without connecting (connections open on demand), so
     /// the service starts while PostgreSQL is down and recovers by itself.
     pub fn new(database_url: &str, pool_size: u32, pool_timeout: Duration, counters: Arc<Counters>) -> Self {
+        let failures = ConnectFailures::new("database");
         let pool = Pool::builder()
             .max_size(pool_size)
             .connection_timeout(pool_timeout)
+            .error_sink(Box::new(failures.clone()))
             // diesel-async marks a connection broken after a failed query;
             // a `SELECT 1` on every checkout would add a round trip to every
             // winner's transaction for nothing.
             .test_on_check_out(false)
-            // Fail fast while PostgreSQL is down: one refused connect answers
-            // UNAVAILABLE instead of retrying until the pool timeout.
+            // A refused connect is not retried in the background; the next
+            // checkout tries again (see `pools`).
             .retry_connection(false)
             .build_unchecked(Manager::new(database_url));
-        Self { pool, counters }
+        Self { pool, pool_timeout, failures, counters }
     }
 
     /// Every database access goes through here, so `db_checkouts` counts
     /// each time a request reached PostgreSQL.
+    ///
+    /// The wait for a connection is this service's lock wait: it gets a span
+    /// and a histogram of its own.
     async fn conn(&self) -> Result<PooledConnection<'_, Manager>, StoreError> {
-        let conn = self.pool.get().await?;
+        let started = Instant::now();
+        let checkout = self.failures.checkout(self.pool_timeout, self.pool.get());
+        let conn = checkout.instrument(info_span!("db.pool.wait")).await;
+        self.counters.db_pool_wait.record(started.elapsed().as_secs_f64(), &[]);
+        let conn =
+            conn.ok_or_else(|| StoreError::Unavailable("no database connection within the pool timeout".into()))??;
         Counters::bump(&self.counters.db_checkouts);
         Ok(conn)
+    }
+
+    /// (connections in use, idle connections).
+    pub fn pool_state(&self) -> (u32, u32) {
+        let state = self.pool.state();
+        (state.connections - state.idle_connections, state.idle_connections)
     }
 
     /// The winner's transaction; see [`queries::insert_reservation`].
@@ -176,7 +199,23 @@ impl Store {
     ) -> Result<Inserted, StoreError> {
         let mut conn = self.conn().await?;
         Counters::bump(&self.counters.store_transactions);
-        queries::insert_reservation(&mut conn, new, now, deposit_deadline).await
+        let span = info_span!("db.transaction", slot = %new.slot, party_size = new.party_size, outcome = Empty);
+        let inserted =
+            queries::insert_reservation(&mut conn, new, now, deposit_deadline).instrument(span.clone()).await;
+        span.record(
+            "outcome",
+            match &inserted {
+                Ok(Inserted::Created(_)) => "COMMITTED",
+                Ok(Inserted::SoldOut) => "SOLD_OUT",
+                Ok(Inserted::SlotMissing) => "SLOT_MISSING",
+                Ok(Inserted::MenuItemMissing(_)) => "MENU_ITEM_MISSING",
+                Ok(Inserted::Existing(_)) => "EXISTING",
+                Ok(Inserted::Reused) => "REUSED",
+                Ok(Inserted::Duplicate(_)) => "DUPLICATE",
+                Err(_) => "ERROR",
+            },
+        );
+        inserted
     }
 
     pub async fn confirm_reservation(&self, id: ReservationId, now: DateTime<Utc>) -> Result<Confirmed, StoreError> {

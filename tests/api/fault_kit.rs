@@ -186,6 +186,8 @@ async fn pipe(client: TcpStream, server: TcpStream, delay: Arc<AtomicU64>, mut c
 pub struct SlotgateProcess {
     pub addr: SocketAddr,
     env: Vec<(String, String)>,
+    /// Where its stderr (the log) goes; nowhere if `None`.
+    log: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -193,8 +195,13 @@ impl SlotgateProcess {
     /// Starts `slotgate serve` with these settings (environment variables,
     /// as in production) on a free port, and waits until it accepts.
     pub async fn start(env: Vec<(String, String)>) -> Self {
+        Self::start_logging_to(env, None).await
+    }
+
+    /// As `start`, with its log (stderr) written to `log`.
+    pub async fn start_logging_to(env: Vec<(String, String)>, log: Option<PathBuf>) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut process = Self { addr, env, child: None };
+        let mut process = Self { addr, env, log, child: None };
         process.restart().await;
         process
     }
@@ -207,7 +214,10 @@ impl SlotgateProcess {
             .env("SLOTGATE_LISTEN", self.addr.to_string())
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(match &self.log {
+                Some(path) => Stdio::from(std::fs::File::options().create(true).append(true).open(path).unwrap()),
+                None => Stdio::null(),
+            })
             .spawn()
             .expect("start slotgate");
         self.child = Some(child);
@@ -218,6 +228,22 @@ impl SlotgateProcess {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("slotgate did not start listening on {}", self.addr);
+    }
+
+    /// SIGTERM, then wait (up to `patience`) for it to exit; its exit code.
+    pub fn terminate(&mut self, patience: Duration) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let started = std::time::Instant::now();
+        while started.elapsed() < patience {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
     }
 
     /// `kill -9`: whatever it was doing stops mid-way.

@@ -17,4 +17,5 @@ mod preorder;
 mod reaper;
 mod reconcile;
 mod security;
+mod telemetry;
 mod validation;
