@@ -353,7 +353,35 @@ impl Gate {
         nonce: u64,
     ) -> Result<Acquire, GateError> {
         let span = info_span!("gate.acquire", slot = %slot, party_size = party, outcome = Empty, remaining = Empty);
-        let decision = self.acquire_inner(slot, id, user, party, fingerprint, nonce).instrument(span.clone()).await;
+        let decision = async {
+            let k = self.keys(slot);
+            let (code, detail): (i64, String) = self
+                .invoke(
+                    k.invoke(&self.scripts.acquire)
+                        .arg(id.to_string())
+                        .arg(user)
+                        .arg(party)
+                        .arg(fingerprint)
+                        .arg(self.lease_ms)
+                        .arg(nonce),
+                )
+                .await?;
+            let number =
+                || detail.parse::<i64>().map_err(|_| GateError::Protocol(format!("acquire: bad detail {detail:?}")));
+            Ok(match code {
+                0 => Acquire::Admitted { remaining: number()? },
+                1 => Acquire::Cold,
+                2 => Acquire::SoldOut { remaining: number()? },
+                3 => Acquire::Duplicate {
+                    existing: detail.parse().map_err(|_| GateError::Protocol(format!("acquire: bad id {detail:?}")))?,
+                },
+                4 => Acquire::Replay { held: number()? == 1 },
+                5 => Acquire::Reused,
+                _ => return Err(GateError::Protocol(format!("acquire: unknown code {code}"))),
+            })
+        }
+        .instrument(span.clone())
+        .await;
         match &decision {
             Ok(Acquire::Admitted { remaining }) | Ok(Acquire::SoldOut { remaining }) => {
                 span.record("remaining", remaining);
@@ -373,42 +401,6 @@ impl Gate {
             },
         );
         decision
-    }
-
-    async fn acquire_inner(
-        &self,
-        slot: &SlotKey,
-        id: ReservationId,
-        user: &str,
-        party: i32,
-        fingerprint: i64,
-        nonce: u64,
-    ) -> Result<Acquire, GateError> {
-        let k = self.keys(slot);
-        let (code, detail): (i64, String) = self
-            .invoke(
-                k.invoke(&self.scripts.acquire)
-                    .arg(id.to_string())
-                    .arg(user)
-                    .arg(party)
-                    .arg(fingerprint)
-                    .arg(self.lease_ms)
-                    .arg(nonce),
-            )
-            .await?;
-        let number =
-            || detail.parse::<i64>().map_err(|_| GateError::Protocol(format!("acquire: bad detail {detail:?}")));
-        Ok(match code {
-            0 => Acquire::Admitted { remaining: number()? },
-            1 => Acquire::Cold,
-            2 => Acquire::SoldOut { remaining: number()? },
-            3 => Acquire::Duplicate {
-                existing: detail.parse().map_err(|_| GateError::Protocol(format!("acquire: bad id {detail:?}")))?,
-            },
-            4 => Acquire::Replay { held: number()? == 1 },
-            5 => Acquire::Reused,
-            _ => return Err(GateError::Protocol(format!("acquire: unknown code {code}"))),
-        })
     }
 
     /// The reservation committed: end the hold of attempt `nonce`, keep its
