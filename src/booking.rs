@@ -19,6 +19,7 @@ use std::{
 };
 
 use chrono::{Days, NaiveDate, Utc};
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, Span, warn};
 
 use crate::{
@@ -104,6 +105,8 @@ pub struct Booking {
     clock: Arc<dyn Clock>,
     /// One lock per slot whose counter is being loaded: the single flight.
     loading: Mutex<HashMap<SlotKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// The tasks doing admitted work, waited for on shutdown.
+    tasks: TaskTracker,
 }
 
 /// One counter a reconcile pass rewrote.
@@ -137,7 +140,7 @@ pub struct Warmed {
 
 impl Booking {
     pub fn new(gate: Gate, store: Store, settings: Settings, counters: Arc<Counters>, clock: Arc<dyn Clock>) -> Self {
-        Self { gate, store, settings, counters, clock, loading: Mutex::default() }
+        Self { gate, store, settings, counters, clock, loading: Mutex::default(), tasks: TaskTracker::new() }
     }
 
     /// (Redis pool, PostgreSQL pool) as (connections in use, idle).
@@ -148,7 +151,16 @@ impl Booking {
     /// Books seats for `new`, or says why not.
     pub async fn create(self: &Arc<Self>, new: NewReservation) -> Result<Reservation, BookingError> {
         let this = Arc::clone(self);
-        run_to_completion(async move { this.decide(new).await }).await
+        self.run_to_completion(async move { this.decide(new).await }).await
+    }
+
+    /// On shutdown, after the server stopped taking calls: waits (up to
+    /// `patience`) for the work already admitted to finish, so its holds
+    /// are finalized or released now rather than left to the reaper.
+    /// Returns whether everything finished.
+    pub async fn drain(&self, patience: Duration) -> bool {
+        self.tasks.close();
+        tokio::time::timeout(patience, self.tasks.wait()).await.is_ok()
     }
 
     async fn decide(&self, new: NewReservation) -> Result<Reservation, BookingError> {
@@ -312,7 +324,7 @@ impl Booking {
         reason: CancelReason,
     ) -> Result<(Reservation, bool), BookingError> {
         let this = Arc::clone(self);
-        run_to_completion(async move {
+        self.run_to_completion(async move {
             match this.store.cancel_reservation(id, reason).await? {
                 Cancelled::Now(r) => {
                     this.give_back(&r.slot, r.id, &r.user_id, r.party_size).await;
@@ -330,7 +342,7 @@ impl Booking {
     /// expires instead, and its seats go back.
     pub async fn confirm(self: &Arc<Self>, id: ReservationId) -> Result<Reservation, BookingError> {
         let this = Arc::clone(self);
-        run_to_completion(async move {
+        self.run_to_completion(async move {
             match this.store.confirm_reservation(id, this.clock.now()).await? {
                 Confirmed::Now(r) | Confirmed::Already(r) => Ok(r),
                 Confirmed::ExpiredNow(r) => {
@@ -426,7 +438,7 @@ impl Booking {
     /// difference (commutes with holds in flight), a cold one loaded.
     pub async fn open_slots(self: &Arc<Self>, slots: Vec<SlotCapacity>) -> Result<Vec<Opened>, BookingError> {
         let this = Arc::clone(self);
-        run_to_completion(async move {
+        self.run_to_completion(async move {
             let opened = match this.store.open_slots(&slots).await? {
                 OpenOutcome::Opened(opened) => opened,
                 OpenOutcome::BelowReserved { slot, reserved } => {
@@ -525,15 +537,19 @@ impl Booking {
     }
 }
 
-/// Runs work that changes Redis and PostgreSQL in its own task, so it
-/// finishes even if the caller's future is dropped half-way (deadline passed,
-/// client gone): cut between "seats taken" and "row committed", it would
-/// leave seats held with no transaction behind them (DEPS.md trap 5).
-///
-/// The task carries the caller's span, so its spans (gate, database) stay
-/// children of the call in the trace.
-async fn run_to_completion<T: Send + 'static>(
-    work: impl Future<Output = Result<T, BookingError>> + Send + 'static,
-) -> Result<T, BookingError> {
-    tokio::spawn(work.instrument(Span::current())).await.map_err(|e| BookingError::Crashed(e.to_string()))?
+impl Booking {
+    /// Runs work that changes Redis and PostgreSQL in its own task, so it
+    /// finishes even if the caller's future is dropped half-way (deadline
+    /// passed, client gone): cut between "seats taken" and "row committed",
+    /// it would leave seats held with no transaction behind them (DEPS.md
+    /// trap 5). The task is tracked, so shutdown waits for it.
+    ///
+    /// The task carries the caller's span, so its spans (gate, database)
+    /// stay children of the call in the trace.
+    async fn run_to_completion<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, BookingError>> + Send + 'static,
+    ) -> Result<T, BookingError> {
+        self.tasks.spawn(work.instrument(Span::current())).await.map_err(|e| BookingError::Crashed(e.to_string()))?
+    }
 }

@@ -187,6 +187,17 @@ pub struct Config {
     #[arg(long, env = "SLOTGATE_AUTH_TOKENS_FILE")]
     pub auth_tokens_file: Option<PathBuf>,
 
+    /// After SIGTERM or SIGINT: how long to keep serving with health
+    /// NOT_SERVING before refusing new calls, so load balancers stop sending
+    /// first (Kubernetes: a few seconds).
+    #[arg(long = "drain-delay-ms", env = "SLOTGATE_DRAIN_DELAY_MS", default_value = "0", value_parser = parse_millis)]
+    pub drain_delay: Duration,
+
+    /// Then: how long calls in flight, and the work they admitted, get to
+    /// finish before the process exits anyway.
+    #[arg(long = "shutdown-grace-ms", env = "SLOTGATE_SHUTDOWN_GRACE_MS", default_value = "10000", value_parser = parse_millis)]
+    pub shutdown_grace: Duration,
+
     /// Apply pending migrations before serving (safe with several replicas
     /// starting at once: they take turns on an advisory lock).
     #[arg(long, env = "SLOTGATE_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]

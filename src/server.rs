@@ -18,7 +18,7 @@ use tonic::{
     transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming},
 };
 use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{
     auth::{AuthLayer, Tokens},
@@ -158,8 +158,17 @@ impl Application {
         Arc::clone(&self.booking)
     }
 
-    /// Serves until `shutdown` completes; then health turns NOT_SERVING,
-    /// the listener closes and calls in flight finish.
+    /// Serves until `shutdown` completes, then stops gracefully:
+    ///
+    /// 1. health turns NOT_SERVING (readiness probes fail, balancers drain);
+    /// 2. after `--drain-delay-ms`, new calls are refused (connections get
+    ///    GOAWAY) while calls in flight finish;
+    /// 3. the work those calls admitted finishes too, so every hold is
+    ///    finalized or released now, not left for a reaper;
+    /// 4. background loops stop.
+    ///
+    /// Steps 2 and 3 together are bounded by `--shutdown-grace-ms`; past it
+    /// whatever is left is dropped (leases and the reaper then clean up).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartError> {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<ReservationsServer<ReservationsService>>().await;
@@ -211,6 +220,8 @@ impl Application {
         if let Some(tls) = self.tls.clone() {
             server = server.tls_config(tls)?;
         }
+        let (draining, drain_started) = tokio::sync::oneshot::channel::<tokio::time::Instant>();
+        let (drain_delay, grace) = (c.drain_delay, c.shutdown_grace);
         let served = server
             .max_concurrent_streams(Some(c.max_concurrent_streams))
             // Dead peers are found and their streams freed: a client that
@@ -225,13 +236,36 @@ impl Application {
             .add_service(stack.named_layer(admin))
             .serve_with_incoming_shutdown(incoming, async move {
                 shutdown.await;
-                info!("shutting down: refusing new calls, finishing calls in flight");
                 health.set_not_serving::<ReservationsServer<ReservationsService>>().await;
                 health.set_not_serving::<SlotAdminServer<AdminService>>().await;
-            })
-            .await;
+                info!(?drain_delay, "shutting down: health NOT_SERVING");
+                tokio::time::sleep(drain_delay).await;
+                info!(?grace, "refusing new calls; finishing calls in flight");
+                let _ = draining.send(tokio::time::Instant::now() + grace);
+            });
+        tokio::pin!(served);
+        let mut drain_started = drain_started;
+        let mut deadline = None;
+        // The server future ends once every connection is done; the grace
+        // period bounds that wait.
+        let served = tokio::select! {
+            served = &mut served => served,
+            Ok(at) = &mut drain_started => {
+                deadline = Some(at);
+                tokio::time::timeout_at(at, &mut served).await.unwrap_or_else(|_| {
+                    warn!("grace period over: dropping calls still in flight");
+                    Ok(())
+                })
+            }
+        };
+        let deadline =
+            deadline.or_else(|| drain_started.try_recv().ok()).unwrap_or_else(|| tokio::time::Instant::now() + grace);
+        if !self.booking.drain(deadline.saturating_duration_since(tokio::time::Instant::now())).await {
+            warn!("grace period over: admitted work still running is left to the lease reaper");
+        }
         let _ = stop_background.send(true);
         let _ = background.await;
+        info!("stopped");
         Ok(served?)
     }
 }

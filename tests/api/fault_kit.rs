@@ -230,16 +230,29 @@ impl SlotgateProcess {
         panic!("slotgate did not start listening on {}", self.addr);
     }
 
+    /// Sends SIGTERM, as Kubernetes does before stopping a pod.
+    pub fn signal_terminate(&self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        }
+    }
+
     /// SIGTERM, then wait (up to `patience`) for it to exit; its exit code.
-    pub fn terminate(&mut self, patience: Duration) -> Option<i32> {
+    pub async fn terminate(&mut self, patience: Duration) -> Option<i32> {
+        self.signal_terminate();
+        self.wait_exit(patience).await
+    }
+
+    /// Waits (up to `patience`) for it to exit; its exit code. Past that it
+    /// is killed and `None` returned.
+    pub async fn wait_exit(&mut self, patience: Duration) -> Option<i32> {
         let mut child = self.child.take()?;
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
         let started = std::time::Instant::now();
         while started.elapsed() < patience {
             if let Ok(Some(status)) = child.try_wait() {
                 return status.code();
             }
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = child.kill();
         let _ = child.wait();

@@ -17,5 +17,6 @@ mod preorder;
 mod reaper;
 mod reconcile;
 mod security;
+mod shutdown;
 mod telemetry;
 mod validation;

@@ -154,7 +154,7 @@ async fn a_collector_receives_the_calls_spans_joined_to_the_callers_trace_and_th
     let results = burst(server.addr, requests, 4).await;
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 39);
     // A graceful stop flushes what is still buffered.
-    assert_eq!(server.terminate(Duration::from_secs(10)), Some(0), "slotgate exits 0 on SIGTERM");
+    assert_eq!(server.terminate(Duration::from_secs(10)).await, Some(0), "slotgate exits 0 on SIGTERM");
 
     let mut received = Vec::new();
     for _ in 0..100 {
@@ -260,7 +260,7 @@ async fn json_log_lines_of_a_call_carry_the_callers_trace_id_even_without_an_exp
     call.metadata_mut().insert("traceparent", format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01").parse().unwrap());
     let status = ReservationsClient::new(connect(server.addr).await).create_reservation(call).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable);
-    assert_eq!(server.terminate(Duration::from_secs(10)), Some(0));
+    assert_eq!(server.terminate(Duration::from_secs(10)).await, Some(0));
 
     let text = std::fs::read_to_string(&log).unwrap();
     let _ = std::fs::remove_file(&log);
