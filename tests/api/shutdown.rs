@@ -108,8 +108,7 @@ async fn sigterm_waits_for_admitted_work_whose_callers_already_gave_up() {
     }
     let mut server = SlotgateProcess::start(env).await;
 
-    let mut client =
-        slotgate::pb::reservations_client::ReservationsClient::new(crate::helpers::connect(server.addr).await);
+    let client = slotgate::pb::reservations_client::ReservationsClient::new(crate::helpers::connect(server.addr).await);
     let calls: Vec<_> = (0..8)
         .map(|u| {
             let mut client = client.clone();
