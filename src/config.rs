@@ -55,9 +55,15 @@ pub struct Config {
     #[command(flatten)]
     pub database: DatabaseConfig,
 
-    /// Redis URL (a single Redis).
+    /// Redis URL; with `--redis-cluster`, the seed nodes of a Redis Cluster,
+    /// comma-separated.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
     pub redis_url: String,
+
+    /// Redis is a Redis Cluster (every key one script touches carries the
+    /// slot's hash tag, so each script runs on one node).
+    #[arg(long, env = "SLOTGATE_REDIS_CLUSTER", default_value_t = false, action = clap::ArgAction::Set)]
+    pub redis_cluster: bool,
 
     /// Connections in the Redis pool. Each is multiplexed, and a request holds
     /// one only for its script call.

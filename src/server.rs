@@ -119,6 +119,7 @@ impl Application {
                 connect_timeout: config.redis_connect_timeout,
                 command_timeout: config.redis_command_timeout,
                 lease: config.hold_lease,
+                cluster: config.redis_cluster,
             },
             Arc::clone(&counters),
         )?;

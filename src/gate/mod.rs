@@ -23,7 +23,12 @@ use std::{
 };
 
 use bb8::{ManageConnection, Pool, PooledConnection, RunError};
-use redis::{AsyncConnectionConfig, Client, RedisError, Script, aio::MultiplexedConnection};
+use redis::{
+    AsyncConnectionConfig, Client, RedisError, RedisFuture, Script, Value,
+    aio::{ConnectionLike, MultiplexedConnection},
+    cluster::{ClusterClient, ClusterClientBuilder},
+    cluster_async::ClusterConnection,
+};
 use tracing::{Instrument, field::Empty, info_span};
 
 use crate::{
@@ -155,9 +160,45 @@ fn is_connection_failure(e: &RedisError) -> bool {
     e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error()
 }
 
-/// A pooled multiplexed connection that remembers whether it failed.
+/// A connection to a single Redis or to a Redis Cluster. Every script
+/// touches keys of one hash slot only, so both serve the gate alike.
+#[derive(Clone)]
+pub enum RedisConnection {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// A pooled connection that remembers whether it failed.
 pub struct GateConnection {
-    conn: MultiplexedConnection,
+    conn: RedisConnection,
     broken: bool,
 }
 
@@ -167,10 +208,19 @@ pub struct GateConnection {
 /// restarts unless every checkout pinged first (`test_on_check_out`),
 /// doubling the round trips of every request. Here a connection that failed
 /// at the connection level is flagged and bb8 drops it.
-#[derive(Debug, Clone)]
-pub struct GateConnectionManager {
-    client: Client,
-    config: AsyncConnectionConfig,
+#[derive(Clone)]
+pub enum GateConnectionManager {
+    Single { client: Client, config: AsyncConnectionConfig },
+    Cluster(ClusterClient),
+}
+
+impl std::fmt::Debug for GateConnectionManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Single { .. } => "GateConnectionManager::Single",
+            Self::Cluster(_) => "GateConnectionManager::Cluster",
+        })
+    }
 }
 
 impl ManageConnection for GateConnectionManager {
@@ -178,7 +228,12 @@ impl ManageConnection for GateConnectionManager {
     type Error = RedisError;
 
     async fn connect(&self) -> Result<GateConnection, RedisError> {
-        let conn = self.client.get_multiplexed_async_connection_with_config(&self.config).await?;
+        let conn = match self {
+            Self::Single { client, config } => {
+                RedisConnection::Single(client.get_multiplexed_async_connection_with_config(config).await?)
+            }
+            Self::Cluster(client) => RedisConnection::Cluster(client.get_async_connection().await?),
+        };
         Ok(GateConnection { conn, broken: false })
     }
 
@@ -203,6 +258,8 @@ pub struct GateSettings {
     pub command_timeout: Duration,
     /// Lease of a hold.
     pub lease: Duration,
+    /// `redis_url` lists the seed nodes of a Redis Cluster.
+    pub cluster: bool,
 }
 
 /// A fresh attempt nonce. `RandomState` is seeded from the OS once per
@@ -262,11 +319,21 @@ impl Gate {
         settings: GateSettings,
         counters: Arc<Counters>,
     ) -> Result<Self, GateError> {
-        let manager = GateConnectionManager {
-            client: Client::open(redis_url).map_err(GateError::from)?,
-            config: AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(settings.connect_timeout))
-                .set_response_timeout(Some(settings.command_timeout)),
+        let manager = if settings.cluster {
+            let seeds: Vec<&str> = redis_url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+            let client = ClusterClientBuilder::new(seeds)
+                .connection_timeout(settings.connect_timeout)
+                .response_timeout(settings.command_timeout)
+                .build()
+                .map_err(GateError::from)?;
+            GateConnectionManager::Cluster(client)
+        } else {
+            GateConnectionManager::Single {
+                client: Client::open(redis_url).map_err(GateError::from)?,
+                config: AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(settings.connect_timeout))
+                    .set_response_timeout(Some(settings.command_timeout)),
+            }
         };
         let failures = ConnectFailures::new("redis");
         let pool = Pool::builder()
@@ -448,34 +515,39 @@ impl Gate {
         Ok(wrote == 1)
     }
 
-    /// Reads the counter state of many slots in one round trip (pipelined).
+    /// Reads the counter state of many slots: one small pipeline per slot
+    /// (a Redis Cluster pipeline must stay within one hash slot), all in
+    /// flight at once on one connection.
     pub async fn probe(&self, slots: &[SlotKey]) -> Result<Vec<Probe>, GateError> {
         if slots.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for slot in slots {
-            let k = self.keys(slot);
-            pipe.cmd("HMGET").arg(&k.seats).arg("left").arg("cap").arg("epoch");
-            pipe.cmd("HLEN").arg(&k.holds);
-            pipe.cmd("HLEN").arg(&k.users);
-        }
-        let mut conn = self.conn().await?;
-        let result: Result<Vec<redis::Value>, RedisError> = pipe.query_async(&mut conn.conn).await;
-        if let Err(e) = &result {
-            conn.broken |= is_connection_failure(e);
-        }
-        let values = result?;
-        fn parse<T: redis::FromRedisValue>(value: &redis::Value) -> Result<T, GateError> {
+        fn parse<T: redis::FromRedisValue>(value: &Value) -> Result<T, GateError> {
             redis::from_redis_value_ref(value).map_err(|e| GateError::Protocol(format!("probe: {e}")))
         }
-        values
-            .chunks(3)
-            .map(|chunk| {
-                let (left, capacity, epoch) = parse::<(Option<i64>, Option<i64>, Option<String>)>(&chunk[0])?;
-                Ok(Probe { left, capacity, epoch, holds: parse(&chunk[1])?, users: parse(&chunk[2])? })
-            })
-            .collect()
+        let mut pooled = self.conn().await?;
+        let shared = pooled.conn.clone();
+        let probes = slots.iter().map(|slot| {
+            let k = self.keys(slot);
+            let mut conn = shared.clone();
+            async move {
+                let mut pipe = redis::pipe();
+                pipe.cmd("HMGET").arg(&k.seats).arg("left").arg("cap").arg("epoch");
+                pipe.cmd("HLEN").arg(&k.holds);
+                pipe.cmd("HLEN").arg(&k.users);
+                let values: Vec<Value> = pipe.query_async(&mut conn).await?;
+                let [fields, holds, users] = values.as_slice() else {
+                    return Err(GateError::Protocol("probe: reply of the wrong length".into()));
+                };
+                let (left, capacity, epoch) = parse::<(Option<i64>, Option<i64>, Option<String>)>(fields)?;
+                Ok(Probe { left, capacity, epoch, holds: parse(holds)?, users: parse(users)? })
+            }
+        });
+        let result = futures_util::future::try_join_all(probes).await;
+        if let Err(GateError::Unavailable(_)) = &result {
+            pooled.broken = true;
+        }
+        result
     }
 
     /// Rewrites a slot's state from `figures` if nothing moved since `epoch`

@@ -34,8 +34,9 @@ fn slot_key(slot: &pb::SlotRef) -> String {
 
 /// Checks a burst into 40-seat slots with party size 4: exactly ten winners
 /// per slot, no user with two, every refusal an expected one, the database
-/// and the counter agree, and only admitted requests reached the database.
-async fn assert_exact_outcome(
+/// and the counter agree, and only admitted requests reached the database
+/// (`db_checkouts_before` is the count when the burst began).
+pub async fn assert_exact_outcome(
     app: &TestApp,
     db_checkouts_before: u64,
     requests: &[pb::CreateReservationRequest],

@@ -273,3 +273,83 @@ impl Drop for SlotgateProcess {
         self.kill();
     }
 }
+
+/// A Redis Cluster of a test's own: `masters` redis-servers on free loopback
+/// ports, joined with `redis-cli --cluster create`, killed when dropped.
+pub struct PrivateRedisCluster {
+    pub ports: Vec<u16>,
+    dir: PathBuf,
+    children: Vec<Child>,
+}
+
+impl PrivateRedisCluster {
+    pub async fn start(masters: usize) -> Self {
+        let ports: Vec<u16> = (0..masters).map(|_| free_port()).collect();
+        let dir = std::env::temp_dir().join(format!("slotgate-cluster-{}-{}", std::process::id(), ports[0]));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cluster = Self { ports: ports.clone(), dir, children: Vec::new() };
+        for port in &ports {
+            #[allow(clippy::zombie_processes)] // reaped in Drop
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", &format!("nodes-{port}.conf"), "--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&cluster.dir)
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start redis-server");
+            cluster.children.push(child);
+        }
+        for port in &ports {
+            wait_until(|| redis_cli(*port, &["PING"]).is_some_and(|o| o.contains("PONG"))).await;
+        }
+        let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(created.success(), "redis-cli --cluster create");
+        for port in &ports {
+            wait_until(|| redis_cli(*port, &["CLUSTER", "INFO"]).is_some_and(|o| o.contains("cluster_state:ok"))).await;
+        }
+        cluster
+    }
+
+    /// The seed list slotgate takes (`REDIS_URL` with `--redis-cluster`).
+    pub fn urls(&self) -> String {
+        self.ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
+    }
+
+    /// How many keys each master holds.
+    pub fn keys_per_master(&self) -> Vec<u64> {
+        self.ports.iter().map(|p| redis_cli(*p, &["DBSIZE"]).and_then(|o| o.trim().parse().ok()).unwrap_or(0)).collect()
+    }
+}
+
+impl Drop for PrivateRedisCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> Option<String> {
+    let out = Command::new("redis-cli").args(["-p", &port.to_string()]).args(args).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+async fn wait_until(mut ready: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if ready() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("gave up waiting");
+}

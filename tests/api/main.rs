@@ -5,6 +5,7 @@
 mod admin;
 mod bursts;
 mod cancel;
+mod cluster;
 mod deposits;
 mod discovery;
 mod fault_kit;
