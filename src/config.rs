@@ -159,6 +159,18 @@ pub struct Config {
     #[arg(long, env = "SLOTGATE_USER_PER_SECOND", default_value_t = 1)]
     pub user_per_second: u32,
 
+    /// A second, plaintext listener that serves only `grpc.health.v1`, for
+    /// probes that cannot speak TLS (Kubernetes' native gRPC probes). Off
+    /// when unset.
+    #[arg(long, env = "SLOTGATE_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+
+    /// Close client connections after this long (they reconnect), so that
+    /// plain L4 load balancing, which pins an HTTP/2 connection to one
+    /// replica, spreads load again as replicas come and go. 0: never.
+    #[arg(long = "max-connection-age-ms", env = "SLOTGATE_MAX_CONNECTION_AGE_MS", default_value = "0", value_parser = parse_millis)]
+    pub max_connection_age: Duration,
+
     /// HTTP/2 streams one client connection may have open at once. Streams
     /// beyond it wait in the client, not here.
     #[arg(long, env = "SLOTGATE_MAX_CONCURRENT_STREAMS", default_value_t = 1_024)]
@@ -243,6 +255,28 @@ mod tests {
         assert!(parse_namespace("a{b").is_err());
         assert!(parse_namespace("").is_err());
         assert_eq!(parse_namespace("t-1.x_y").unwrap(), "t-1.x_y");
+    }
+
+    #[test]
+    fn every_setting_the_k8s_config_map_sets_is_one_slotgate_reads() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").unwrap();
+        let known: Vec<String> = cli
+            .get_arguments()
+            .chain(serve.get_arguments())
+            .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+            .collect();
+        let config_map = include_str!("../k8s/base/configmap.yaml");
+        let set: Vec<&str> = config_map
+            .lines()
+            .filter_map(|l| l.trim_start().split_once(':').map(|(k, _)| k))
+            .filter(|k| k.starts_with("SLOTGATE_"))
+            .collect();
+        assert!(set.len() > 20, "the config map sets {} settings?", set.len());
+        for name in set {
+            assert!(known.iter().any(|k| k == name), "k8s sets {name}, which slotgate does not read");
+        }
     }
 
     #[test]

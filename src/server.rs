@@ -57,6 +57,7 @@ pub enum StartError {
 /// A bound, ready-to-serve slotgate.
 pub struct Application {
     listener: TcpListener,
+    health_listener: Option<TcpListener>,
     addr: SocketAddr,
     booking: Arc<Booking>,
     counters: Arc<Counters>,
@@ -137,8 +138,12 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let health_listener = match config.health_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?),
+            None => None,
+        };
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
-        Ok(Self { listener, addr, booking, counters, config, tls, tokens })
+        Ok(Self { listener, health_listener, addr, booking, counters, config, tls, tokens })
     }
 
     /// The address actually bound (the real port when asked for port 0).
@@ -217,9 +222,30 @@ impl Application {
 
         info!(addr = %self.addr, "serving gRPC");
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        // Probes that cannot speak TLS get health alone, in plaintext, on a
+        // listener of its own; it stops with the main one.
+        let (stop_probes, probes_stop) = watch::channel(false);
+        let probes = match self.health_listener {
+            Some(listener) => {
+                let health_only = health_service.clone();
+                let mut stop = probes_stop.clone();
+                Some(tokio::spawn(async move {
+                    Server::builder()
+                        .add_service(health_only)
+                        .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
+                            let _ = stop.wait_for(|stopped| *stopped).await;
+                        })
+                        .await
+                }))
+            }
+            None => None,
+        };
         let mut server = Server::builder();
         if let Some(tls) = self.tls.clone() {
             server = server.tls_config(tls)?;
+        }
+        if !c.max_connection_age.is_zero() {
+            server = server.max_connection_age(c.max_connection_age);
         }
         let (draining, drain_started) = tokio::sync::oneshot::channel::<tokio::time::Instant>();
         let (drain_delay, grace) = (c.drain_delay, c.shutdown_grace);
@@ -266,6 +292,10 @@ impl Application {
         }
         let _ = stop_background.send(true);
         let _ = background.await;
+        let _ = stop_probes.send(true);
+        if let Some(probes) = probes {
+            let _ = probes.await;
+        }
         info!("stopped");
         Ok(served?)
     }

@@ -94,10 +94,13 @@ async fn with_mutual_tls_only_clients_with_a_certificate_from_the_client_ca_get_
         pki.write("server.key", &server_key),
         pki.write("ca.pem", &pki.ca_pem()),
     );
+    let health_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let health_addr: std::net::SocketAddr = format!("127.0.0.1:{health_port}").parse().unwrap();
     let app = spawn_app_with(|c| {
         c.tls_cert = Some(cert);
         c.tls_key = Some(key);
         c.tls_client_ca = Some(ca);
+        c.health_listen = Some(health_addr);
     })
     .await;
 
@@ -109,6 +112,16 @@ async fn with_mutual_tls_only_clients_with_a_certificate_from_the_client_ca_get_
         "a certificate from another CA"
     );
     assert!(!answers(app.addr, None).await, "plaintext");
+
+    // Probes that cannot speak TLS get health, and only health, in plaintext
+    // on a port of their own.
+    assert!(answers(health_addr, None).await, "plaintext health on the probe port");
+    let channel = connect(health_addr).await;
+    let status = ReservationsClient::new(channel)
+        .get_remaining(pb::GetRemainingRequest { slot: Some(slot_at("20:00")) })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented, "the probe port serves nothing else");
 }
 
 #[tokio::test(flavor = "multi_thread")]
