@@ -29,7 +29,7 @@ use crate::{
     },
     gate::{Acquire, Gate, GateError, Reconciled, SlotFigures, attempt_nonce},
     stats::Counters,
-    store::{Cancelled, Confirmed, Inserted, OpenOutcome, Opened, Reservation, Store, StoreError},
+    store::{Cancelled, Confirmed, Inserted, OpenOutcome, Opened, Reservation, Seats, Store, StoreError},
 };
 
 /// Every way a use case can end other than success.
@@ -82,6 +82,9 @@ pub struct Settings {
     /// it (see `commit`), so a reaper never ends the hold of a transaction
     /// that can still commit.
     pub hold_lease: Duration,
+    /// How seats are taken: through the Redis gate (the product), or by one
+    /// of the database-only strategies it is compared with.
+    pub seats: Seats,
 }
 
 /// What a reaper pass did.
@@ -164,6 +167,9 @@ impl Booking {
     }
 
     async fn decide(&self, new: NewReservation) -> Result<Reservation, BookingError> {
+        if self.settings.seats != Seats::Conditional {
+            return self.decide_in_database(&new, self.settings.seats).await;
+        }
         let id = new.reservation_id();
         let fingerprint = new.fingerprint();
         let nonce = attempt_nonce();
@@ -242,7 +248,7 @@ impl Booking {
         let bound = self.settings.hold_lease / 2;
         let inserted = match tokio::time::timeout(
             bound,
-            self.store.insert_reservation(new, now, now + self.settings.deposit_window),
+            self.store.insert_reservation(new, now, now + self.settings.deposit_window, Seats::Conditional),
         )
         .await
         {
@@ -263,15 +269,15 @@ impl Booking {
         if let Err(e) = self.gate.release(&new.slot, id, &new.user_id, nonce, !keep).await {
             warn!(error = %e, reservation = %id, "could not release a hold; the counter stays low until reconciled");
         }
-        match inserted? {
-            Inserted::Created(_) => unreachable!("handled above"),
-            Inserted::Existing(r) => Ok(r),
-            Inserted::SoldOut => Err(BookingError::SoldOut { remaining: 0 }),
-            Inserted::SlotMissing => Err(BookingError::SlotNotFound(new.slot)),
-            Inserted::MenuItemMissing(menu_id) => Err(BookingError::MenuItemNotFound(menu_id)),
-            Inserted::Reused => Err(BookingError::RequestIdReused),
-            Inserted::Duplicate(existing) => Err(BookingError::Duplicate { existing }),
-        }
+        settle(new, inserted?)
+    }
+
+    /// The comparison strategies: no Redis, every request decided inside a
+    /// PostgreSQL transaction under a lock (see `Seats`).
+    async fn decide_in_database(&self, new: &NewReservation, seats: Seats) -> Result<Reservation, BookingError> {
+        let now = self.clock.now();
+        let inserted = self.store.insert_reservation(new, now, now + self.settings.deposit_window, seats).await?;
+        settle(new, inserted)
     }
 
     /// Loads a cold counter from the database, once per slot per process
@@ -377,6 +383,9 @@ impl Booking {
     /// Seats the database already took back go back to the counter. If Redis
     /// cannot be reached, the reconciler restores them later.
     async fn give_back(&self, slot: &SlotKey, id: ReservationId, user: &str, party: i32) {
+        if !self.uses_gate() {
+            return;
+        }
         if let Err(e) = self.gate.give_back(slot, id, user, party).await {
             warn!(error = %e, reservation = %id, "seats went back in the database but not yet in the counter");
         }
@@ -389,6 +398,9 @@ impl Booking {
     /// several replicas reaping at once, or the owner waking up late, end
     /// each hold once.
     pub async fn reap(&self) -> Result<Reaped, BookingError> {
+        if !self.uses_gate() {
+            return Ok(Reaped::default());
+        }
         let from = Utc::now().date_naive() - Days::new(1);
         let keys = self.store.slot_keys_from(from).await?;
         let mut expired = Vec::new();
@@ -422,8 +434,16 @@ impl Booking {
         Ok(reaped)
     }
 
+    fn uses_gate(&self) -> bool {
+        self.settings.seats == Seats::Conditional
+    }
+
     /// Seats left and capacity of a slot.
     pub async fn remaining(&self, slot: SlotKey) -> Result<(i32, i32), BookingError> {
+        if !self.uses_gate() {
+            let figures = self.store.slot_figures(&slot).await?.ok_or(BookingError::SlotNotFound(slot))?;
+            return Ok((figures.capacity - figures.reserved, figures.capacity));
+        }
         for _ in 0..COLD_RETRIES {
             if let Some(figures) = self.gate.remaining(&slot).await? {
                 return Ok(figures);
@@ -445,6 +465,9 @@ impl Booking {
                     return Err(BookingError::CapacityBelowReserved { slot, reserved });
                 }
             };
+            if !this.uses_gate() {
+                return Ok(opened);
+            }
             for o in &opened {
                 match o.previous_capacity {
                     None => {
@@ -468,6 +491,9 @@ impl Booking {
     /// Loads the counter of every slot dated `from` or later that has none.
     pub async fn warm_slots(&self, from: Option<NaiveDate>) -> Result<Warmed, BookingError> {
         let started = Instant::now();
+        if !self.uses_gate() {
+            return Ok(Warmed { warmed: 0, already_warm: 0, took: started.elapsed() });
+        }
         let (mut warmed, mut already_warm) = (0, 0);
         for (slot, figures) in self.store.slots_from(from).await? {
             if self.gate.warm(&slot, &figures, false).await? {
@@ -488,6 +514,9 @@ impl Booking {
     /// overwritten by figures that predate it.
     pub async fn reconcile(&self, from: Option<NaiveDate>) -> Result<Reconciliation, BookingError> {
         let started = Instant::now();
+        if !self.uses_gate() {
+            return Ok(Reconciliation::default());
+        }
         let from = from.unwrap_or_else(|| Utc::now().date_naive() - Days::new(1));
         let keys = self.store.slot_keys_from(from).await?;
         let mut probed = Vec::with_capacity(keys.len());
@@ -534,6 +563,18 @@ impl Booking {
 
     pub async fn put_menu(&self, restaurant_id: i64, items: Vec<MenuItem>) -> Result<usize, BookingError> {
         Ok(self.store.put_menu(restaurant_id, &items).await?)
+    }
+}
+
+/// What a reservation's transaction found, as the caller's answer.
+fn settle(new: &NewReservation, inserted: Inserted) -> Result<Reservation, BookingError> {
+    match inserted {
+        Inserted::Created(r) | Inserted::Existing(r) => Ok(r),
+        Inserted::SoldOut => Err(BookingError::SoldOut { remaining: 0 }),
+        Inserted::SlotMissing => Err(BookingError::SlotNotFound(new.slot)),
+        Inserted::MenuItemMissing(menu_id) => Err(BookingError::MenuItemNotFound(menu_id)),
+        Inserted::Reused => Err(BookingError::RequestIdReused),
+        Inserted::Duplicate(existing) => Err(BookingError::Duplicate { existing }),
     }
 }
 

@@ -65,6 +65,14 @@ pub struct Config {
     #[arg(long, env = "SLOTGATE_REDIS_CLUSTER", default_value_t = false, action = clap::ArgAction::Set)]
     pub redis_cluster: bool,
 
+    /// How seats are taken. `redis` (the product): the Redis gate decides,
+    /// PostgreSQL commits the winners. `db-lock` and `fair-lock` are the
+    /// designs slotgate is compared with, every request inside PostgreSQL:
+    /// `SELECT ... FOR UPDATE` on the slot row, or one lock per slot held
+    /// across the whole transaction with a `SUM` of booked seats.
+    #[arg(long, env = "SLOTGATE_GATE", value_enum, default_value = "redis")]
+    pub gate: GateKind,
+
     /// Connections in the Redis pool. Each is multiplexed, and a request holds
     /// one only for its script call.
     #[arg(long, env = "SLOTGATE_REDIS_POOL_SIZE", default_value_t = 32)]
@@ -244,6 +252,13 @@ fn parse_namespace(s: &str) -> Result<String, String> {
         && s.len() <= 64
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if ok { Ok(s.to_owned()) } else { Err("1 to 64 characters from [A-Za-z0-9._-]".to_owned()) }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GateKind {
+    Redis,
+    DbLock,
+    FairLock,
 }
 
 #[cfg(test)]

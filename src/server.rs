@@ -24,7 +24,7 @@ use crate::{
     auth::{AuthLayer, Tokens},
     booking::{Booking, Settings},
     clock::{Clock, SystemClock},
-    config::Config,
+    config::{Config, GateKind},
     domain::Limits,
     gate::{Gate, GateError, GateSettings},
     lifecycle,
@@ -32,7 +32,7 @@ use crate::{
     pb::{self, reservations_server::ReservationsServer, slot_admin_server::SlotAdminServer},
     service::{AdminService, ReservationsService},
     stats::Counters,
-    store::{self, Store, StoreError},
+    store::{self, Seats, Store, StoreError},
     telemetry::TraceLayer,
 };
 
@@ -128,6 +128,11 @@ impl Application {
             deposit_window: Duration::from_secs(config.deposit_window_secs.into()),
             replay_wait: config.replay_wait,
             hold_lease: config.hold_lease,
+            seats: match config.gate {
+                GateKind::Redis => Seats::Conditional,
+                GateKind::DbLock => Seats::RowLock,
+                GateKind::FairLock => Seats::SlotLock,
+            },
         };
         let booking = Arc::new(Booking::new(gate, store, settings, Arc::clone(&counters), clock));
         let pools = Arc::downgrade(&booking);

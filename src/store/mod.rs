@@ -33,7 +33,7 @@ use crate::{
     pools::ConnectFailures,
     stats::Counters,
 };
-pub use queries::{Cancelled, Confirmed, Inserted, Lapsed, OpenOutcome, Opened};
+pub use queries::{Cancelled, Confirmed, Inserted, Lapsed, OpenOutcome, Opened, Seats};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -196,12 +196,13 @@ impl Store {
         new: &NewReservation,
         now: DateTime<Utc>,
         deposit_deadline: DateTime<Utc>,
+        seats: Seats,
     ) -> Result<Inserted, StoreError> {
         let mut conn = self.conn().await?;
         Counters::bump(&self.counters.store_transactions);
         let span = info_span!("db.transaction", slot = %new.slot, party_size = new.party_size, outcome = Empty);
         let inserted =
-            queries::insert_reservation(&mut conn, new, now, deposit_deadline).instrument(span.clone()).await;
+            queries::insert_reservation(&mut conn, new, now, deposit_deadline, seats).instrument(span.clone()).await;
         span.record(
             "outcome",
             match &inserted {

@@ -27,6 +27,21 @@ const OPEN_SLOTS_LOCK: i64 = MIGRATION_LOCK + 1;
 
 const ACTIVE: &str = "('PENDING_DEPOSIT', 'CONFIRMED')";
 
+/// How a reservation's transaction takes its seats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seats {
+    /// The product: the Redis gate admitted the request; the transaction's
+    /// conditional `UPDATE` is the final check.
+    Conditional,
+    /// No Redis: `SELECT ... FOR UPDATE` on the slot row, then check and
+    /// take, all requests in the database (the obvious design).
+    RowLock,
+    /// The seed's first version: one lock per slot held across the whole
+    /// transaction (an advisory lock, which queues fairly, like Redisson's
+    /// FairLock), and the seats counted with a `SUM` over reservations.
+    SlotLock,
+}
+
 /// What the winner's transaction found.
 #[derive(Debug)]
 pub enum Inserted {
@@ -195,6 +210,73 @@ struct Price {
     price: i64,
 }
 
+/// The locking strategies' checks, in the gate's order (a replay, then a
+/// user who already holds a seat, then capacity), under the strategy's lock.
+/// A replay or duplicate aborts as a conflict, which the caller classifies
+/// like any other.
+async fn lock_and_check(
+    conn: &mut AsyncPgConnection,
+    new: &NewReservation,
+    id: ReservationId,
+    seats: Seats,
+) -> Result<(), Abort> {
+    #[derive(QueryableByName)]
+    struct Slot {
+        #[diesel(sql_type = BigInt)]
+        id: i64,
+        #[diesel(sql_type = Integer)]
+        capacity: i32,
+        #[diesel(sql_type = Integer)]
+        reserved: i32,
+    }
+    let lock = if seats == Seats::RowLock { "FOR UPDATE" } else { "" };
+    let slot: Option<Slot> = sql_query(format!(
+        "SELECT id, capacity, reserved FROM slots
+         WHERE restaurant_id = $1 AND slot_date = $2 AND slot_time = $3 {lock}"
+    ))
+    .bind::<BigInt, _>(new.slot.restaurant_id)
+    .bind::<Date, _>(new.slot.date)
+    .bind::<Time, _>(new.slot.time)
+    .get_result(conn)
+    .await
+    .optional()?;
+    // A missing slot makes the insert find nothing: classified as such.
+    let Some(slot) = slot else { return Ok(()) };
+    if seats == Seats::SlotLock {
+        // Slot ids are small; the two fixed advisory keys are not.
+        sql_query("SELECT pg_advisory_xact_lock($1)").bind::<BigInt, _>(slot.id).execute(conn).await?;
+    }
+    #[derive(QueryableByName)]
+    struct Seen {
+        #[diesel(sql_type = BigInt)]
+        replay: i64,
+        #[diesel(sql_type = BigInt)]
+        holder: i64,
+        #[diesel(sql_type = BigInt)]
+        booked: i64,
+    }
+    let seen: Seen = sql_query(format!(
+        "SELECT (SELECT count(*) FROM reservations WHERE id = $1) AS replay,
+                (SELECT count(*) FROM reservations
+                 WHERE slot_id = $2 AND user_id = $3 AND status IN {ACTIVE}) AS holder,
+                (SELECT COALESCE(sum(party_size), 0) FROM reservations
+                 WHERE slot_id = $2 AND status IN {ACTIVE})::bigint AS booked"
+    ))
+    .bind::<SqlUuid, _>(id.0)
+    .bind::<BigInt, _>(slot.id)
+    .bind::<Text, _>(&new.user_id)
+    .get_result(conn)
+    .await?;
+    if seen.replay > 0 || seen.holder > 0 {
+        return Err(Abort::Conflict);
+    }
+    let taken = if seats == Seats::SlotLock { seen.booked } else { i64::from(slot.reserved) };
+    if taken + i64::from(new.party_size) > i64::from(slot.capacity) {
+        return Err(Abort::SoldOut);
+    }
+    Ok(())
+}
+
 /// Why the winner's transaction rolled back.
 enum Abort {
     Conflict,
@@ -221,6 +303,7 @@ pub async fn insert_reservation(
     new: &NewReservation,
     now: DateTime<Utc>,
     deposit_deadline: DateTime<Utc>,
+    seats: Seats,
 ) -> Result<Inserted, StoreError> {
     let id = new.reservation_id();
     let mut unit_prices = Vec::with_capacity(new.items.len());
@@ -247,6 +330,9 @@ pub async fn insert_reservation(
     let fingerprint = new.fingerprint();
     let outcome = conn
         .transaction(async |conn| {
+            if seats != Seats::Conditional {
+                lock_and_check(conn, new, id, seats).await?;
+            }
             // ON CONFLICT DO NOTHING covers the id (a replay or a reused
             // request id) and the one-active-reservation-per-user index; it
             // waits for a conflicting transaction in flight to finish first.

@@ -19,5 +19,6 @@ mod reaper;
 mod reconcile;
 mod security;
 mod shutdown;
+mod strategies;
 mod telemetry;
 mod validation;

@@ -1,0 +1,84 @@
+//! The designs slotgate is compared with (`--gate db-lock`, `--gate
+//! fair-lock`) give the same exact answers; they differ only in speed, which
+//! the load kit measures, not these tests.
+
+use std::time::Duration;
+
+use slotgate::{config::GateKind, pb, stats::Counters};
+use tonic::Code;
+
+use crate::{
+    bursts::{assert_exact_outcome, clicks},
+    helpers::{TestApp, burst, by_hand, reason_of, reserve, slot_at, spawn_app_with},
+};
+
+async fn app_with(gate: GateKind) -> TestApp {
+    spawn_app_with(|c| {
+        c.gate = gate;
+        // Every request waits for the database here: give the waits room
+        // (this is about answers, not speed).
+        c.pool_timeout = Duration::from_secs(120);
+        c.request_timeout = Duration::from_secs(120);
+        by_hand(c);
+    })
+    .await
+}
+
+async fn duplicate_2000_is_exact(gate: GateKind) {
+    let app = app_with(gate).await;
+    let slot = slot_at("12:00");
+    app.open(&[(slot.clone(), 40)]).await;
+    let requests = clicks(std::slice::from_ref(&slot), 2_000, 3);
+    let before = Counters::read(&app.counters.db_checkouts);
+    let results = burst(app.addr, requests.clone(), 8).await;
+    assert_exact_outcome(&app, false, before, &requests, &results, &[slot]).await;
+}
+
+async fn replays_duplicates_and_cancels_answer_as_the_gate_does(gate: GateKind) {
+    let app = app_with(gate).await;
+    let slot = slot_at("13:00");
+    app.open(&[(slot.clone(), 8)]).await;
+    let first = app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap();
+    assert_eq!(app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap(), first, "replay");
+    let reused = app.create(reserve("r-1", "alice", &slot, 2)).await.unwrap_err();
+    assert_eq!(reason_of(&reused), (Code::InvalidArgument, "REQUEST_ID_REUSED".into()));
+    let dup = app.create(reserve("r-2", "alice", &slot, 4)).await.unwrap_err();
+    assert_eq!(reason_of(&dup), (Code::AlreadyExists, "DUPLICATE".into()));
+    app.create(reserve("r-3", "bob", &slot, 4)).await.unwrap();
+    let sold_out = app.create(reserve("r-4", "carol", &slot, 4)).await.unwrap_err();
+    assert_eq!(reason_of(&sold_out), (Code::FailedPrecondition, "SOLD_OUT".into()));
+    // A sold-out slot still answers DUPLICATE to a holder, as the gate does.
+    let dup = app.create(reserve("r-5", "bob", &slot, 4)).await.unwrap_err();
+    assert_eq!(reason_of(&dup), (Code::AlreadyExists, "DUPLICATE".into()));
+
+    app.reservations
+        .clone()
+        .cancel_reservation(pb::CancelReservationRequest { id: first.id, reason: pb::CancelReason::User as i32 })
+        .await
+        .unwrap();
+    assert_eq!(app.remaining(&slot).await, pb::GetRemainingResponse { remaining: 4, capacity: 8 });
+    app.create(reserve("r-6", "carol", &slot, 4)).await.unwrap();
+    assert_eq!(app.db_slot(&slot).await, (8, 8, 8));
+    let missing = app.create(reserve("r-7", "dave", &slot_at("03:00"), 4)).await.unwrap_err();
+    assert_eq!(reason_of(&missing), (Code::NotFound, "SLOT_NOT_FOUND".into()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn db_lock_books_exactly_ten_in_duplicate_2000() {
+    duplicate_2000_is_exact(GateKind::DbLock).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fair_lock_books_exactly_ten_in_duplicate_2000() {
+    duplicate_2000_is_exact(GateKind::FairLock).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn db_lock_answers_replays_duplicates_and_cancels_as_the_gate_does() {
+    replays_duplicates_and_cancels_answer_as_the_gate_does(GateKind::DbLock).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fair_lock_answers_replays_duplicates_and_cancels_as_the_gate_does() {
+    replays_duplicates_and_cancels_answer_as_the_gate_does(GateKind::FairLock).await;
+}
