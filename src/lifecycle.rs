@@ -69,8 +69,9 @@ pub fn spawn(booking: Arc<Booking>, every: Intervals, stop: watch::Receiver<bool
     })
 }
 
-/// Runs `pass` every `every` until `stop` turns true. A pass that overruns
-/// delays the next one instead of causing a burst of catch-up passes.
+/// Runs `pass` at once and then every `every` until `stop` turns true. A
+/// pass that overruns delays the next one instead of causing a burst of
+/// catch-up passes.
 fn every_tick<F, Fut>(
     every: Duration,
     mut stop: watch::Receiver<bool>,
@@ -85,9 +86,11 @@ where
         if every.is_zero() {
             return;
         }
+        // The first tick is immediate: a replica that just started runs each
+        // pass at once, because after a restart is when counters are most
+        // likely stale and a predecessor's holds most likely need reaping.
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        ticks.tick().await; // the first tick is immediate; start one period in
         loop {
             let stopped = tokio::select! {
                 _ = ticks.tick() => false,

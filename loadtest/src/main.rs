@@ -1,90 +1,152 @@
-//! `slotgate-load`: fires the seed's scenarios at a running slotgate and
-//! checks that the outcome is exact.
+//! `slotgate-load`: replays the seed's scenarios against a running slotgate,
+//! speaks ghz's options and report format, and checks that the outcome is
+//! exact.
 //!
-//! Every virtual user's requests are created first and wait at a start line;
-//! then all are released at once (like the seed's k6 VUs), spread over a
-//! number of HTTP/2 connections. Expected refusals (SOLD_OUT, DUPLICATE) are
-//! outcomes, not failures: only other codes count as errors.
+//! ```text
+//! slotgate-load --scenario duplicate-2000                 # the seed's burst, all at once
+//! slotgate-load --scenario burst-800 -O json -o r.json    # ghz's JSON report
+//! slotgate-load --scenario spread --slots 1000            # winners' throughput over many slots
+//! slotgate-load --scenario soak --rps 500 -z 30s          # open loop: latency below saturation
+//! slotgate-load --config loadtest/ghz/duplicate-2000.json # a ghz config file
+//! slotgate-load --scenario duplicate-2000 --call grpc.health.v1.Health/Check   # what gRPC alone costs
+//! ```
 
+mod fire;
+mod ghz;
+mod plot;
 mod report;
 
 use std::{
-    net::SocketAddr,
+    collections::{HashMap, HashSet},
+    net::{SocketAddr, ToSocketAddrs},
+    path::PathBuf,
     process::ExitCode,
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use clap::Parser;
+use fire::{Call, Fire, Mode, Source};
+use ghz::GhzConfig;
+use report::Stats;
+use serde_json::json;
 use slotgate::pb::{self, reservations_client::ReservationsClient, slot_admin_client::SlotAdminClient};
-use tokio::sync::watch;
 use tonic::transport::Channel;
-
-use report::{Outcome, Report, Sample};
-
-#[derive(Debug, Parser)]
-#[command(name = "slotgate-load", about = "Fire the seed's reservation scenarios at slotgate and check the outcome")]
-struct Args {
-    /// slotgate's address.
-    #[arg(long, default_value = "127.0.0.1:50051")]
-    addr: SocketAddr,
-
-    /// burst-100, burst-200, burst-400, burst-800 (N users, one request
-    /// each) or duplicate-2000 (2,000 users, three requests each at once).
-    #[arg(long, default_value = "duplicate-2000", value_parser = parse_scenario)]
-    scenario: Scenario,
-
-    /// HTTP/2 connections to spread the requests over.
-    #[arg(long, default_value_t = 8)]
-    connections: usize,
-
-    #[arg(long, default_value_t = 67)]
-    restaurant: i64,
-
-    /// Slot date, YYYY-MM-DD.
-    #[arg(long, default_value = "2026-12-24")]
-    date: String,
-
-    /// First slot time to try, HH:MM. A slot that already has seats
-    /// reserved (an earlier run) is skipped for the next minute's, so every
-    /// run starts from an empty slot.
-    #[arg(long, default_value = "19:00")]
-    time: String,
-
-    #[arg(long, default_value_t = 40)]
-    capacity: i32,
-
-    #[arg(long, default_value_t = 4)]
-    party_size: i32,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Scenario {
-    name: &'static str,
-    users: usize,
-    requests_per_user: usize,
-}
-
-fn parse_scenario(s: &str) -> Result<Scenario, String> {
-    let (users, requests_per_user, name) = match s {
-        "burst-100" => (100, 1, "burst-100"),
-        "burst-200" => (200, 1, "burst-200"),
-        "burst-400" => (400, 1, "burst-400"),
-        "burst-800" => (800, 1, "burst-800"),
-        "duplicate-2000" => (2_000, 3, "duplicate-2000"),
-        _ => return Err("one of burst-100, burst-200, burst-400, burst-800, duplicate-2000".into()),
-    };
-    Ok(Scenario { name, users, requests_per_user })
-}
 
 /// The load tool shares the machine with the server it measures: the
 /// cheaper its own allocations, the more of the machine the server gets.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+const CREATE: &str = "slotgate.v1.Reservations/CreateReservation";
+const HEALTH: &str = "grpc.health.v1.Health/Check";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "slotgate-load",
+    about = "Fire the seed's reservation scenarios at slotgate, ghz-style, and check the outcome"
+)]
+struct Args {
+    /// slotgate's address (ghz's positional host).
+    host: Option<String>,
+    /// Same as the positional host.
+    #[arg(long)]
+    addr: Option<String>,
+    /// A ghz JSON config file; flags given here win over it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// burst-100, burst-200, burst-400, burst-800, duplicate-2000 (the
+    /// seed's), spread (many slots, every call a winner), soak (an arrival
+    /// rate for a duration), or custom (only -n/-c/--rps/-d).
+    #[arg(long, default_value = "duplicate-2000")]
+    scenario: String,
+    /// The method: CreateReservation, or grpc.health.v1.Health/Check for the
+    /// trivial reference call with the same load shape.
+    #[arg(long)]
+    call: Option<String>,
+    /// Calls to make (ghz -n). Scenarios set their own.
+    #[arg(short = 'n', long)]
+    total: Option<u64>,
+    /// Workers, each sending when its last call answered (ghz -c). Without
+    /// it (and without --rps), every call is fired at once.
+    #[arg(short = 'c', long)]
+    concurrency: Option<usize>,
+    /// HTTP/2 connections to spread calls over.
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Open loop: calls start at this rate, answered or not (ghz -r).
+    #[arg(short = 'r', long)]
+    rps: Option<u32>,
+    /// How long to run, e.g. 30s (ghz -z).
+    #[arg(short = 'z', long)]
+    duration: Option<String>,
+    /// Per-call timeout (ghz -t).
+    #[arg(short = 't', long)]
+    timeout: Option<String>,
+    /// Call data: a JSON CreateReservationRequest with ghz template fields
+    /// ({{.RequestNumber}}, {{.WorkerID}}, {{.TimestampUnix}}...).
+    #[arg(short = 'd', long)]
+    data: Option<String>,
+    /// Metadata for every call, as JSON (e.g. {"authorization":"Bearer ..."}).
+    #[arg(short = 'm', long)]
+    metadata: Option<String>,
+    /// summary (ghz's text) or json (ghz's JSON report).
+    #[arg(short = 'O', long)]
+    format: Option<String>,
+    /// Write the report here instead of stdout.
+    #[arg(short = 'o', long)]
+    output: Option<PathBuf>,
+    /// Write SVG plots (latency histogram, answers per 100 ms) here.
+    #[arg(long)]
+    plots: Option<PathBuf>,
+    /// A name for the report.
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long, default_value_t = 67)]
+    restaurant: i64,
+    #[arg(long, default_value = "2026-12-24")]
+    date: String,
+    /// First slot time to try; a slot an earlier run filled is skipped for
+    /// the next minute's.
+    #[arg(long, default_value = "19:00")]
+    time: String,
+    #[arg(long, default_value_t = 40)]
+    capacity: i32,
+    #[arg(long, default_value_t = 4)]
+    party_size: i32,
+    /// Slots for spread and soak.
+    #[arg(long)]
+    slots: Option<usize>,
+    /// Report only; do not check the outcome.
+    #[arg(long)]
+    no_checks: bool,
+}
+
+/// What a run is: which slots to open, which calls to make, how to fire
+/// them, and what the outcome must be.
+struct Plan {
+    source: Source,
+    fire: Fire,
+    /// Slots to open, and each one's expected winners.
+    slots: Vec<(pb::SlotRef, i32)>,
+    /// Every call must book (spread, soak).
+    all_book: bool,
+    /// After the run every opened slot must be sold out.
+    sold_out: bool,
+}
+
+fn run_id() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()
+}
+
+fn resolve_addr(host: &str) -> Result<SocketAddr, String> {
+    let host = host.trim_start_matches("http://");
+    host.to_socket_addrs().map_err(|e| format!("{host}: {e}"))?.next().ok_or_else(|| format!("{host}: no address"))
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(args).await {
+    match run(Args::parse()).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
@@ -94,19 +156,34 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn connect(addr: SocketAddr) -> Result<Channel, tonic::transport::Error> {
-    Channel::from_shared(format!("http://{addr}")).expect("a socket address makes a valid URI").connect().await
+async fn connect(addr: SocketAddr) -> Result<Channel, String> {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("a socket address makes a valid URI")
+        .connect()
+        .await
+        .map_err(|e| format!("connect to {addr}: {e}"))
 }
 
-/// Opens a slot with no seats reserved yet, starting at the given time and
-/// moving a minute on past slots an earlier run filled.
-async fn open_empty_slot(args: &Args, admin: &mut SlotAdminClient<Channel>) -> Result<pb::SlotRef, tonic::Status> {
-    let (hour, minute) = args
-        .time
-        .split_once(':')
-        .and_then(|(h, m)| Some((h.parse::<u32>().ok()?, m.parse::<u32>().ok()?)))
-        .ok_or_else(|| tonic::Status::invalid_argument("--time must be HH:MM"))?;
-    let start = hour * 60 + minute;
+fn with_metadata<T>(message: T, metadata: &[(String, String)]) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    for (k, v) in metadata {
+        if let (Ok(k), Ok(v)) = (k.parse::<tonic::metadata::MetadataKey<tonic::metadata::Ascii>>(), v.parse()) {
+            request.metadata_mut().insert(k, v);
+        }
+    }
+    request
+}
+
+/// Opens a slot with no seats reserved yet, moving a minute on past slots
+/// an earlier run filled.
+async fn open_empty_slot(
+    args: &Args,
+    admin: &mut SlotAdminClient<Channel>,
+    md: &[(String, String)],
+) -> Result<pb::SlotRef, String> {
+    let (h, m) = args.time.split_once(':').ok_or("--time must be HH:MM")?;
+    let start = h.parse::<u32>().map_err(|_| "--time must be HH:MM")? * 60
+        + m.parse::<u32>().map_err(|_| "--time must be HH:MM")?;
     for offset in 0..24 * 60 {
         let at = (start + offset) % (24 * 60);
         let slot = pb::SlotRef {
@@ -114,79 +191,317 @@ async fn open_empty_slot(args: &Args, admin: &mut SlotAdminClient<Channel>) -> R
             date: args.date.clone(),
             time: format!("{:02}:{:02}", at / 60, at % 60),
         };
-        let opened = admin
-            .open_slots(pb::OpenSlotsRequest {
-                slots: vec![pb::SlotCapacity { slot: Some(slot.clone()), capacity: args.capacity }],
-            })
-            .await?
-            .into_inner();
+        let request = pb::OpenSlotsRequest {
+            slots: vec![pb::SlotCapacity { slot: Some(slot.clone()), capacity: args.capacity }],
+        };
+        let opened =
+            admin.open_slots(with_metadata(request, md)).await.map_err(|e| format!("OpenSlots: {e}"))?.into_inner();
         if opened.slots.first().is_some_and(|s| s.reserved == 0) {
             return Ok(slot);
         }
     }
-    Err(tonic::Status::failed_precondition("every slot of that day has reservations; pick another --date"))
+    Err("every slot of that day has reservations; pick another --date".into())
 }
 
-async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
-    let scenario = args.scenario;
-    let mut admin = SlotAdminClient::new(connect(args.addr).await?);
-    let slot = open_empty_slot(&args, &mut admin).await?;
-    // Request ids must be new on every run, or they would replay old ones.
-    let run_id = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
-
-    let mut clients = Vec::with_capacity(args.connections);
-    for _ in 0..args.connections.max(1) {
-        clients.push(ReservationsClient::new(connect(args.addr).await?));
+/// Opens `count` fresh slots (restaurants no earlier run used) of `capacity`.
+async fn open_fresh_slots(
+    args: &Args,
+    admin: &mut SlotAdminClient<Channel>,
+    md: &[(String, String)],
+    count: usize,
+    capacity: i32,
+) -> Result<Vec<pb::SlotRef>, String> {
+    let base = (run_id() / 1000 % 100_000_000) as i64 * 10_000;
+    let slots: Vec<pb::SlotRef> = (0..count)
+        .map(|i| pb::SlotRef { restaurant_id: base + i as i64, date: args.date.clone(), time: args.time.clone() })
+        .collect();
+    for batch in slots.chunks(5_000) {
+        let request = pb::OpenSlotsRequest {
+            slots: batch.iter().map(|s| pb::SlotCapacity { slot: Some(s.clone()), capacity }).collect(),
+        };
+        admin.open_slots(with_metadata(request, md)).await.map_err(|e| format!("OpenSlots: {e}"))?;
     }
-    let total = scenario.users * scenario.requests_per_user;
-    let (go, start_line) = watch::channel(None::<Instant>);
-    let mut tasks = Vec::with_capacity(total);
-    for user in 0..scenario.users {
-        for click in 0..scenario.requests_per_user {
-            let request = pb::CreateReservationRequest {
-                request_id: format!("load-{run_id}-u{user}-c{click}"),
-                user_id: format!("load-{run_id}-u{user}"),
-                slot: Some(slot.clone()),
-                party_size: args.party_size,
-                r#type: pb::ReservationType::ReservationDeposit as i32,
-                menu_items: Vec::new(),
+    Ok(slots)
+}
+
+fn create(request_id: String, user_id: String, slot: &pb::SlotRef, party_size: i32) -> Call {
+    Call::Create(pb::CreateReservationRequest {
+        request_id,
+        user_id,
+        slot: Some(slot.clone()),
+        party_size,
+        r#type: pb::ReservationType::ReservationDeposit as i32,
+        menu_items: Vec::new(),
+    })
+}
+
+async fn plan(args: &Args, config: &GhzConfig, addr: SocketAddr, md: &[(String, String)]) -> Result<Plan, String> {
+    let call = args.call.clone().or_else(|| config.call.clone()).unwrap_or_else(|| CREATE.into());
+    let health = match call.replace('.', "/").as_str() {
+        c if c.ends_with("Reservations/CreateReservation") => false,
+        c if c.ends_with("Health/Check") => true,
+        _ => return Err(format!("--call {call}: CreateReservation or {HEALTH}")),
+    };
+    let duration =
+        args.duration.clone().or_else(|| config.duration.clone()).map(|d| ghz::go_duration(&d)).transpose()?;
+    let timeout = args.timeout.clone().or_else(|| config.timeout.clone()).map(|t| ghz::go_duration(&t)).transpose()?;
+    let mode = match (args.rps.or(config.rps), args.concurrency.or(config.concurrency)) {
+        (Some(rps), _) if rps > 0 => Mode::Rate(f64::from(rps)),
+        (_, Some(c)) if c > 0 => Mode::Workers(c),
+        _ => Mode::AllAtOnce,
+    };
+    let mut fire = Fire {
+        mode,
+        total: args.total.or(config.total),
+        duration,
+        connections: args.connections.or(config.connections).unwrap_or(8),
+        metadata: md.to_vec(),
+        timeout: timeout.unwrap_or(Duration::from_secs(20)),
+    };
+    let mut admin = SlotAdminClient::new(connect(addr).await?);
+    let run = run_id();
+    let party = args.party_size;
+
+    let burst = |users: usize, clicks: usize| (users, clicks);
+    let shape = match args.scenario.as_str() {
+        "burst-100" => Some(burst(100, 1)),
+        "burst-200" => Some(burst(200, 1)),
+        "burst-400" => Some(burst(400, 1)),
+        "burst-800" => Some(burst(800, 1)),
+        "duplicate-2000" => Some(burst(2_000, 3)),
+        _ => None,
+    };
+    if let Some((users, clicks)) = shape {
+        fire.total = Some((users * clicks) as u64);
+        let slot = if health { None } else { Some(open_empty_slot(args, &mut admin, md).await?) };
+        let source: Source = match slot.clone() {
+            None => Arc::new(|_, _| Ok(Call::Health)),
+            Some(slot) => Arc::new(move |n, _| {
+                let (user, click) = (n as usize / clicks, n as usize % clicks);
+                Ok(create(format!("load-{run}-u{user}-c{click}"), format!("load-{run}-u{user}"), &slot, party))
+            }),
+        };
+        let winners = args.capacity / party;
+        return Ok(Plan {
+            source,
+            fire,
+            slots: slot.into_iter().map(|s| (s, winners)).collect(),
+            all_book: false,
+            sold_out: true,
+        });
+    }
+    match args.scenario.as_str() {
+        "spread" => {
+            // Every call a winner: the slots hold exactly the users sent.
+            // The figure is sustained commits per second, so by default a
+            // closed loop of workers keeps the database busy without making
+            // ten thousand winners queue for its connections at once.
+            if matches!(fire.mode, Mode::AllAtOnce) {
+                fire.mode = Mode::Workers(128);
+            }
+            let count = args.slots.unwrap_or(1_000);
+            let per_slot = (args.capacity / party).max(1) as usize;
+            fire.total = Some((count * per_slot) as u64);
+            let slots =
+                if health { Vec::new() } else { open_fresh_slots(args, &mut admin, md, count, args.capacity).await? };
+            let shared = Arc::new(slots.clone());
+            let source: Source = if health {
+                Arc::new(|_, _| Ok(Call::Health))
+            } else {
+                Arc::new(move |n, _| {
+                    let slot = &shared[n as usize % shared.len()];
+                    Ok(create(format!("load-{run}-{n}"), format!("load-{run}-user-{n}"), slot, party))
+                })
             };
-            let mut client = clients[tasks.len() % clients.len()].clone();
-            let mut start_line = start_line.clone();
-            tasks.push(tokio::spawn(async move {
-                let _ = start_line.wait_for(Option::is_some).await;
-                let sent = Instant::now();
-                let result = client.create_reservation(request).await;
-                Sample { user, sent, answered: Instant::now(), outcome: Outcome::of(&result) }
-            }));
+            let winners = per_slot as i32;
+            Ok(Plan {
+                source,
+                fire,
+                slots: slots.into_iter().map(|s| (s, winners)).collect(),
+                all_book: !health,
+                sold_out: true,
+            })
+        }
+        "soak" => {
+            // An arrival rate for a duration, over slots large enough that
+            // every call books: the winners' full path at that rate.
+            if matches!(fire.mode, Mode::AllAtOnce) {
+                fire.mode = Mode::Rate(500.0);
+            }
+            if fire.total.is_none() && fire.duration.is_none() {
+                fire.duration = Some(Duration::from_secs(30));
+            }
+            let count = args.slots.unwrap_or(100);
+            let slots =
+                if health { Vec::new() } else { open_fresh_slots(args, &mut admin, md, count, 1_000_000).await? };
+            let shared = Arc::new(slots);
+            let source: Source = if health {
+                Arc::new(|_, _| Ok(Call::Health))
+            } else {
+                Arc::new(move |n, _| {
+                    let slot = &shared[n as usize % shared.len()];
+                    Ok(create(format!("load-{run}-{n}"), format!("load-{run}-user-{n}"), slot, party))
+                })
+            };
+            Ok(Plan { source, fire, slots: Vec::new(), all_book: !health, sold_out: false })
+        }
+        "custom" => {
+            if fire.total.is_none() && fire.duration.is_none() {
+                return Err("custom: give -n or -z".into());
+            }
+            let source: Source = if health {
+                Arc::new(|_, _| Ok(Call::Health))
+            } else {
+                let template = match (&args.data, &config.data) {
+                    (Some(d), _) => d.clone(),
+                    (None, Some(v)) => v.to_string(),
+                    (None, None) => return Err("custom: give the call data (-d, or data in --config)".into()),
+                };
+                Arc::new(move |n, worker| {
+                    ghz::reservation_from_json(&ghz::render(&template, n, worker)).map(Call::Create)
+                })
+            };
+            Ok(Plan { source, fire, slots: Vec::new(), all_book: false, sold_out: false })
+        }
+        other => Err(format!(
+            "--scenario {other}: burst-100, burst-200, burst-400, burst-800, duplicate-2000, spread, soak or custom"
+        )),
+    }
+}
+
+/// The outcome checks: winners per slot, nobody twice, sold out, nothing
+/// unexpected.
+async fn check(
+    plan: &Plan,
+    run: &fire::Run,
+    stats: &Stats,
+    addr: SocketAddr,
+    md: &[(String, String)],
+) -> Result<Vec<(String, bool)>, String> {
+    let mut checks = vec![(format!("unexpected answers: {}", stats.unexpected), stats.unexpected == 0)];
+    let booked: Vec<&pb::CreateReservationRequest> = run
+        .samples
+        .iter()
+        .filter(|s| s.outcome.code == tonic::Code::Ok)
+        .filter_map(|s| match &s.call {
+            Call::Create(r) => Some(r),
+            Call::Health => None,
+        })
+        .collect();
+    if plan.all_book {
+        checks.push((
+            format!("every call booked: {} of {}", booked.len(), run.samples.len()),
+            booked.len() == run.samples.len(),
+        ));
+    }
+    let mut per_slot: HashMap<(i64, String, String), i32> = HashMap::new();
+    let mut holders = HashSet::new();
+    let mut twice = 0;
+    for r in &booked {
+        let s = r.slot.as_ref().expect("requests name a slot");
+        *per_slot.entry((s.restaurant_id, s.date.clone(), s.time.clone())).or_default() += 1;
+        if !holders.insert((s.restaurant_id, s.date.clone(), s.time.clone(), r.user_id.clone())) {
+            twice += 1;
         }
     }
-
-    println!(
-        "{}: {} users x {} request(s) = {total} calls into {}:{} {} ({} seats, party of {}) over {} connection(s)",
-        scenario.name,
-        scenario.users,
-        scenario.requests_per_user,
-        slot.restaurant_id,
-        slot.date,
-        slot.time,
-        args.capacity,
-        args.party_size,
-        clients.len()
-    );
-    let started = Instant::now();
-    go.send(Some(started))?;
-    let mut samples = Vec::with_capacity(total);
-    for task in tasks {
-        samples.push(task.await?);
+    checks.push((format!("users who booked twice in a slot: {twice}"), twice == 0));
+    if !plan.slots.is_empty() {
+        let wrong = plan
+            .slots
+            .iter()
+            .filter(|(s, expected)| {
+                per_slot.get(&(s.restaurant_id, s.date.clone(), s.time.clone())).copied().unwrap_or(0) != *expected
+            })
+            .count();
+        let expected = plan.slots.iter().map(|(_, w)| *w).sum::<i32>();
+        checks.push((
+            format!(
+                "winners: {} (expected {expected}, exactly {} per slot; {wrong} slots off)",
+                booked.len(),
+                plan.slots[0].1
+            ),
+            wrong == 0,
+        ));
     }
+    if plan.sold_out && !plan.slots.is_empty() {
+        let mut client = ReservationsClient::new(connect(addr).await?);
+        let mut left = 0;
+        for (slot, _) in &plan.slots {
+            let request = with_metadata(pb::GetRemainingRequest { slot: Some(slot.clone()) }, md);
+            left +=
+                client.get_remaining(request).await.map_err(|e| format!("GetRemaining: {e}"))?.into_inner().remaining;
+        }
+        checks.push((format!("GetRemaining after the run: {left} (expected 0)"), left == 0));
+    }
+    Ok(checks)
+}
 
-    let remaining = ReservationsClient::new(connect(args.addr).await?)
-        .get_remaining(pb::GetRemainingRequest { slot: Some(slot.clone()) })
-        .await?
-        .into_inner()
-        .remaining;
-    let report = Report::new(started, samples);
-    report.print();
-    Ok(report.check(args.capacity / args.party_size, remaining))
+async fn run(args: Args) -> Result<bool, String> {
+    let config = match &args.config {
+        Some(path) => GhzConfig::read(path)?,
+        None => GhzConfig::default(),
+    };
+    let host = args
+        .addr
+        .clone()
+        .or_else(|| args.host.clone())
+        .or_else(|| config.host.clone())
+        .unwrap_or_else(|| "127.0.0.1:50051".into());
+    let addr = resolve_addr(&host)?;
+    let metadata: Vec<(String, String)> = match (&args.metadata, &config.metadata) {
+        (Some(json), _) => serde_json::from_str::<HashMap<String, String>>(json)
+            .map_err(|e| format!("--metadata: {e}"))?
+            .into_iter()
+            .collect(),
+        (None, Some(map)) => map.clone().into_iter().collect(),
+        (None, None) => Vec::new(),
+    };
+    let name = args.name.clone().or_else(|| config.name.clone()).unwrap_or_else(|| args.scenario.clone());
+    let format = args.format.clone().or_else(|| config.format.clone()).unwrap_or_else(|| "summary".into());
+    let output = args.output.clone().or_else(|| config.output.clone().map(PathBuf::from));
+
+    if config.count_errors == Some(false) {
+        return Err("count-errors: false is not supported: every call counts in the latency figures".into());
+    }
+    let plan = plan(&args, &config, addr, &metadata).await?;
+    let mode = plan.fire.mode;
+    let (total, connections) = (plan.fire.total, plan.fire.connections);
+    eprintln!(
+        "{name}: {} calls, {}, over {connections} connection(s), to {addr}",
+        total.map_or("timed".into(), |t| t.to_string()),
+        match mode {
+            Mode::AllAtOnce => "all at once".to_owned(),
+            Mode::Workers(c) => format!("{c} workers"),
+            Mode::Rate(r) => format!("open loop at {r}/s"),
+        }
+    );
+    let run = fire::fire(addr, Arc::clone(&plan.source), plan.fire.clone()).await?;
+    let stats = Stats::new(&run, fire::Outcome::expected_refusal);
+    let checks = if args.no_checks { Vec::new() } else { check(&plan, &run, &stats, addr, &metadata).await? };
+
+    let text = if format == "json" {
+        let options = json!({
+            "host": host, "call": args.call.clone().or(config.call.clone()).unwrap_or_else(|| CREATE.into()),
+            "total": total, "connections": connections, "insecure": config.insecure.unwrap_or(true),
+            "count-errors": true, "name": name, "proto": config.proto, "import-paths": config.import_paths,
+            "concurrency": match mode { Mode::Workers(c) => c, _ => total.unwrap_or(0) as usize },
+            "rps": match mode { Mode::Rate(r) => r as u32, _ => 0 },
+            "CPUs": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        });
+        let mut report = report::ghz_json(&run, &stats, options, &checks);
+        if let Some(tags) = &config.tags {
+            report["tags"] = json!(tags);
+        }
+        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+    } else {
+        report::summary(&name, &stats, &checks)
+    };
+    match &output {
+        Some(path) => std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?,
+        None => println!("{text}"),
+    }
+    if let Some(dir) = &args.plots {
+        plot::write(dir, &name, &name, &run).map_err(|e| format!("plots: {e}"))?;
+    }
+    Ok(checks.iter().all(|(_, ok)| *ok))
 }
