@@ -24,6 +24,9 @@ pub struct GhzConfig {
     pub duration: Option<String>,
     pub timeout: Option<String>,
     pub data: Option<serde_json::Value>,
+    /// A JSON file holding the call data (relative to where the tool runs,
+    /// as with ghz).
+    pub data_file: Option<String>,
     pub metadata: Option<HashMap<String, String>>,
     pub count_errors: Option<bool>,
     pub format: Option<String>,
@@ -36,6 +39,15 @@ impl GhzConfig {
     pub fn read(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The call data template: `data`, else the contents of `data-file`.
+    pub fn data_template(&self) -> Result<Option<String>, String> {
+        match (&self.data, &self.data_file) {
+            (Some(data), _) => Ok(Some(data.to_string())),
+            (None, Some(file)) => std::fs::read_to_string(file).map(Some).map_err(|e| format!("data-file {file}: {e}")),
+            (None, None) => Ok(None),
+        }
     }
 }
 
@@ -67,17 +79,44 @@ pub fn go_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
-/// Fills ghz's template fields: `{{.RequestNumber}}`, `{{.WorkerID}}`,
-/// `{{.TimestampUnix}}`, `{{.TimestampUnixMilli}}`, `{{.TimestampUnixNano}}`.
-/// (ghz runs full Go templates; these are the fields call data uses.)
-pub fn render(template: &str, request_number: u64, worker_id: &str) -> String {
+/// Fills a ghz call-data template. ghz runs Go templates with sprig's
+/// functions; this evaluates what call data needs: the fields
+/// `.RequestNumber`, `.WorkerID`, `.TimestampUnix`, `.TimestampUnixMilli`,
+/// `.TimestampUnixNano`, and `div`, `mod` and `add` on `.RequestNumber` (so
+/// `{{div .RequestNumber 3}}` makes three clicks per user). Anything else is
+/// an error rather than a silently wrong request.
+pub fn render(template: &str, request_number: u64, worker_id: &str) -> Result<String, String> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    template
-        .replace("{{.RequestNumber}}", &request_number.to_string())
-        .replace("{{.WorkerID}}", worker_id)
-        .replace("{{.TimestampUnixNano}}", &now.as_nanos().to_string())
-        .replace("{{.TimestampUnixMilli}}", &now.as_millis().to_string())
-        .replace("{{.TimestampUnix}}", &now.as_secs().to_string())
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find("{{") {
+        out.push_str(&rest[..open]);
+        let close = rest[open..].find("}}").ok_or("call data: unclosed {{")? + open;
+        let action = rest[open + 2..close].trim();
+        let words: Vec<&str> = action.split_whitespace().collect();
+        let value = match words.as_slice() {
+            [".RequestNumber"] => request_number.to_string(),
+            [".WorkerID"] => worker_id.to_owned(),
+            [".TimestampUnix"] => now.as_secs().to_string(),
+            [".TimestampUnixMilli"] => now.as_millis().to_string(),
+            [".TimestampUnixNano"] => now.as_nanos().to_string(),
+            [f @ ("div" | "mod" | "add"), ".RequestNumber", n] => {
+                let n: u64 = n.parse().map_err(|_| format!("call data: {{{{{action}}}}}: not a number"))?;
+                match *f {
+                    "div" if n > 0 => request_number / n,
+                    "mod" if n > 0 => request_number % n,
+                    "add" => request_number + n,
+                    _ => return Err(format!("call data: {{{{{action}}}}}: division by zero")),
+                }
+                .to_string()
+            }
+            _ => return Err(format!("call data: {{{{{action}}}}} is not supported here")),
+        };
+        out.push_str(&value);
+        rest = &rest[close + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// `CreateReservationRequest` in protobuf's JSON mapping (field names as in
@@ -162,12 +201,23 @@ mod tests {
     fn a_template_renders_into_a_request() {
         let template = r#"{"request_id":"r-{{.RequestNumber}}","user_id":"u-{{.WorkerID}}",
             "slot":{"restaurant_id":"67","date":"2026-12-24","time":"19:00"},"party_size":4,"type":"RESERVATION_DEPOSIT"}"#;
-        let request = reservation_from_json(&render(template, 7, "g0c3")).unwrap();
+        let request = reservation_from_json(&render(template, 7, "g0c3").unwrap()).unwrap();
         assert_eq!((request.request_id.as_str(), request.user_id.as_str()), ("r-7", "u-g0c3"));
         assert_eq!(request.slot.unwrap().restaurant_id, 67);
         assert_eq!(request.r#type, pb::ReservationType::ReservationDeposit as i32);
         let camel =
             r#"{"requestId":"a","userId":"b","slot":{"restaurantId":1,"date":"d","time":"t"},"partySize":2,"type":2}"#;
         assert_eq!(reservation_from_json(camel).unwrap().party_size, 2);
+    }
+
+    #[test]
+    fn sprig_arithmetic_on_the_request_number_makes_clicks_per_user() {
+        let users: Vec<String> =
+            (0..6).map(|n| render("u{{div .RequestNumber 3}}-c{{ mod .RequestNumber 3 }}", n, "w").unwrap()).collect();
+        assert_eq!(users, ["u0-c0", "u0-c1", "u0-c2", "u1-c0", "u1-c1", "u1-c2"]);
+        assert_eq!(render("{{add .RequestNumber 100}}", 5, "w").unwrap(), "105");
+        assert!(render("{{randomString 8}}", 0, "w").is_err(), "unsupported functions fail loudly");
+        assert!(render("{{div .RequestNumber 0}}", 0, "w").is_err());
+        assert!(render("{{.RequestNumber", 0, "w").is_err());
     }
 }

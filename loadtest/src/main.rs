@@ -13,6 +13,8 @@
 
 mod fire;
 mod ghz;
+#[cfg(test)]
+mod ghz_files;
 mod plot;
 mod report;
 
@@ -56,10 +58,11 @@ struct Args {
     #[arg(long)]
     config: Option<PathBuf>,
     /// burst-100, burst-200, burst-400, burst-800, duplicate-2000 (the
-    /// seed's), spread (many slots, every call a winner), soak (an arrival
-    /// rate for a duration), or custom (only -n/-c/--rps/-d).
-    #[arg(long, default_value = "duplicate-2000")]
-    scenario: String,
+    /// seed's; the default), spread (many slots, every call a winner), soak
+    /// (an arrival rate for a duration), or custom (only -n/-c/--rps/-d; the
+    /// default with --config).
+    #[arg(long)]
+    scenario: Option<String>,
     /// The method: CreateReservation, or grpc.health.v1.Health/Check for the
     /// trivial reference call with the same load shape.
     #[arg(long)]
@@ -263,7 +266,11 @@ async fn plan(args: &Args, config: &GhzConfig, addr: SocketAddr, md: &[(String, 
     let party = args.party_size;
 
     let burst = |users: usize, clicks: usize| (users, clicks);
-    let shape = match args.scenario.as_str() {
+    let scenario = args
+        .scenario
+        .clone()
+        .unwrap_or_else(|| if args.config.is_some() { "custom" } else { "duplicate-2000" }.to_owned());
+    let shape = match scenario.as_str() {
         "burst-100" => Some(burst(100, 1)),
         "burst-200" => Some(burst(200, 1)),
         "burst-400" => Some(burst(400, 1)),
@@ -290,7 +297,7 @@ async fn plan(args: &Args, config: &GhzConfig, addr: SocketAddr, md: &[(String, 
             sold_out: true,
         });
     }
-    match args.scenario.as_str() {
+    match scenario.as_str() {
         "spread" => {
             // Every call a winner: the slots hold exactly the users sent.
             // The figure is sustained commits per second, so by default a
@@ -352,13 +359,15 @@ async fn plan(args: &Args, config: &GhzConfig, addr: SocketAddr, md: &[(String, 
             let source: Source = if health {
                 Arc::new(|_, _| Ok(Call::Health))
             } else {
-                let template = match (&args.data, &config.data) {
+                let template = match (&args.data, config.data_template()?) {
                     (Some(d), _) => d.clone(),
-                    (None, Some(v)) => v.to_string(),
-                    (None, None) => return Err("custom: give the call data (-d, or data in --config)".into()),
+                    (None, Some(t)) => t,
+                    (None, None) => {
+                        return Err("custom: give the call data (-d, or data or data-file in --config)".into());
+                    }
                 };
                 Arc::new(move |n, worker| {
-                    ghz::reservation_from_json(&ghz::render(&template, n, worker)).map(Call::Create)
+                    ghz::reservation_from_json(&ghz::render(&template, n, worker)?).map(Call::Create)
                 })
             };
             Ok(Plan { source, fire, slots: Vec::new(), all_book: false, sold_out: false })
@@ -456,7 +465,12 @@ async fn run(args: Args) -> Result<bool, String> {
         (None, Some(map)) => map.clone().into_iter().collect(),
         (None, None) => Vec::new(),
     };
-    let name = args.name.clone().or_else(|| config.name.clone()).unwrap_or_else(|| args.scenario.clone());
+    let name = args
+        .name
+        .clone()
+        .or_else(|| config.name.clone())
+        .or_else(|| args.scenario.clone())
+        .unwrap_or_else(|| "duplicate-2000".into());
     let format = args.format.clone().or_else(|| config.format.clone()).unwrap_or_else(|| "summary".into());
     let output = args.output.clone().or_else(|| config.output.clone().map(PathBuf::from));
 
