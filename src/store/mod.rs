@@ -7,6 +7,7 @@
 //! [`queries`]), so they can run inside any transaction; [`Store`] adds the
 //! pool and the error mapping.
 
+mod prepared;
 pub mod queries;
 
 use std::{

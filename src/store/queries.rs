@@ -4,13 +4,13 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use diesel::{
-    OptionalExtension, QueryableByName, sql_query,
+    OptionalExtension, QueryableByName,
     sql_types::{Array, BigInt, Date, Integer, Nullable, Text, Time, Timestamptz, Uuid as SqlUuid},
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::{Reservation, ReservedItem, StoreError};
+use super::{Reservation, ReservedItem, StoreError, prepared::prepared};
 use crate::{
     domain::{
         CancelReason, MenuItem, NewReservation, ReservationId, ReservationKind, ReservationStatus, SlotCapacity,
@@ -115,7 +115,7 @@ pub enum OpenOutcome {
 }
 
 pub async fn lock_migrations(conn: &mut AsyncPgConnection) -> Result<(), StoreError> {
-    sql_query("SELECT pg_advisory_lock($1)").bind::<BigInt, _>(MIGRATION_LOCK).execute(conn).await?;
+    prepared("SELECT pg_advisory_lock($1)").bind::<BigInt, _>(MIGRATION_LOCK).execute(conn).await?;
     Ok(())
 }
 
@@ -230,7 +230,7 @@ async fn lock_and_check(
         reserved: i32,
     }
     let lock = if seats == Seats::RowLock { "FOR UPDATE" } else { "" };
-    let slot: Option<Slot> = sql_query(format!(
+    let slot: Option<Slot> = prepared(format!(
         "SELECT id, capacity, reserved FROM slots
          WHERE restaurant_id = $1 AND slot_date = $2 AND slot_time = $3 {lock}"
     ))
@@ -244,7 +244,7 @@ async fn lock_and_check(
     let Some(slot) = slot else { return Ok(()) };
     if seats == Seats::SlotLock {
         // Slot ids are small; the two fixed advisory keys are not.
-        sql_query("SELECT pg_advisory_xact_lock($1)").bind::<BigInt, _>(slot.id).execute(conn).await?;
+        prepared("SELECT pg_advisory_xact_lock($1)").bind::<BigInt, _>(slot.id).execute(conn).await?;
     }
     #[derive(QueryableByName)]
     struct Seen {
@@ -255,7 +255,7 @@ async fn lock_and_check(
         #[diesel(sql_type = BigInt)]
         booked: i64,
     }
-    let seen: Seen = sql_query(format!(
+    let seen: Seen = prepared(format!(
         "SELECT (SELECT count(*) FROM reservations WHERE id = $1) AS replay,
                 (SELECT count(*) FROM reservations
                  WHERE slot_id = $2 AND user_id = $3 AND status IN {ACTIVE}) AS holder,
@@ -310,7 +310,7 @@ pub async fn insert_reservation(
     if !new.items.is_empty() {
         let menu_ids: Vec<i64> = new.items.iter().map(|i| i.menu_id).collect();
         let prices: HashMap<i64, i64> =
-            sql_query("SELECT menu_id, price FROM menus WHERE restaurant_id = $1 AND menu_id = ANY($2)")
+            prepared("SELECT menu_id, price FROM menus WHERE restaurant_id = $1 AND menu_id = ANY($2)")
                 .bind::<BigInt, _>(new.slot.restaurant_id)
                 .bind::<Array<BigInt>, _>(&menu_ids)
                 .load::<Price>(conn)
@@ -336,7 +336,7 @@ pub async fn insert_reservation(
             // ON CONFLICT DO NOTHING covers the id (a replay or a reused
             // request id) and the one-active-reservation-per-user index; it
             // waits for a conflicting transaction in flight to finish first.
-            let row: Option<InsertedRow> = sql_query(
+            let row: Option<InsertedRow> = prepared(
                 "INSERT INTO reservations
                      (id, code, request_id, fingerprint, slot_id, user_id, party_size, kind, status,
                       created_at, deposit_deadline)
@@ -366,7 +366,7 @@ pub async fn insert_reservation(
             if !new.items.is_empty() {
                 let menu_ids: Vec<i64> = new.items.iter().map(|i| i.menu_id).collect();
                 let quantities: Vec<i32> = new.items.iter().map(|i| i.quantity).collect();
-                sql_query(
+                prepared(
                     "INSERT INTO reservation_items (reservation_id, menu_id, quantity, unit_price)
                      SELECT $1, m, q, p FROM unnest($2::bigint[], $3::int[], $4::bigint[]) AS t(m, q, p)",
                 )
@@ -378,7 +378,7 @@ pub async fn insert_reservation(
                 .await?;
             }
 
-            let taken = sql_query(
+            let taken = prepared(
                 "UPDATE slots SET reserved = reserved + $2, updated_at = now()
                  WHERE id = $1 AND reserved + $2 <= capacity",
             )
@@ -433,7 +433,7 @@ async fn classify_conflict(
         #[diesel(sql_type = Nullable<SqlUuid>)]
         holder: Option<Uuid>,
     }
-    let found: Option<Found> = sql_query(format!(
+    let found: Option<Found> = prepared(format!(
         "SELECT (SELECT r.id FROM reservations r
                  WHERE r.slot_id = s.id AND r.user_id = $4 AND r.status IN {ACTIVE}) AS holder
          FROM slots s WHERE s.restaurant_id = $1 AND s.slot_date = $2 AND s.slot_time = $3"
@@ -463,7 +463,7 @@ pub async fn find_reservation(
     conn: &mut AsyncPgConnection,
     id: ReservationId,
 ) -> Result<Option<Reservation>, StoreError> {
-    let row: Option<ReservationRow> = sql_query(format!(
+    let row: Option<ReservationRow> = prepared(format!(
         "SELECT {RESERVATION_COLUMNS} FROM reservations r JOIN slots s ON s.id = r.slot_id WHERE r.id = $1"
     ))
     .bind::<SqlUuid, _>(id.0)
@@ -471,7 +471,7 @@ pub async fn find_reservation(
     .await
     .optional()?;
     let Some(row) = row else { return Ok(None) };
-    let items: Vec<ItemRow> = sql_query(
+    let items: Vec<ItemRow> = prepared(
         "SELECT menu_id, quantity, unit_price FROM reservation_items WHERE reservation_id = $1 ORDER BY menu_id",
     )
     .bind::<SqlUuid, _>(id.0)
@@ -491,10 +491,8 @@ pub async fn existing_ids(
         id: Uuid,
     }
     let uuids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
-    let found: Vec<Id> = sql_query("SELECT id FROM reservations WHERE id = ANY($1)")
-        .bind::<Array<SqlUuid>, _>(&uuids)
-        .load(conn)
-        .await?;
+    let found: Vec<Id> =
+        prepared("SELECT id FROM reservations WHERE id = ANY($1)").bind::<Array<SqlUuid>, _>(&uuids).load(conn).await?;
     Ok(found.into_iter().map(|r| ReservationId(r.id)).collect())
 }
 
@@ -515,7 +513,7 @@ pub async fn cancel_reservation(
     }
     let changed = conn
         .transaction(async |conn| {
-            let freed: Option<Freed> = sql_query(format!(
+            let freed: Option<Freed> = prepared(format!(
                 "UPDATE reservations SET status = 'CANCELLED', cancel_reason = $2, updated_at = now()
                  WHERE id = $1 AND status IN {ACTIVE}
                  RETURNING slot_id, party_size"
@@ -526,7 +524,7 @@ pub async fn cancel_reservation(
             .await
             .optional()?;
             if let Some(f) = &freed {
-                sql_query("UPDATE slots SET reserved = reserved - $2, updated_at = now() WHERE id = $1")
+                prepared("UPDATE slots SET reserved = reserved - $2, updated_at = now() WHERE id = $1")
                     .bind::<BigInt, _>(f.slot_id)
                     .bind::<Integer, _>(f.party_size)
                     .execute(conn)
@@ -582,7 +580,7 @@ pub async fn confirm_reservation(
     }
     let moved = conn
         .transaction(async |conn| {
-            let moved: Option<Moved> = sql_query(
+            let moved: Option<Moved> = prepared(
                 "UPDATE reservations
                  SET status = CASE WHEN deposit_deadline > $2 THEN 'CONFIRMED' ELSE 'EXPIRED' END,
                      updated_at = now()
@@ -595,7 +593,7 @@ pub async fn confirm_reservation(
             .await
             .optional()?;
             if let Some(m) = moved.as_ref().filter(|m| m.status == "EXPIRED") {
-                sql_query("UPDATE slots SET reserved = reserved - $2, updated_at = now() WHERE id = $1")
+                prepared("UPDATE slots SET reserved = reserved - $2, updated_at = now() WHERE id = $1")
                     .bind::<BigInt, _>(m.slot_id)
                     .bind::<Integer, _>(m.party_size)
                     .execute(conn)
@@ -637,7 +635,7 @@ pub async fn expire_due(
         #[diesel(sql_type = Time)]
         slot_time: NaiveTime,
     }
-    let rows: Vec<Row> = sql_query(
+    let rows: Vec<Row> = prepared(
         "WITH due AS (
              SELECT id FROM reservations
              WHERE status = 'PENDING_DEPOSIT' AND deposit_deadline <= $1
@@ -723,7 +721,7 @@ fn group_figures(rows: Vec<FigureRow>) -> Vec<(SlotKey, SlotFigures)> {
 
 pub async fn slot_figures(conn: &mut AsyncPgConnection, slot: &SlotKey) -> Result<Option<SlotFigures>, StoreError> {
     let rows: Vec<FigureRow> =
-        sql_query(figures_query("s.restaurant_id = $1 AND s.slot_date = $2 AND s.slot_time = $3"))
+        prepared(figures_query("s.restaurant_id = $1 AND s.slot_date = $2 AND s.slot_time = $3"))
             .bind::<BigInt, _>(slot.restaurant_id)
             .bind::<Date, _>(slot.date)
             .bind::<Time, _>(slot.time)
@@ -744,7 +742,7 @@ pub async fn slot_keys_from(conn: &mut AsyncPgConnection, from: NaiveDate) -> Re
         slot_time: NaiveTime,
     }
     let keys: Vec<Key> =
-        sql_query("SELECT restaurant_id, slot_date, slot_time FROM slots WHERE slot_date >= $1 ORDER BY id")
+        prepared("SELECT restaurant_id, slot_date, slot_time FROM slots WHERE slot_date >= $1 ORDER BY id")
             .bind::<Date, _>(from)
             .load(conn)
             .await?;
@@ -759,7 +757,7 @@ pub async fn slots_from(
     conn: &mut AsyncPgConnection,
     from: Option<NaiveDate>,
 ) -> Result<Vec<(SlotKey, SlotFigures)>, StoreError> {
-    let rows: Vec<FigureRow> = sql_query(figures_query("s.slot_date >= COALESCE($1, CURRENT_DATE)"))
+    let rows: Vec<FigureRow> = prepared(figures_query("s.slot_date >= COALESCE($1, CURRENT_DATE)"))
         .bind::<Nullable<Date>, _>(from)
         .load(conn)
         .await?;
@@ -781,15 +779,15 @@ pub async fn open_slots(conn: &mut AsyncPgConnection, slots: &[SlotCapacity]) ->
 
     let outcome = conn
         .transaction(async |conn| {
-            sql_query("SELECT pg_advisory_xact_lock($1)").bind::<BigInt, _>(OPEN_SLOTS_LOCK).execute(conn).await?;
-            sql_query("INSERT INTO restaurants (id) SELECT DISTINCT unnest($1::bigint[]) ON CONFLICT DO NOTHING")
+            prepared("SELECT pg_advisory_xact_lock($1)").bind::<BigInt, _>(OPEN_SLOTS_LOCK).execute(conn).await?;
+            prepared("INSERT INTO restaurants (id) SELECT DISTINCT unnest($1::bigint[]) ON CONFLICT DO NOTHING")
                 .bind::<Array<BigInt>, _>(&restaurants)
                 .execute(conn)
                 .await?;
             // Locks the existing rows: winners of these slots wait until the
             // capacities below are committed, so `reserved` cannot move under
             // the check.
-            let existing: Vec<Existing> = sql_query(
+            let existing: Vec<Existing> = prepared(
                 "SELECT s.id, s.restaurant_id, s.slot_date, s.slot_time, s.capacity, s.reserved
                  FROM slots s
                  JOIN unnest($1::bigint[], $2::date[], $3::time[]) AS v(r, d, t)
@@ -836,7 +834,7 @@ pub async fn open_slots(conn: &mut AsyncPgConnection, slots: &[SlotCapacity]) ->
                 }
             }
             if !changed_ids.is_empty() {
-                sql_query(
+                prepared(
                     "UPDATE slots s SET capacity = v.cap, updated_at = now()
                      FROM unnest($1::bigint[], $2::int[]) AS v(id, cap) WHERE s.id = v.id",
                 )
@@ -848,7 +846,7 @@ pub async fn open_slots(conn: &mut AsyncPgConnection, slots: &[SlotCapacity]) ->
             if !fresh.is_empty() {
                 // The advisory lock above rules out a concurrent insert of the
                 // same slot, so a plain INSERT cannot conflict.
-                sql_query(
+                prepared(
                     "INSERT INTO slots (restaurant_id, slot_date, slot_time, capacity)
                      SELECT * FROM unnest($1::bigint[], $2::date[], $3::time[], $4::int[])",
                 )
@@ -876,11 +874,11 @@ pub async fn put_menu(
     let prices: Vec<i64> = items.iter().map(|i| i.price).collect();
     let written = conn
         .transaction(async |conn| {
-            sql_query("INSERT INTO restaurants (id) VALUES ($1) ON CONFLICT DO NOTHING")
+            prepared("INSERT INTO restaurants (id) VALUES ($1) ON CONFLICT DO NOTHING")
                 .bind::<BigInt, _>(restaurant_id)
                 .execute(conn)
                 .await?;
-            sql_query(
+            prepared(
                 "INSERT INTO menus (restaurant_id, menu_id, name, price)
                  SELECT $1, m, n, p FROM unnest($2::bigint[], $3::text[], $4::bigint[]) AS t(m, n, p)
                  ON CONFLICT (restaurant_id, menu_id)
