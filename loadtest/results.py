@@ -1,0 +1,427 @@
+#!/usr/bin/env python3
+"""Turns one compare.sh run (ghz JSON reports, pgbench's output, the load
+tool's plots) into loadtest/RESULTS.md and loadtest/results/*.svg.
+
+Only the standard library: it runs wherever compare.sh runs.
+"""
+
+import argparse
+import datetime
+import glob
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import subprocess
+
+# The seed team's p95 for each scenario (../shared/SEED.md): their first
+# version for the bursts, their best (third) version for duplicate-2000.
+SEED_P95_S = {
+    "burst-100": 5.0,
+    "burst-200": 7.9,
+    "burst-400": 15.8,
+    "burst-800": 31.3,
+    "duplicate-2000": 2.3,
+}
+SEED = "seed team"
+PLOTTED = ("burst-800", "duplicate-2000", "spread")
+
+
+def load(path):
+    with open(path) as f:
+        report = json.load(f)
+    report.pop("details", None)
+    return report
+
+
+def percentile(report, p):
+    for entry in report["latencyDistribution"]:
+        if entry["percentage"] == p:
+            return entry["latency"] / 1e6
+    raise KeyError(f"no p{p} in {report.get('options', {}).get('name')}")
+
+
+def ms(value):
+    if value >= 1000:
+        return f"{value / 1000:.2f} s"
+    if value >= 100:
+        return f"{value:.0f} ms"
+    if value >= 10:
+        return f"{value:.1f} ms"
+    return f"{value:.2f} ms"
+
+
+def ratio(a, b):
+    return f"{a / b:.1f}x" if b else "n/a"
+
+
+def figures(report):
+    sg = report["slotgate"]
+    return {
+        "calls": report["count"],
+        "p50": percentile(report, 50),
+        "p95": percentile(report, 95),
+        "p99": percentile(report, 99),
+        "makespan": sg["makespan"] / 1e6,
+        "rps": report["rps"],
+        "ok": sg["outcomes"].get("OK", 0),
+        "checks": sg["checks"],
+        "exact": all(c["ok"] for c in sg["checks"]),
+        "codes": report["statusCodeDistribution"],
+        "name": report["options"].get("name", ""),
+    }
+
+
+def winners_cell(f, trivial):
+    if trivial:
+        return "n/a"
+    expected = next((c["check"] for c in f["checks"] if c["check"].startswith("winners:")), None)
+    mark = "exact" if f["exact"] else "WRONG"
+    if expected:
+        m = re.match(r"winners: (\d+) \(expected (\d+)", expected)
+        if m:
+            return f"{m.group(1)} of {m.group(2)}, {mark}"
+    return f"{f['ok']} booked, {mark}"
+
+
+def median_run(work, prefix, scenario):
+    runs = []
+    for path in sorted(glob.glob(os.path.join(work, f"{prefix}.{scenario}.*.json"))):
+        runs.append((figures(load(path)), path))
+    if not runs:
+        return None, []
+    runs.sort(key=lambda r: r[0]["p95"])
+    return runs[len(runs) // 2], [r[0] for r in runs]
+
+
+def copy_plots(work, name, stem, out_dir, title):
+    for kind in ("latency", "timeline"):
+        src = os.path.join(work, f"plots-{name}", f"{name}-{kind}.svg")
+        if not os.path.exists(src):
+            continue
+        with open(src) as f:
+            svg = f.read().replace(f">{name}:", f">{title}:")
+        with open(os.path.join(out_dir, f"{stem}-{kind}.svg"), "w") as f:
+            f.write(svg)
+
+
+def p95_chart(rows, scenarios, paths, colours):
+    """Grouped bars of p95 per scenario, one bar per path, log scale."""
+    width, height, left, bottom, top = 760, 360, 70, 70, 40
+    plot_w, plot_h = width - left - 20, height - bottom - top
+    values = [v for row in rows.values() for v in row.values() if v]
+    lo = 10 ** math.floor(math.log10(min(values)))
+    hi = 10 ** math.ceil(math.log10(max(values)))
+    y = lambda v: top + plot_h - (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)) * plot_h
+    group_w = plot_w / len(scenarios)
+    bar_w = group_w * 0.8 / len(paths)
+    svg = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+        '<rect width="100%" height="100%" fill="#fff"/>',
+        f'<text x="{width / 2}" y="22" text-anchor="middle" font-size="14">p95 latency by scenario (log scale)</text>',
+    ]
+    decade = lo
+    while decade <= hi:
+        yy = y(decade)
+        svg.append(f'<line x1="{left}" y1="{yy:.1f}" x2="{left + plot_w}" y2="{yy:.1f}" stroke="#ddd"/>')
+        tick = f"{decade / 1000:g} s" if decade >= 1000 else f"{decade:g} ms"
+        svg.append(f'<text x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end">{tick}</text>')
+        decade *= 10
+    for g, scenario in enumerate(scenarios):
+        x0 = left + g * group_w + group_w * 0.1
+        for i, path in enumerate(paths):
+            v = rows[scenario].get(path)
+            if not v:
+                continue
+            x = x0 + i * bar_w
+            svg.append(
+                f'<rect x="{x:.1f}" y="{y(v):.1f}" width="{bar_w - 2:.1f}" height="{top + plot_h - y(v):.1f}" '
+                f'fill="{colours[i]}"><title>{path}, {scenario}: p95 {ms(v)}</title></rect>'
+            )
+        svg.append(
+            f'<text x="{left + (g + 0.5) * group_w:.1f}" y="{top + plot_h + 16}" text-anchor="middle">{scenario}</text>'
+        )
+    svg.append(f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#000"/>')
+    for i, path in enumerate(paths):
+        x = left + i * (plot_w / len(paths))
+        svg.append(f'<rect x="{x:.1f}" y="{height - 28}" width="12" height="12" fill="{colours[i]}"/>')
+        svg.append(f'<text x="{x + 16:.1f}" y="{height - 18}">{path}</text>')
+    svg.append("</svg>")
+    return "\n".join(svg) + "\n"
+
+
+def cpu_cells(work, prefix, f):
+    """CPU per call and the machine's busy share over a spread run."""
+    path = os.path.join(work, f"{prefix}.cpu" if prefix == "pgbench" else f"{prefix}.spread.cpu")
+    if not os.path.exists(path):
+        return "n/a | n/a"
+    with open(path) as fh:
+        n = [float(x) for x in fh.read().split()]
+    (server0, pg0, redis0, busy0, t0, server1, pg1, redis1, busy1, t1, hz) = n
+    per = lambda ticks: f"{ticks / hz * 1e3 / max(f['calls'], 1) * 1e3:.0f} µs"
+    server, pg, redis, busy = server1 - server0, pg1 - pg0, redis1 - redis0, busy1 - busy0
+    share = busy / hz / ((t1 - t0) * (os.cpu_count() or 1))
+    if prefix == "pgbench":
+        # pgbench's backends start and exit inside the run, so /proc never
+        # shows them: only the machine's total is known.
+        return f"{per(busy)} all told (PostgreSQL and pgbench together) | {share:.0%}"
+    return f"{per(server)}, {per(pg)}, {per(redis)}, {per(max(busy - server - pg - redis, 0))} | {share:.0%}"
+
+
+def machine():
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    memory = ""
+    try:
+        with open("/proc/meminfo") as f:
+            kib = int(f.readline().split()[1])
+            memory = f", {kib / 1024 / 1024:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+
+    def run(*cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    pg = run("psql", "-h", os.environ.get("PGHOST", "127.0.0.1"), "-U", "postgres", "-d", "postgres", "-tAc",
+             "SHOW server_version")
+    redis = re.search(r"redis_version:(\S+)", run("redis-cli", "INFO", "server"))
+    return (
+        f"{os.cpu_count()} cores ({cpu}){memory}, {platform.system()} {platform.release()}; "
+        f"PostgreSQL {pg.split()[0] if pg else '?'}, Redis {redis.group(1) if redis else '?'}; "
+        f"client, server, PostgreSQL and Redis all on this one machine"
+    )
+
+
+def pgbench(work):
+    with open(os.path.join(work, "pgbench.txt")) as f:
+        text = f.read()
+    tps = float(re.search(r"^tps = ([\d.]+)", text, re.M).group(1))
+    latency = float(re.search(r"^latency average = ([\d.]+) ms", text, re.M).group(1))
+    done = int(re.search(r"number of transactions actually processed: (\d+)", text).group(1))
+    return {"tps": tps, "latency": latency, "transactions": done}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--strategies", required=True)
+    ap.add_argument("--bursts", required=True)
+    ap.add_argument("--rates", required=True)
+    ap.add_argument("--pool", required=True)
+    ap.add_argument("--soak", required=True)
+    a = ap.parse_args()
+    gates = a.strategies.split()
+    bursts = a.bursts.split()
+    rates = a.rates.split()
+    plots = os.path.join(a.out, "results")
+    shutil.rmtree(plots, ignore_errors=True)
+    os.makedirs(plots)
+
+    short = lambda prefix: "trivial RPC" if prefix == "trivial" else prefix
+    label = lambda prefix: "health Check (trivial RPC)" if prefix == "trivial" else f"--gate {prefix}"
+    paths = ["trivial"] + gates
+    md = []
+    w = md.append
+    w("# slotgate: strategies side by side")
+    w("")
+    w(f"Measured by `loadtest/compare.sh` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.")
+    w(f"Machine: {machine()}.")
+    w("")
+    w("Every figure comes from one run of `compare.sh`: `slotgate-load` (release) against a private release")
+    w(f"slotgate per strategy, PostgreSQL pool of {a.pool} connections, fresh database, fresh Redis namespace.")
+    w("The pool and request timeouts are raised to 120 s for these runs, so every call waits for its real")
+    w("answer instead of being shed by the overload guards. The server's trivial RPC (health `Check`), fired")
+    w("by the same tool in the same shapes, is what gRPC alone costs on this machine.")
+    w("")
+    w("How to read the ratios: *p95 / trivial* is the p95 over the trivial RPC's p95 in the same shape (1.0x")
+    w("would be free); *p95 / redis* compares a strategy with the product's gate; *seed / p95* is how many")
+    w("times faster than the seed team's reported p95 for the same scenario (their version 1 for the")
+    w("bursts, their best version 3 for duplicate-2000, whose 8,000 requests included 2,000 logins).")
+    w("")
+
+    # --- bursts ---------------------------------------------------------
+    w("## The seed's bursts (one slot, 40 seats, parties of 4, every call at once)")
+    w("")
+    repeats = len(glob.glob(os.path.join(a.work, f"{gates[0]}.{bursts[0]}.*.json")))
+    w(f"Each scenario ran {repeats} times per path; the run with the median p95 is shown, with the p95 of every run.")
+    w("*Makespan* is first send to last answer: with thousands of calls at one instant, the honest burst figure.")
+    w("")
+    w("| scenario | path | calls | winners | p50 | p95 | p99 | makespan | calls/s | p95 / trivial | p95 / redis | seed / p95 | p95 of every run |")
+    w("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    chart = {}
+    headline = []
+    for scenario in bursts:
+        chart[scenario] = {}
+        trivial = median_run(a.work, "trivial", scenario)[0]
+        redis = median_run(a.work, "redis", scenario)[0]
+        for prefix in paths:
+            chosen, every = median_run(a.work, prefix, scenario)
+            if not chosen:
+                continue
+            f, path = chosen
+            chart[scenario][short(prefix)] = f["p95"]
+            row = (
+                f"| {scenario} | {label(prefix)} | {f['calls']:,} | {winners_cell(f, prefix == 'trivial')} | "
+                f"{ms(f['p50'])} | {ms(f['p95'])} | {ms(f['p99'])} | {ms(f['makespan'])} | {f['rps']:,.0f} | "
+                f"{ratio(f['p95'], trivial[0]['p95']) if trivial else 'n/a'} | "
+                f"{ratio(f['p95'], redis[0]['p95']) if redis and prefix != 'trivial' else 'n/a'} | "
+                f"{ratio(SEED_P95_S[scenario] * 1000, f['p95']) if prefix != 'trivial' else 'n/a'} | "
+                f"{', '.join(ms(e['p95']) for e in every)} |"
+            )
+            w(row)
+            if scenario == "duplicate-2000" and prefix != "trivial":
+                headline.append(row)
+            if scenario in PLOTTED:
+                name = os.path.splitext(os.path.basename(path))[0]
+                copy_plots(a.work, name, f"{prefix}-{scenario}", plots, f"{label(prefix)}, {scenario}")
+        chart[scenario][SEED] = SEED_P95_S[scenario] * 1000
+    w("")
+    chart_paths = [short(p) for p in paths] + [SEED]
+    colours = ["#999999", "#3b6fb6", "#e08a2c", "#c0392b", "#6b4c9a", "#444444"][: len(chart_paths) - 1] + ["#222222"]
+    with open(os.path.join(plots, "p95-by-scenario.svg"), "w") as f:
+        f.write(p95_chart(chart, bursts, chart_paths, colours))
+    w("![p95 by scenario](results/p95-by-scenario.svg)")
+    w("")
+    for prefix in paths:
+        copy_plots(a.work, f"{prefix}.spread", f"{prefix}-spread", plots, f"{label(prefix)}, spread")
+    w("Per-run plots (latency histogram; answers per 100 ms, where a stall would show as a gap):")
+    w("")
+    for prefix in paths:
+        for scenario in PLOTTED:
+            stem = f"{prefix}-{scenario}"
+            if os.path.exists(os.path.join(plots, f"{stem}-latency.svg")):
+                w(f"- {label(prefix)}, {scenario}: [latency](results/{stem}-latency.svg), "
+                  f"[answers over time](results/{stem}-timeline.svg)")
+    w("")
+
+    # --- spread ---------------------------------------------------------
+    pg = pgbench(a.work)
+    w("## spread: winners' throughput over 1,000 slots")
+    w("")
+    w("1,000 slots x 40 seats, 10,000 parties of 4 (every call a winner), 128 workers each sending when")
+    w("its last call answered. The baseline is plain PostgreSQL on slotgate's own tables, measured with")
+    w(f"pgbench on the same run: {a.pool} connections (slotgate's pool size), each transaction one reservation")
+    w("insert and one conditional seat update (`reserved + 4 <= capacity`) on a random slot of 1,000, prepared")
+    w("statements, the server's default durability (synchronous commit).")
+    w("")
+    w("CPU per call is measured from `/proc` over each spread run: the server process, every PostgreSQL")
+    w("process, Redis, and the rest of the machine's busy time (the load tool, mostly), divided by the")
+    w("calls; *busy* is the share of all the machine's cores in use. Both cover the whole run, opening the")
+    w("1,000 slots and the checks after it included (one `GetRemaining` per slot).")
+    w("")
+    w("| path | calls | winners | commits/s | p50 | p95 | p99 | / pgbench | CPU per call: server, PostgreSQL, Redis, rest | busy |")
+    w("|---|---:|---|---:|---:|---:|---:|---:|---|---:|")
+    w(f"| pgbench, insert + conditional update | {pg['transactions']:,} | n/a | {pg['tps']:,.0f} | "
+      f"{ms(pg['latency'])} (average) | n/a | n/a | 1.0x | "
+      f"{cpu_cells(a.work, 'pgbench', {'calls': pg['transactions']})} |")
+    for prefix in paths:
+        path = os.path.join(a.work, f"{prefix}.spread.json")
+        if not os.path.exists(path):
+            continue
+        f = figures(load(path))
+        commits = f["rps"] if prefix == "trivial" else f["ok"] / (f["makespan"] / 1000)
+        w(f"| {label(prefix)} | {f['calls']:,} | {winners_cell(f, prefix == 'trivial')} | {commits:,.0f}"
+          f"{' (calls/s)' if prefix == 'trivial' else ''} | {ms(f['p50'])} | {ms(f['p95'])} | {ms(f['p99'])} | "
+          f"{ratio(commits, pg['tps'])} | {cpu_cells(a.work, prefix, f)} |")
+    w("")
+
+    # --- soak -----------------------------------------------------------
+    w(f"## Open loop: a fixed arrival rate for {a.soak} (latency below saturation)")
+    w("")
+    w("Calls start at the given rate whether or not earlier ones have answered, over 100 slots large enough")
+    w("that every call books: the winners' whole path (gate, transaction, commit) at that rate.")
+    w("")
+    w("| rate | path | calls | achieved calls/s | winners | p50 | p95 | p99 | p95 / trivial |")
+    w("|---:|---|---:|---:|---|---:|---:|---:|---:|")
+    for rate in rates:
+        trivial_path = os.path.join(a.work, f"trivial.soak-{rate}.json")
+        trivial = figures(load(trivial_path)) if os.path.exists(trivial_path) else None
+        for prefix in paths:
+            path = os.path.join(a.work, f"{prefix}.soak-{rate}.json")
+            if not os.path.exists(path):
+                continue
+            f = figures(load(path))
+            booked = "n/a" if prefix == "trivial" else f"{f['ok']:,} booked, {'exact' if f['exact'] else 'WRONG'}"
+            w(f"| {rate}/s | {label(prefix)} | {f['calls']:,} | {f['rps']:,.0f} | {booked} | {ms(f['p50'])} | "
+              f"{ms(f['p95'])} | {ms(f['p99'])} | {ratio(f['p95'], trivial['p95']) if trivial else 'n/a'} |")
+    w("")
+
+    k6_rows = []
+    for scenario in ("burst-800", "duplicate-2000"):
+        for call, prefix in (("create", gates[0]), ("health", "trivial")):
+            path = os.path.join(a.work, f"k6.{scenario}.{call}.json")
+            if not os.path.exists(path):
+                continue
+            with open(path) as f:
+                m = json.load(f)["metrics"]
+            d = m["grpc_req_duration"]
+            ours = median_run(a.work, prefix, scenario)[0]
+            calls = sum(m.get(k, {}).get("count", 0) for k in ("booked", "refused", "health_ok", "unexpected"))
+            booked = "n/a" if call == "health" else f"{m.get('booked', {}).get('count', 0):.0f}"
+            k6_rows.append(
+                f"| {scenario} | {label(prefix)} | {calls:,} | {booked} | "
+                f"{m.get('unexpected', {}).get('count', 0):.0f} | {ms(d['med'])} | {ms(d['p(95)'])} | "
+                f"{ms(d['p(99)'])} | {ms(ours[0]['p95']) if ours else 'n/a'} |"
+            )
+    if k6_rows:
+        w("## Cross-check with k6")
+        w("")
+        w("k6 (the seed team's tool, `loadtest/k6/burst.js`) as an independent client against the same")
+        w(f"`--gate {gates[0]}` server: every virtual user opens its own connection and sends its calls at once.")
+        w("Its thresholds fail the run on anything but exactly 10 winners and zero unexpected codes. k6's")
+        w("JavaScript virtual users share this machine's cores with the server, so its latencies carry more of")
+        w("the client's own cost: compare each k6 row with k6's own health `Check` row, as for slotgate-load.")
+        w("")
+        w("| scenario | path | calls | winners | unexpected | k6 p50 | k6 p95 | k6 p99 | slotgate-load p95 |")
+        w("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        md.extend(k6_rows)
+        w("")
+
+    w("## Reading the figures")
+    w("")
+    w("- **Refusals decide a burst.** With `--gate redis` a refused call is one Lua script in Redis and never")
+    w("  touches PostgreSQL. With `db-lock` and `fair-lock` every call, refused or not, takes a database")
+    w("  connection and queues on the slot's lock. Same winners, same answers (the correctness checks above")
+    w("  pass for every run); the difference in the burst tables is how fast the refusals come back.")
+    w("- **Winners pay for the gate.** A winner behind the Redis gate makes two more Redis round trips (the")
+    w("  hold, then its release after the commit) around the same transaction. Where every call wins and no")
+    w("  lock is contended (spread, open loop) the three strategies stay close, and which one is ahead changes")
+    w("  from run to run: the gate earns its keep on refusals and by keeping a burst off the database, not on")
+    w("  the winners' path.")
+    w("- **Spread: where the time goes.** pgbench is one lean C client; a reservation also pays for gRPC,")
+    w("  the server and the load tool, on the same cores as PostgreSQL. The CPU columns of the spread table")
+    w("  split each call's cost; a *busy* near 100% means the cores, not PostgreSQL's locks, set the pace.")
+    w("- **The trivial RPC is the floor, not zero.** On this machine the load tool, the server, PostgreSQL and")
+    w("  Redis share the same cores, so the tool's own cost is in every figure, the floor included.")
+    w("- **The seed's figures come from another stack** (Spring Boot, blocking threads, MySQL, Redisson) and")
+    w("  another machine. Their fair lock was held across 5-16 queries issued from a blocking thread pool;")
+    w("  `fair-lock` here holds it across a few prepared statements, so it is far faster than theirs in")
+    w("  absolute terms. Compare strategies within this page; the seed column says what the product replaces.")
+    w("- The first run after a server starts opens its pool connections; that is why a burst's first run can")
+    w("  be slower, and why each burst is run several times and the median reported.")
+    w("")
+    w("## duplicate-2000, one row per strategy")
+    w("")
+    w("| scenario | path | calls | winners | p50 | p95 | p99 | makespan | calls/s | p95 / trivial | p95 / redis | seed / p95 | p95 of every run |")
+    w("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    md.extend(headline)
+    w("")
+    with open(os.path.join(a.out, "RESULTS.md"), "w") as f:
+        f.write("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
