@@ -142,8 +142,8 @@ pub struct Config {
 
     /// Business calls in flight at once (all connections together); past
     /// it a call is refused at once, UNAVAILABLE / OVERLOADED. Size it to
-    /// what the process answers within its latency target: at 15,000 calls/s,
-    /// 10,000 in flight drain in under a second.
+    /// what the process answers within its latency target: at 10,000 calls/s,
+    /// 10,000 in flight drain in about a second.
     #[arg(long, env = "SLOTGATE_CONCURRENCY_LIMIT", default_value_t = 10_000)]
     pub concurrency_limit: usize,
 

@@ -178,12 +178,14 @@ fn with_metadata<T>(message: T, metadata: &[(String, String)]) -> tonic::Request
 }
 
 /// Opens a slot with no seats reserved yet, moving a minute on past slots
-/// an earlier run filled.
-async fn open_empty_slot(
-    args: &Args,
-    admin: &mut SlotAdminClient<Channel>,
-    md: &[(String, String)],
-) -> Result<pb::SlotRef, String> {
+/// an earlier run filled. A slot counts as empty when both the database
+/// (what `OpenSlots` reports) and the gate (`GetRemaining`) say so: a
+/// counter that drifted from the database (until the reconciler's next
+/// pass) would make every call a refusal, so such a slot is skipped, and
+/// said so on stderr.
+async fn open_empty_slot(args: &Args, channel: Channel, md: &[(String, String)]) -> Result<pb::SlotRef, String> {
+    let mut admin = SlotAdminClient::new(channel.clone());
+    let mut reservations = ReservationsClient::new(channel);
     let (h, m) = args.time.split_once(':').ok_or("--time must be HH:MM")?;
     let start = h.parse::<u32>().map_err(|_| "--time must be HH:MM")? * 60
         + m.parse::<u32>().map_err(|_| "--time must be HH:MM")?;
@@ -199,9 +201,19 @@ async fn open_empty_slot(
         };
         let opened =
             admin.open_slots(with_metadata(request, md)).await.map_err(|e| format!("OpenSlots: {e}"))?.into_inner();
-        if opened.slots.first().is_some_and(|s| s.reserved == 0) {
+        if opened.slots.first().is_none_or(|s| s.reserved != 0) {
+            continue;
+        }
+        let request = with_metadata(pb::GetRemainingRequest { slot: Some(slot.clone()) }, md);
+        let left = reservations.get_remaining(request).await.map_err(|e| format!("GetRemaining: {e}"))?.into_inner();
+        if left.remaining == args.capacity {
             return Ok(slot);
         }
+        eprintln!(
+            "skipping {} {} {}: the database has no seats reserved but GetRemaining says {} of {} \
+             (the reconciler corrects such a counter on its next pass)",
+            slot.restaurant_id, slot.date, slot.time, left.remaining, left.capacity
+        );
     }
     Err("every slot of that day has reservations; pick another --date".into())
 }
@@ -261,7 +273,8 @@ async fn plan(args: &Args, config: &GhzConfig, addr: SocketAddr, md: &[(String, 
         metadata: md.to_vec(),
         timeout: timeout.unwrap_or(Duration::from_secs(20)),
     };
-    let mut admin = SlotAdminClient::new(connect(addr).await?);
+    let channel = connect(addr).await?;
+    let mut admin = SlotAdminClient::new(channel.clone());
     let run = run_id();
     let party = args.party_size;
 
@@ -280,7 +293,7 @@ async fn plan(args: &Args, config: &GhzConfig, addr: SocketAddr, md: &[(String, 
     };
     if let Some((users, clicks)) = shape {
         fire.total = Some((users * clicks) as u64);
-        let slot = if health { None } else { Some(open_empty_slot(args, &mut admin, md).await?) };
+        let slot = if health { None } else { Some(open_empty_slot(args, channel.clone(), md).await?) };
         let source: Source = match slot.clone() {
             None => Arc::new(|_, _| Ok(Call::Health)),
             Some(slot) => Arc::new(move |n, _| {
