@@ -201,9 +201,12 @@ async fn a_collector_receives_the_calls_spans_joined_to_the_callers_trace_and_th
     assert_eq!(sold_out, 21);
 
     // With one database connection, waiting for it dominates the winners'
-    // traces: at least twice their transactions and gate calls together, and
-    // most of their calls' time. (Measured here: 3-5x and 75-83% with one
-    // connection; 1x and about 50% with sixteen, where this fails.)
+    // traces. The 40 winners queue on it together, so each waits for about
+    // (40 - 1) / 2 transactions: the waits add up to many times the
+    // transactions themselves, whatever the machine's speed (measured here:
+    // 18-22x with one connection, 1.7-1.9x with sixteen), and to more than
+    // the transactions and gate calls together (1.9-3.4x with one
+    // connection, depending on how loaded the machine is).
     let winners: Vec<&String> = received
         .iter()
         .filter(|s| s.name == "db.transaction" && s.attrs["outcome"] == "COMMITTED")
@@ -214,10 +217,11 @@ async fn a_collector_receives_the_calls_spans_joined_to_the_callers_trace_and_th
         received.iter().filter(|s| s.name == name && winners.contains(&&s.trace)).map(|s| s.nanos).sum()
     };
     let waiting = time_in("db.pool.wait");
-    let working = time_in("db.transaction") + time_in("gate.acquire") + time_in("gate.finalize");
+    let transactions = time_in("db.transaction");
+    let working = transactions + time_in("gate.acquire") + time_in("gate.finalize");
     let calls = time_in("slotgate.v1.Reservations/CreateReservation");
-    assert!(waiting >= 2 * working, "db.pool.wait {waiting} ns vs transaction + gate {working} ns");
-    assert!(waiting * 10 >= calls * 6, "db.pool.wait {waiting} ns of {calls} ns in the winners' calls");
+    assert!(waiting >= 5 * transactions, "db.pool.wait {waiting} ns vs db.transaction {transactions} ns");
+    assert!(waiting > working, "db.pool.wait {waiting} ns vs transaction + gate {working} ns");
 
     // And the metrics arrived.
     let metrics = collector.received();
@@ -232,9 +236,10 @@ async fn a_collector_receives_the_calls_spans_joined_to_the_callers_trace_and_th
         assert!(metrics.contains(&format!("-> Name: {name}")), "metric {name} not received");
     }
     eprintln!(
-        "telemetry report: winners spent {:.1} ms waiting for the database pool, {:.1} ms in transactions and gate \
-         calls, {:.1} ms in their calls",
+        "telemetry report: winners spent {:.1} ms waiting for the database pool, {:.1} ms in transactions, \
+         {:.1} ms in transactions and gate calls together, {:.1} ms in their calls",
         waiting as f64 / 1e6,
+        transactions as f64 / 1e6,
         working as f64 / 1e6,
         calls as f64 / 1e6
     );
