@@ -52,13 +52,14 @@ pgbench=$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench 2>/dev/null
 
 say "building (release)"
 cargo build --release --locked -p slotgate -p slotgate-load
+bin=${CARGO_TARGET_DIR:-target}/release
 
 say "fresh database $COMPARE_DB"
 psql -h "$PGHOST" -p "$PGPORT" -U postgres -d postgres -qc "DROP DATABASE IF EXISTS \"$COMPARE_DB\" WITH (FORCE)"
 psql -h "$PGHOST" -p "$PGPORT" -U postgres -d postgres -qc "CREATE DATABASE \"$COMPARE_DB\""
 export DATABASE_URL="postgres://postgres@$PGHOST:$PGPORT/$COMPARE_DB"
 export SLOTGATE_DB_POOL_SIZE=$POOL
-target/release/slotgate migrate >/dev/null
+"$bin"/slotgate migrate >/dev/null
 
 work=$(mktemp -d -t slotgate-compare.XXXXXX)
 server=
@@ -72,7 +73,7 @@ start_server() {
   local gate=$1 log="$work/server-$1.log"
   SLOTGATE_GATE=$gate SLOTGATE_LISTEN=$COMPARE_LISTEN SLOTGATE_REDIS_NAMESPACE="cmp$$-$gate" \
     SLOTGATE_POOL_TIMEOUT_MS=120000 SLOTGATE_REQUEST_TIMEOUT_MS=120000 \
-    target/release/slotgate serve >"$log" 2>&1 &
+    "$bin"/slotgate serve >"$log" 2>&1 &
   server=$!
   local host=${COMPARE_LISTEN%:*} port=${COMPARE_LISTEN##*:}
   for _ in $(seq 1 50); do
@@ -88,7 +89,7 @@ start_server() {
 # the comparison: a fast wrong answer is not a result.
 load() {
   local name=$1; shift
-  if ! target/release/slotgate-load --addr "$COMPARE_LISTEN" --name "$name" -t 120s \
+  if ! "$bin"/slotgate-load --addr "$COMPARE_LISTEN" --name "$name" -t 120s \
       --format json --output "$work/$name.json" --plots "$work/plots-$name" "$@" 2>"$work/$name.log"; then
     say "$name failed its checks:"; cat "$work/$name.log" >&2; exit 1
   fi

@@ -13,12 +13,13 @@ scripts/deps.sh
 
 echo "demo: building (release)"
 cargo build --release --locked -p slotgate -p slotgate-load
+bin=${CARGO_TARGET_DIR:-target}/release
 
 export SLOTGATE_LISTEN=${SLOTGATE_LISTEN:-127.0.0.1:50051}
-target/release/slotgate migrate
+"$bin"/slotgate migrate
 
 log=$(mktemp -t slotgate-demo.XXXXXX.log)
-target/release/slotgate serve >"$log" 2>&1 &
+"$bin"/slotgate serve >"$log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true' EXIT
 
@@ -30,4 +31,4 @@ for _ in $(seq 1 50); do
 done
 echo "demo: slotgate serving on $SLOTGATE_LISTEN (log: $log)"
 
-target/release/slotgate-load --addr "$SLOTGATE_LISTEN" --scenario "${SCENARIO:-duplicate-2000}"
+"$bin"/slotgate-load --addr "$SLOTGATE_LISTEN" --scenario "${SCENARIO:-duplicate-2000}"
