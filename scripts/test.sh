@@ -64,5 +64,10 @@ for overlay in dev prod; do
   "$tools/bin/kubernetes-validate" -k 1.33 --strict --quiet "$tools/rendered-$overlay.yaml"
 done
 
+echo "test: load scripts parse"
+for script in scripts/*.sh loadtest/compare.sh; do bash -n "$script"; done
+sh -n loadtest/ghz/run.sh
+python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read(), sys.argv[1])' loadtest/results.py
+
 echo "test: cargo test"
 cargo test --workspace --locked
