@@ -184,7 +184,7 @@ impl Booking {
                         // The reply was lost (timeout, connection cut): the script
                         // may have run and taken seats for this attempt. Undo that
                         // if so; the nonce keeps a concurrent retry's hold safe.
-                        if let Err(undo) = self.gate.release(&new.slot, id, &new.user_id, nonce, true).await {
+                        if let Err(undo) = self.gate.void(&new.slot, id, &new.user_id, nonce).await {
                             warn!(error = %undo, reservation = %id, "could not undo an acquire whose reply was lost");
                         }
                         return Err(e.into());

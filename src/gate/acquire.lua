@@ -5,6 +5,8 @@
 -- KEYS[2] users  hash user_id -> reservation id (held or committed, active)
 -- KEYS[3] ids    hash reservation id -> request fingerprint
 -- KEYS[4] holds  hash reservation id -> "party|user|lease_deadline_ms|nonce"
+-- KEYS[5] void   marker of this attempt, set by release.lua when the attempt
+--                gave up on a lost reply before this script ran
 -- ARGV[1] reservation id   ARGV[2] user id   ARGV[3] party size
 -- ARGV[4] fingerprint      ARGV[5] lease in milliseconds
 -- ARGV[6] nonce of this attempt: only the attempt that made a hold (or the
@@ -18,8 +20,14 @@
 --   {4, held}   REPLAY: this request id was admitted before with the same
 --               payload; held = 1 while its transaction is still in flight
 --   {5, ''}     REUSED: this request id was admitted with another payload
+--   {6, ''}     VOID: this attempt was given up before it ran (nobody
+--               waits for this reply); nothing taken
 -- A refusal writes nothing.
 local id, user, party = ARGV[1], ARGV[2], tonumber(ARGV[3])
+
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  return {6, ''}
+end
 
 local known = redis.call('HGET', KEYS[3], id)
 if known then

@@ -10,6 +10,8 @@
 //! {ns}:{67:2026-01-16:11:00}:users   hash  user id -> reservation id
 //! {ns}:{67:2026-01-16:11:00}:ids     hash  reservation id -> fingerprint
 //! {ns}:{67:2026-01-16:11:00}:holds   hash  reservation id -> party|user|lease deadline|nonce
+//! {ns}:{67:2026-01-16:11:00}:void:N  string, for one hold lease: attempt N gave up on a lost
+//!                                    reply; its acquire, if it still runs, takes nothing
 //! ```
 //!
 //! The counter (`left`) is an admission filter, not the truth: PostgreSQL is
@@ -292,8 +294,10 @@ pub struct Gate {
     counters: Arc<Counters>,
 }
 
-/// The four keys of one slot, in the order the scripts expect them.
+/// The four keys of one slot, in the order the scripts expect them, and
+/// the prefix they share.
 struct SlotKeys {
+    prefix: String,
     seats: String,
     users: String,
     ids: String,
@@ -301,6 +305,12 @@ struct SlotKeys {
 }
 
 impl SlotKeys {
+    /// The void marker of attempt `nonce` (see release.lua); it carries the
+    /// slot's hash tag like the other keys.
+    fn void(&self, nonce: u64) -> String {
+        format!("{}:void:{nonce}", self.prefix)
+    }
+
     /// An invocation of `script` with all four keys (seats, users, ids,
     /// holds) as KEYS[1..4].
     fn invoke<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
@@ -372,6 +382,7 @@ impl Gate {
             users: format!("{prefix}:users"),
             ids: format!("{prefix}:ids"),
             holds: format!("{prefix}:holds"),
+            prefix,
         }
     }
 
@@ -425,6 +436,7 @@ impl Gate {
             let (code, detail): (i64, String) = self
                 .invoke(
                     k.invoke(&self.scripts.acquire)
+                        .key(k.void(nonce))
                         .arg(id.to_string())
                         .arg(user)
                         .arg(party)
@@ -444,6 +456,9 @@ impl Gate {
                 },
                 4 => Acquire::Replay { held: number()? == 1 },
                 5 => Acquire::Reused,
+                // Only an attempt whose caller already gave up (and voided
+                // it) gets this; nobody reads it.
+                6 => return Err(GateError::Unavailable("the attempt was given up before it ran".into())),
                 _ => return Err(GateError::Protocol(format!("acquire: unknown code {code}"))),
             })
         }
@@ -493,9 +508,36 @@ impl Gate {
         nonce: u64,
         forget: bool,
     ) -> Result<i64, GateError> {
+        self.release_with(slot, id, user, nonce, forget, 0).await
+    }
+
+    /// Undoes an acquire whose reply was lost: as [`Gate::release`], and
+    /// marks the attempt void for a hold lease, so that if its acquire has
+    /// not run yet (it may arrive after this call) it takes nothing.
+    pub async fn void(&self, slot: &SlotKey, id: ReservationId, user: &str, nonce: u64) -> Result<i64, GateError> {
+        self.release_with(slot, id, user, nonce, true, self.lease_ms.max(1)).await
+    }
+
+    async fn release_with(
+        &self,
+        slot: &SlotKey,
+        id: ReservationId,
+        user: &str,
+        nonce: u64,
+        forget: bool,
+        void_ms: u64,
+    ) -> Result<i64, GateError> {
         let k = self.keys(slot);
-        self.invoke(k.invoke(&self.scripts.release).arg(id.to_string()).arg(user).arg(nonce).arg(u8::from(forget)))
-            .await
+        self.invoke(
+            k.invoke(&self.scripts.release)
+                .key(k.void(nonce))
+                .arg(id.to_string())
+                .arg(user)
+                .arg(nonce)
+                .arg(u8::from(forget))
+                .arg(void_ms),
+        )
+        .await
     }
 
     /// A committed reservation was cancelled: its seats go back, once.

@@ -4,13 +4,23 @@
 -- that is unsure whether its acquire ran (a lost reply) can undo it without
 -- touching another attempt's hold.
 --
--- KEYS[1] seats   KEYS[2] users   KEYS[3] ids   KEYS[4] holds   (as acquire)
+-- KEYS[1] seats   KEYS[2] users   KEYS[3] ids   KEYS[4] holds
+-- KEYS[5] void marker of the attempt   (as acquire)
 -- ARGV[1] reservation id   ARGV[2] user id   ARGV[3] nonce of the attempt
 -- ARGV[4] forget: 1 also drops the id's user and fingerprint entries
 --         (nothing was booked); 0 keeps them (the id names a reservation
 --         that exists and is active)
+-- ARGV[5] void for this many milliseconds (0: not): the attempt's reply was
+--         lost, so its acquire may still be on its way (queued behind a
+--         stall, or on a connection Redis has not read yet). The marker
+--         makes that acquire take nothing whenever it runs, so the undo
+--         holds in either order.
 -- Returns the seats given back (0 when this attempt held none).
 local id, user = ARGV[1], ARGV[2]
+
+if tonumber(ARGV[5]) > 0 then
+  redis.call('SET', KEYS[5], '1', 'PX', ARGV[5])
+end
 
 local hold = redis.call('HGET', KEYS[4], id)
 if not hold then

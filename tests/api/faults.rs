@@ -20,7 +20,14 @@ use std::{
 
 use diesel::{QueryableByName, sql_query, sql_types::BigInt};
 use diesel_async::RunQueryDsl;
-use slotgate::{config::Config, pb, pb::reservations_client::ReservationsClient, stats::Counters};
+use slotgate::{
+    config::Config,
+    domain::{Limits, NewReservation},
+    gate::{Gate, GateError, GateSettings, attempt_nonce},
+    pb,
+    pb::reservations_client::ReservationsClient,
+    stats::Counters,
+};
 use tokio::sync::{Notify, watch};
 use tonic::{Code, Status};
 
@@ -380,6 +387,52 @@ async fn an_acquire_whose_reply_is_lost_takes_no_seats_for_good() {
     assert_eq!(app.db_slot(&slot).await, (40, 4, 4));
     // Nothing of the lost attempt stands in the user's way.
     app.create(reserve("r-2", "alice", &slot, 4)).await.unwrap();
+}
+
+/// The other order of the race above, made deterministic: the undo of a
+/// lost acquire reaches Redis first (the acquire was still queued behind a
+/// stall, or on a connection Redis had not read yet), then the acquire
+/// runs. It must take nothing, and a retry of the request is unaffected.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_acquire_that_runs_after_its_undo_takes_nothing() {
+    let app = spawn_app_with(|_| {}).await;
+    let slot = slot_at("15:00");
+    app.open(&[(slot.clone(), 40)]).await;
+    app.create(reserve("r-0", "bob", &slot, 4)).await.unwrap();
+
+    // The same gate the server runs, on the same namespace: the calls a
+    // request makes, in the order the race can put them.
+    let gate = Gate::new(
+        &app.redis_url,
+        &app.namespace,
+        GateSettings {
+            pool_size: 2,
+            pool_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(1),
+            command_timeout: Duration::from_secs(1),
+            lease: Duration::from_secs(30),
+            cluster: false,
+        },
+        Arc::new(Counters::default()),
+    )
+    .unwrap();
+    let limits = Limits { max_party_size: 20, max_menu_items: 50 };
+    let new = NewReservation::parse(&reserve("r-1", "alice", &slot, 4), limits).unwrap();
+    let (id, fingerprint, nonce) = (new.reservation_id(), new.fingerprint(), attempt_nonce());
+
+    assert_eq!(gate.void(&new.slot, id, &new.user_id, nonce).await.unwrap(), 0, "nothing held yet");
+    let late = gate.acquire(&new.slot, id, &new.user_id, 4, fingerprint, nonce).await;
+    assert!(matches!(late, Err(GateError::Unavailable(_))), "{late:?}");
+
+    let mut conn = app.redis().await;
+    let holds: usize = redis::cmd("HLEN").arg(app.key(&slot, "holds")).query_async(&mut conn).await.unwrap();
+    let left: i32 = redis::cmd("HGET").arg(app.key(&slot, "seats")).arg("left").query_async(&mut conn).await.unwrap();
+    assert_eq!((holds, left), (0, 36), "(holds, seats left) after the late acquire");
+
+    // The client's retry is a new attempt: admitted as any other.
+    app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap();
+    assert_eq!(app.remaining(&slot).await.remaining, 32);
+    assert_eq!(app.db_slot(&slot).await, (40, 8, 8));
 }
 
 #[tokio::test(flavor = "multi_thread")]
