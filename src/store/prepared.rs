@@ -4,7 +4,8 @@
 //! prepares it anew: a Parse/Describe round trip and a fresh plan before the
 //! statement even runs, then a Close. On a reservation's path (an insert and
 //! a conditional update in one transaction) that is two extra round trips
-//! per winner, measured at about a third of PostgreSQL's capacity there.
+//! per winner: over 1,000 slots on a 2-core machine, winners committed about
+//! 1,550/s that way and about 2,500/s with the statements kept.
 //! [`prepared`] takes the same SQL and binds (`$1`, `$2`, ... may repeat and
 //! come in any order) and lets the connection's statement cache keep it,
 //! keyed by its text.
