@@ -5,7 +5,7 @@ use std::time::Duration;
 use slotgate::pb;
 use tonic::Code;
 
-use crate::helpers::{TestApp, reason_of, reserve, slot_at, spawn_app_by_hand, spawn_app_with};
+use crate::helpers::{TestApp, eventually, reason_of, reserve, slot_at, spawn_app_by_hand, spawn_app_with};
 
 const WINDOW: Duration = Duration::from_secs(600);
 
@@ -45,16 +45,7 @@ async fn a_confirmed_reservation_keeps_its_seats_and_can_still_be_cancelled() {
     assert_eq!(app.booking.expire_due().await.unwrap(), 0);
     assert_eq!(app.remaining(&slot).await.remaining, 36);
 
-    let cancelled = app
-        .reservations
-        .clone()
-        .cancel_reservation(pb::CancelReservationRequest {
-            id: booked.id.clone(),
-            reason: pb::CancelReason::Refund as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let cancelled = app.cancel(&booked.id, pb::CancelReason::Refund).await.unwrap();
     assert_eq!(cancelled.reservation.unwrap().cancel_reason(), pb::CancelReason::Refund);
     assert_eq!(app.remaining(&slot).await.remaining, 40);
     assert_eq!(app.db_slot(&slot).await, (40, 0, 0));
@@ -81,12 +72,7 @@ async fn an_unpaid_reservation_expires_at_its_deadline_and_its_seats_go_back_onc
     assert_eq!(app.remaining(&slot).await.remaining, 40);
     assert_eq!(app.db_slot(&slot).await, (40, 0, 0));
 
-    let late = app
-        .reservations
-        .clone()
-        .cancel_reservation(pb::CancelReservationRequest { id: a.id.clone(), reason: pb::CancelReason::User as i32 })
-        .await
-        .unwrap_err();
+    let late = app.cancel(&a.id, pb::CancelReason::User).await.unwrap_err();
     assert_eq!(reason_of(&late), (Code::FailedPrecondition, "NOT_CANCELLABLE".into()));
     assert_eq!(app.remaining(&slot).await.remaining, 40, "nothing given back twice");
     // The user may book again.
@@ -120,15 +106,7 @@ async fn the_background_sweeper_expires_unpaid_reservations_on_its_own() {
     let booked = app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap();
     app.clock.advance(WINDOW + Duration::from_secs(1));
 
-    // How long to look, not a speed claim: sweeps run every 50 ms.
-    let mut status = pb::ReservationStatus::PendingDeposit;
-    for _ in 0..200 {
-        status = status_of(&app, &booked.id).await;
-        if status == pb::ReservationStatus::Expired {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let status = eventually(async || status_of(&app, &booked.id).await, |s| *s == pb::ReservationStatus::Expired).await;
     assert_eq!(status, pb::ReservationStatus::Expired);
     assert_eq!(app.remaining(&slot).await.remaining, 40);
 }

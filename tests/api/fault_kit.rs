@@ -140,6 +140,15 @@ impl FaultProxy {
     pub fn cut_all(&self) {
         self.cut.send_modify(|n| *n += 1);
     }
+
+    /// Slows traffic by `delay` for `slow_for`, then resets every
+    /// connection and lets traffic through at full speed again.
+    pub async fn slow_down_then_cut(&self, delay: Duration, slow_for: Duration) {
+        self.set_delay(delay);
+        tokio::time::sleep(slow_for).await;
+        self.cut_all();
+        self.set_delay(Duration::ZERO);
+    }
 }
 
 async fn pipe(client: TcpStream, server: TcpStream, delay: Arc<AtomicU64>, mut cuts: watch::Receiver<u64>) {

@@ -33,13 +33,13 @@ use tonic::{Code, Status};
 
 use crate::{
     fault_kit::{FaultProxy, PrivatePostgres, SlotgateProcess},
-    helpers::{PrivateRedis, TestApp, connect, reason_of, reserve, slot_at, spawn_app_with, tally},
+    helpers::{PrivateRedis, TestApp, connect, eventually, reason_of, reserve, slot_at, spawn_app_with, tally},
 };
 
-/// Keeps Redis busy (it answers no one) for `millis` milliseconds.
-const BUSY: &str = "local t0 = redis.call('TIME') local start = t0[1] * 1000000 + t0[2]
-    while true do local t = redis.call('TIME') if t[1] * 1000000 + t[2] - start > tonumber(ARGV[1]) * 1000 then break end end
-    return 1";
+/// Seats left in a slot's gate counter, read straight from Redis.
+async fn counter_left(app: &TestApp, slot: &pb::SlotRef) -> i32 {
+    redis::cmd("HGET").arg(app.key(slot, "seats")).arg("left").query_async(&mut app.redis().await).await.unwrap()
+}
 
 /// A client's patience: a call that has no answer by then is a hang.
 const CLIENT_DEADLINE: Duration = Duration::from_secs(20);
@@ -312,13 +312,8 @@ async fn a_proxy_to_postgres_slows_down_then_cuts_every_connection_mid_transacti
     let slot = slot_at("11:00");
     app.open(&[(slot.clone(), 40)]).await;
     let requests = duplicate_2000(&slot, "px");
-    let (results, fault_at) = burst_with_fault(app.addr, requests.clone(), 5, async {
-        proxy.set_delay(Duration::from_millis(20));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        proxy.cut_all();
-        proxy.set_delay(Duration::ZERO);
-    })
-    .await;
+    let fault = proxy.slow_down_then_cut(Duration::from_millis(20), Duration::from_millis(100));
+    let (results, fault_at) = burst_with_fault(app.addr, requests.clone(), 5, fault).await;
     assert_recovers("postgres proxy delay+cut", &app, &slot, &requests, &results, fault_at, false).await;
 }
 
@@ -335,13 +330,8 @@ async fn a_proxy_to_redis_slows_replies_past_their_timeout_then_cuts_connections
     let slot = slot_at("11:00");
     app.open(&[(slot.clone(), 40)]).await;
     let requests = duplicate_2000(&slot, "rp");
-    let (results, fault_at) = burst_with_fault(app.addr, requests.clone(), 5, async {
-        proxy.set_delay(Duration::from_millis(400));
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        proxy.cut_all();
-        proxy.set_delay(Duration::ZERO);
-    })
-    .await;
+    let fault = proxy.slow_down_then_cut(Duration::from_millis(400), Duration::from_millis(500));
+    let (results, fault_at) = burst_with_fault(app.addr, requests.clone(), 5, fault).await;
     assert_recovers("redis proxy delay+cut", &app, &slot, &requests, &results, fault_at, false).await;
 }
 
@@ -362,27 +352,12 @@ async fn an_acquire_whose_reply_is_lost_takes_no_seats_for_good() {
     // Redis stalls; the request's script queues behind the stall, its reply
     // times out, and the request is answered UNAVAILABLE. The script still
     // runs once Redis wakes up: the seats it takes must come back.
-    let mut stall = redis.connection().await;
-    let stalled = tokio::spawn(async move {
-        redis::cmd("EVAL").arg(BUSY).arg(0).arg(600).query_async::<i64>(&mut stall).await.unwrap()
-    });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stalled = redis.stall(Duration::from_millis(600)).await;
     let status = app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap_err();
     assert_eq!(reason_of(&status), (Code::Unavailable, "REDIS_UNAVAILABLE".into()));
     stalled.await.unwrap();
 
-    let mut conn = redis.connection().await;
-    let mut state = (0, 0);
-    for _ in 0..50 {
-        let holds: usize = redis::cmd("HLEN").arg(app.key(&slot, "holds")).query_async(&mut conn).await.unwrap();
-        let left: i32 =
-            redis::cmd("HGET").arg(app.key(&slot, "seats")).arg("left").query_async(&mut conn).await.unwrap();
-        state = (holds, left);
-        if state == (0, 36) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let state = eventually(async || (app.holds(&slot).await, counter_left(&app, &slot).await), |s| *s == (0, 36)).await;
     assert_eq!(state, (0, 36), "(holds, seats left) once Redis caught up");
     assert_eq!(app.db_slot(&slot).await, (40, 4, 4));
     // Nothing of the lost attempt stands in the user's way.
@@ -424,10 +399,8 @@ async fn a_lost_acquire_that_runs_after_its_undo_takes_nothing() {
     let late = gate.acquire(&new.slot, id, &new.user_id, 4, fingerprint, nonce).await;
     assert!(matches!(late, Err(GateError::Unavailable(_))), "{late:?}");
 
-    let mut conn = app.redis().await;
-    let holds: usize = redis::cmd("HLEN").arg(app.key(&slot, "holds")).query_async(&mut conn).await.unwrap();
-    let left: i32 = redis::cmd("HGET").arg(app.key(&slot, "seats")).arg("left").query_async(&mut conn).await.unwrap();
-    assert_eq!((holds, left), (0, 36), "(holds, seats left) after the late acquire");
+    let state = (app.holds(&slot).await, counter_left(&app, &slot).await);
+    assert_eq!(state, (0, 36), "(holds, seats left) after the late acquire");
 
     // The client's retry is a new attempt: admitted as any other.
     app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap();
@@ -477,19 +450,10 @@ async fn a_request_whose_deadline_passes_after_admission_still_commits_and_repla
     proxy.set_delay(Duration::ZERO);
 
     // The admitted work went on without the client and committed.
-    let mut seats = (0, 0, 0);
-    for _ in 0..200 {
-        seats = app.db_slot(&slot).await;
-        if seats.1 == 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let seats = eventually(async || app.db_slot(&slot).await, |s| s.1 == 4).await;
     assert_eq!(seats, (40, 4, 4));
     let replayed = app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap();
     assert_eq!(replayed.user_id, "alice");
     assert_eq!(app.remaining(&slot).await.remaining, 36);
-    let holds: usize =
-        redis::cmd("HLEN").arg(app.key(&slot, "holds")).query_async(&mut app.redis().await).await.unwrap();
-    assert_eq!(holds, 0, "the hold was finalized");
+    assert_eq!(app.holds(&slot).await, 0, "the hold was finalized");
 }

@@ -348,6 +348,19 @@ impl TestApp {
         self.reservations.clone().create_reservation(request).await.map(tonic::Response::into_inner)
     }
 
+    /// Holds in flight in a slot's gate.
+    pub async fn holds(&self, slot: &pb::SlotRef) -> usize {
+        redis::cmd("HLEN").arg(self.key(slot, "holds")).query_async(&mut self.redis().await).await.unwrap()
+    }
+
+    pub async fn cancel(&self, id: &str, reason: pb::CancelReason) -> Result<pb::CancelReservationResponse, Status> {
+        self.reservations
+            .clone()
+            .cancel_reservation(pb::CancelReservationRequest { id: id.into(), reason: reason as i32 })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
     pub async fn remaining(&self, slot: &pb::SlotRef) -> pb::GetRemainingResponse {
         self.reservations
             .clone()
@@ -386,6 +399,20 @@ impl TestApp {
 }
 
 /// A slot of restaurant 67 (the seed's) at `time` on the seed's date.
+/// Reads until `done` holds, for up to ten seconds (how long to look, not a
+/// speed claim: the background passes these wait for run every 50-100 ms),
+/// and returns the last reading for the caller to assert on.
+pub async fn eventually<T>(mut read: impl AsyncFnMut() -> T, done: impl Fn(&T) -> bool) -> T {
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let value = read().await;
+        if done(&value) || tokio::time::Instant::now() >= until {
+            return value;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 pub fn slot_at(time: &str) -> pb::SlotRef {
     pb::SlotRef { restaurant_id: 67, date: "2026-12-24".into(), time: time.into() }
 }
@@ -505,6 +532,21 @@ impl PrivateRedis {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Keeps this Redis busy for `stall` (it answers no one meanwhile) and
+    /// returns once the stall has begun; the handle ends with it.
+    pub async fn stall(&self, stall: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        const BUSY: &str = "local t0 = redis.call('TIME') local start = t0[1] * 1000000 + t0[2]
+            while true do local t = redis.call('TIME') if t[1] * 1000000 + t[2] - start > tonumber(ARGV[1]) * 1000 then break end end
+            return 1";
+        let mut conn = self.connection().await;
+        let millis = stall.as_millis() as u64;
+        let stalled = tokio::spawn(async move {
+            redis::cmd("EVAL").arg(BUSY).arg(0).arg(millis).query_async::<i64>(&mut conn).await.expect("the stall");
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        stalled
     }
 
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {

@@ -251,23 +251,16 @@ async fn step(app: &TestApp, model: &mut Model, (label, op): Step) -> Result<(),
         }
         Op::Cancel { of } => {
             let Some(booked) = booked_by(model, of) else { return Ok(()) };
-            let answer = app
-                .reservations
-                .clone()
-                .cancel_reservation(pb::CancelReservationRequest {
-                    id: booked.id.clone(),
-                    reason: pb::CancelReason::User as i32,
-                })
-                .await;
+            let answer = app.cancel(&booked.id, pb::CancelReason::User).await;
             match booked.status {
                 Status::Pending | Status::Confirmed => {
                     let got = answer.map_err(|e| Failure(format!("cancel of an active reservation: {e:?}")))?;
-                    ensure!(!got.into_inner().already_cancelled, "cancel said already cancelled");
+                    ensure!(!got.already_cancelled, "cancel said already cancelled");
                     booked.status = Status::Cancelled;
                 }
                 Status::Cancelled => {
                     let got = answer.map_err(|e| Failure(format!("repeated cancel: {e:?}")))?;
-                    ensure!(got.into_inner().already_cancelled, "repeated cancel did not say so");
+                    ensure!(got.already_cancelled, "repeated cancel did not say so");
                 }
                 Status::Expired => {
                     let got = answer.map(|_| ()).map_err(|e| reason_of(&e));

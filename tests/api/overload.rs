@@ -13,11 +13,6 @@ use tonic_types::StatusExt;
 
 use crate::helpers::{PrivateRedis, burst, connect, reason_of, reserve, slot_at, spawn_app_with, tally};
 
-/// Keeps Redis busy (it answers no one) for `ARGV[1]` milliseconds.
-const BUSY: &str = "local t0 = redis.call('TIME') local start = t0[1] * 1000000 + t0[2]
-    while true do local t = redis.call('TIME') if t[1] * 1000000 + t[2] - start > tonumber(ARGV[1]) * 1000 then break end end
-    return 1";
-
 #[tokio::test(flavor = "multi_thread")]
 async fn five_thousand_calls_past_a_limit_of_64_are_shed_at_once_and_exact_winners_still_win() {
     let app = spawn_app_with(|c| c.concurrency_limit = 64).await;
@@ -67,10 +62,7 @@ async fn probes_keep_answering_while_business_calls_are_shed() {
     app.open(&[(slot.clone(), 40)]).await;
 
     // Redis stalls, so the one call allowed in flight stays in flight.
-    let mut stall = redis.connection().await;
-    let stalled =
-        tokio::spawn(async move { redis::cmd("EVAL").arg(BUSY).arg(0).arg(800).query_async::<i64>(&mut stall).await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stalled = redis.stall(Duration::from_millis(800)).await;
     let first = tokio::spawn({
         let app_client = app.reservations.clone();
         let request = reserve("r-1", "alice", &slot, 4);
@@ -85,7 +77,7 @@ async fn probes_keep_answering_while_business_calls_are_shed() {
         let status = health.check(HealthCheckRequest { service: "slotgate.v1.Reservations".into() }).await.unwrap();
         assert_eq!(status.into_inner().status(), ServingStatus::Serving);
     }
-    stalled.await.unwrap().unwrap();
+    stalled.await.unwrap();
     first.await.unwrap().unwrap();
     app.create(reserve("r-2", "bob", &slot, 4)).await.unwrap();
 }
@@ -153,14 +145,11 @@ async fn a_call_past_the_server_timeout_ends_deadline_exceeded() {
     .await;
     let slot = slot_at("19:00");
     app.open(&[(slot.clone(), 40)]).await;
-    let mut stall = redis.connection().await;
-    let stalled =
-        tokio::spawn(async move { redis::cmd("EVAL").arg(BUSY).arg(0).arg(600).query_async::<i64>(&mut stall).await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stalled = redis.stall(Duration::from_millis(600)).await;
     let status =
         app.reservations.clone().get_remaining(pb::GetRemainingRequest { slot: Some(slot.clone()) }).await.unwrap_err();
     assert_eq!(reason_of(&status), (Code::DeadlineExceeded, "DEADLINE_EXCEEDED".into()));
-    stalled.await.unwrap().unwrap();
+    stalled.await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

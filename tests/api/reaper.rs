@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use slotgate::{booking::Reaped, pb};
 
-use crate::helpers::{TestApp, reserve, slot_at, spawn_app_by_hand, spawn_app_with};
+use crate::helpers::{TestApp, eventually, reserve, slot_at, spawn_app_by_hand, spawn_app_with};
 
 const ORPHAN: &str = "9b2e6a4c-0d1f-4a8e-9c3b-6f5d4e3c2b1a";
 
@@ -39,10 +39,6 @@ async fn orphan_hold(app: &TestApp, slot: &pb::SlotRef, id: &str, user: &str, pa
         .unwrap();
 }
 
-async fn holds(app: &TestApp, slot: &pb::SlotRef) -> usize {
-    redis::cmd("HLEN").arg(app.key(slot, "holds")).query_async(&mut app.redis().await).await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_hold_with_no_reservation_gives_its_seats_back_once() {
     let app = spawn_app_by_hand().await;
@@ -53,7 +49,7 @@ async fn an_expired_hold_with_no_reservation_gives_its_seats_back_once() {
 
     assert_eq!(app.booking.reap().await.unwrap(), Reaped { finalized: 0, released: 1 });
     assert_eq!(app.booking.reap().await.unwrap(), Reaped::default(), "once");
-    assert_eq!((app.remaining(&slot).await.remaining, holds(&app, &slot).await), (40, 0));
+    assert_eq!((app.remaining(&slot).await.remaining, app.holds(&slot).await), (40, 0));
     // Nothing of the dead attempt stands in carol's way.
     app.create(reserve("r-1", "carol", &slot, 4)).await.unwrap();
     assert_eq!(app.db_slot(&slot).await, (40, 4, 4));
@@ -76,7 +72,7 @@ async fn an_expired_hold_whose_reservation_committed_keeps_its_seats() {
         .unwrap();
 
     assert_eq!(app.booking.reap().await.unwrap(), Reaped { finalized: 1, released: 0 });
-    assert_eq!((app.remaining(&slot).await.remaining, holds(&app, &slot).await), (36, 0));
+    assert_eq!((app.remaining(&slot).await.remaining, app.holds(&slot).await), (36, 0));
     assert_eq!(app.db_slot(&slot).await, (40, 4, 4));
 }
 
@@ -87,7 +83,7 @@ async fn a_hold_within_its_lease_is_left_alone() {
     app.open(&[(slot.clone(), 40)]).await;
     orphan_hold(&app, &slot, ORPHAN, "carol", 4, u64::MAX / 2).await;
     assert_eq!(app.booking.reap().await.unwrap(), Reaped::default());
-    assert_eq!((app.remaining(&slot).await.remaining, holds(&app, &slot).await), (36, 1));
+    assert_eq!((app.remaining(&slot).await.remaining, app.holds(&slot).await), (36, 1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -112,14 +108,6 @@ async fn the_background_reaper_ends_expired_holds_on_its_own() {
     let slot = slot_at("16:00");
     app.open(&[(slot.clone(), 40)]).await;
     orphan_hold(&app, &slot, ORPHAN, "carol", 4, 1).await;
-    // How long to look, not a speed claim: passes run every 50 ms.
-    let mut remaining = 0;
-    for _ in 0..200 {
-        remaining = app.remaining(&slot).await.remaining;
-        if remaining == 40 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let remaining = eventually(async || app.remaining(&slot).await.remaining, |r| *r == 40).await;
     assert_eq!(remaining, 40);
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 use slotgate::{pb, stats::Counters};
 use tonic::Code;
 
-use crate::helpers::{TestApp, burst, by_hand, reason_of, reserve, slot_at, spawn_app_by_hand, spawn_app_with, tally};
+use crate::helpers::{
+    TestApp, burst, by_hand, eventually, reason_of, reserve, slot_at, spawn_app_by_hand, spawn_app_with, tally,
+};
 
 async fn reconcile(app: &TestApp) -> pb::ReconcileSlotsResponse {
     app.admin
@@ -81,16 +83,7 @@ async fn the_periodic_reconciler_repairs_drift_on_its_own() {
     app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap();
     hset(&app, &app.key(&slot, "seats"), "left", "0").await;
 
-    // A bound on how long to look, not a speed claim: passes run every
-    // 100 ms, so this allows a hundred of them on a slow machine.
-    let mut remaining = 0;
-    for _ in 0..100 {
-        remaining = app.remaining(&slot).await.remaining;
-        if remaining == 36 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let remaining = eventually(async || app.remaining(&slot).await.remaining, |r| *r == 36).await;
     assert_eq!(remaining, 36);
 }
 

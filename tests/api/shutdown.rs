@@ -78,9 +78,7 @@ async fn sigterm_mid_burst_answers_everyone_loses_nothing_and_exits_zero() {
     let (capacity, reserved, active) = app.db_slot(&slot).await;
     assert_eq!(i64::from(reserved), active);
     assert!(reserved <= capacity);
-    let holds: usize =
-        redis::cmd("HLEN").arg(app.key(&slot, "holds")).query_async(&mut app.redis().await).await.unwrap();
-    assert_eq!(holds, 0, "holds left behind");
+    assert_eq!(app.holds(&slot).await, 0, "holds left behind");
     assert_eq!(app.remaining(&slot).await.remaining, capacity - reserved);
     // Every booking the clients were told about exists.
     let booked = results.iter().flatten().count() as i32;
@@ -127,9 +125,7 @@ async fn sigterm_waits_for_admitted_work_whose_callers_already_gave_up() {
 
     let (capacity, reserved, active) = app.db_slot(&slot).await;
     assert_eq!(i64::from(reserved), active);
-    let holds: usize =
-        redis::cmd("HLEN").arg(app.key(&slot, "holds")).query_async(&mut app.redis().await).await.unwrap();
-    assert_eq!(holds, 0, "the process exited with admitted work unfinished");
+    assert_eq!(app.holds(&slot).await, 0, "the process exited with admitted work unfinished");
     assert_eq!(app.remaining(&slot).await.remaining, capacity - reserved);
     assert_eq!(reserved, 32, "the work went on without its callers and committed");
 }

@@ -51,11 +51,7 @@ async fn replays_duplicates_and_cancels_answer_as_the_gate_does(gate: GateKind) 
     let dup = app.create(reserve("r-5", "bob", &slot, 4)).await.unwrap_err();
     assert_eq!(reason_of(&dup), (Code::AlreadyExists, "DUPLICATE".into()));
 
-    app.reservations
-        .clone()
-        .cancel_reservation(pb::CancelReservationRequest { id: first.id, reason: pb::CancelReason::User as i32 })
-        .await
-        .unwrap();
+    app.cancel(&first.id, pb::CancelReason::User).await.unwrap();
     assert_eq!(app.remaining(&slot).await, pb::GetRemainingResponse { remaining: 4, capacity: 8 });
     app.create(reserve("r-6", "carol", &slot, 4)).await.unwrap();
     assert_eq!(app.db_slot(&slot).await, (8, 8, 8));
