@@ -27,7 +27,7 @@ use crate::{
     domain::{
         CancelReason, FieldError, MenuItem, NewReservation, ReservationId, ReservationStatus, SlotCapacity, SlotKey,
     },
-    gate::{Acquire, Gate, GateError, Reconciled, SlotFigures, attempt_nonce},
+    gate::{Acquire, Gate, GateError, Reconciled, Release, SlotFigures, attempt_nonce},
     stats::Counters,
     store::{Cancelled, Confirmed, Inserted, OpenOutcome, Opened, Reservation, Seats, Store, StoreError},
 };
@@ -184,7 +184,7 @@ impl Booking {
                         // The reply was lost (timeout, connection cut): the script
                         // may have run and taken seats for this attempt. Undo that
                         // if so; the nonce keeps a concurrent retry's hold safe.
-                        if let Err(undo) = self.gate.void(&new.slot, id, &new.user_id, nonce).await {
+                        if let Err(undo) = self.gate.release(&new.slot, id, &new.user_id, nonce, Release::Void).await {
                             warn!(error = %undo, reservation = %id, "could not undo an acquire whose reply was lost");
                         }
                         return Err(e.into());
@@ -266,7 +266,8 @@ impl Booking {
         // active reservation that exists (a replay after Redis lost its
         // state), its user and fingerprint entries stay: they are true.
         let keep = matches!(&inserted, Ok(Inserted::Existing(r)) if r.is_active());
-        if let Err(e) = self.gate.release(&new.slot, id, &new.user_id, nonce, !keep).await {
+        let how = if keep { Release::KeepEntries } else { Release::Forget };
+        if let Err(e) = self.gate.release(&new.slot, id, &new.user_id, nonce, how).await {
             warn!(error = %e, reservation = %id, "could not release a hold; the counter stays low until reconciled");
         }
         settle(new, inserted?)
@@ -422,7 +423,7 @@ impl Booking {
                 if self.gate.finalize(&slot, hold.id, hold.nonce).await? {
                     reaped.finalized += 1;
                 }
-            } else if self.gate.release(&slot, hold.id, &hold.user, hold.nonce, true).await? > 0 {
+            } else if self.gate.release(&slot, hold.id, &hold.user, hold.nonce, Release::Forget).await? > 0 {
                 reaped.released += 1;
             }
         }

@@ -117,9 +117,9 @@ struct Args {
     capacity: i32,
     #[arg(long, default_value_t = 4)]
     party_size: i32,
-    /// Slots for spread and soak.
+    /// Slots for spread and soak (at least 1).
     #[arg(long)]
-    slots: Option<usize>,
+    slots: Option<std::num::NonZeroUsize>,
     /// Report only; do not check the outcome.
     #[arg(long)]
     no_checks: bool,
@@ -250,6 +250,18 @@ fn create(request_id: String, user_id: String, slot: &pb::SlotRef, party_size: i
     })
 }
 
+/// Every call a new user, the slots taken in turn (spread and soak); with
+/// `health`, every call the trivial one.
+fn one_user_per_call(health: bool, run: u128, slots: Vec<pb::SlotRef>, party: i32) -> Source {
+    if health {
+        return Arc::new(|_, _| Ok(Call::Health));
+    }
+    Arc::new(move |n, _| {
+        let slot = &slots[n as usize % slots.len()];
+        Ok(create(format!("load-{run}-{n}"), format!("load-{run}-user-{n}"), slot, party))
+    })
+}
+
 async fn plan(args: &Args, config: &GhzConfig, addr: SocketAddr, md: &[(String, String)]) -> Result<Plan, String> {
     let call = args.call.clone().or_else(|| config.call.clone()).unwrap_or_else(|| CREATE.into());
     let health = match call.replace('.', "/").as_str() {
@@ -319,20 +331,12 @@ async fn plan(args: &Args, config: &GhzConfig, addr: SocketAddr, md: &[(String, 
             if matches!(fire.mode, Mode::AllAtOnce) {
                 fire.mode = Mode::Workers(128);
             }
-            let count = args.slots.unwrap_or(1_000);
+            let count = args.slots.map_or(1_000, std::num::NonZeroUsize::get);
             let per_slot = (args.capacity / party).max(1) as usize;
             fire.total = Some((count * per_slot) as u64);
             let slots =
                 if health { Vec::new() } else { open_fresh_slots(args, &mut admin, md, count, args.capacity).await? };
-            let shared = Arc::new(slots.clone());
-            let source: Source = if health {
-                Arc::new(|_, _| Ok(Call::Health))
-            } else {
-                Arc::new(move |n, _| {
-                    let slot = &shared[n as usize % shared.len()];
-                    Ok(create(format!("load-{run}-{n}"), format!("load-{run}-user-{n}"), slot, party))
-                })
-            };
+            let source = one_user_per_call(health, run, slots.clone(), party);
             let winners = per_slot as i32;
             Ok(Plan {
                 source,
@@ -351,18 +355,10 @@ async fn plan(args: &Args, config: &GhzConfig, addr: SocketAddr, md: &[(String, 
             if fire.total.is_none() && fire.duration.is_none() {
                 fire.duration = Some(Duration::from_secs(30));
             }
-            let count = args.slots.unwrap_or(100);
+            let count = args.slots.map_or(100, std::num::NonZeroUsize::get);
             let slots =
                 if health { Vec::new() } else { open_fresh_slots(args, &mut admin, md, count, 1_000_000).await? };
-            let shared = Arc::new(slots);
-            let source: Source = if health {
-                Arc::new(|_, _| Ok(Call::Health))
-            } else {
-                Arc::new(move |n, _| {
-                    let slot = &shared[n as usize % shared.len()];
-                    Ok(create(format!("load-{run}-{n}"), format!("load-{run}-user-{n}"), slot, party))
-                })
-            };
+            let source = one_user_per_call(health, run, slots, party);
             Ok(Plan { source, fire, slots: Vec::new(), all_book: !health, sold_out: false })
         }
         "custom" => {
@@ -516,6 +512,9 @@ async fn run(args: Args) -> Result<bool, String> {
             "CPUs": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         });
         let mut report = report::ghz_json(&run, &stats, options, &checks);
+        if !plan.slots.is_empty() {
+            report["slotgate"]["expected_winners"] = json!(plan.slots.iter().map(|(_, w)| *w).sum::<i32>());
+        }
         if let Some(tags) = &config.tags {
             report["tags"] = json!(tags);
         }

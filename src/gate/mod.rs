@@ -294,6 +294,20 @@ pub struct Gate {
     counters: Arc<Counters>,
 }
 
+/// What a [`Gate::release`] ends besides the hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Keep the id's user and fingerprint entries: the id names a
+    /// reservation that exists and is active.
+    KeepEntries,
+    /// Drop them too: nothing was booked.
+    Forget,
+    /// The attempt's acquire reply was lost: forget, and mark the attempt
+    /// void for a hold lease, so that its acquire, if it has not run yet
+    /// (it may reach Redis after this call), takes nothing.
+    Void,
+}
+
 /// The four keys of one slot, in the order the scripts expect them, and
 /// the prefix they share.
 struct SlotKeys {
@@ -497,37 +511,18 @@ impl Gate {
     }
 
     /// The attempt `nonce` was not committed: end its hold, if it made one,
-    /// and give its seats back (once). `forget` also drops the id's user and
-    /// fingerprint entries; pass false when the id names a reservation that
-    /// exists and is active.
+    /// and give its seats back (once); see [`Release`] for what else goes.
     pub async fn release(
         &self,
         slot: &SlotKey,
         id: ReservationId,
         user: &str,
         nonce: u64,
-        forget: bool,
-    ) -> Result<i64, GateError> {
-        self.release_with(slot, id, user, nonce, forget, 0).await
-    }
-
-    /// Undoes an acquire whose reply was lost: as [`Gate::release`], and
-    /// marks the attempt void for a hold lease, so that if its acquire has
-    /// not run yet (it may arrive after this call) it takes nothing.
-    pub async fn void(&self, slot: &SlotKey, id: ReservationId, user: &str, nonce: u64) -> Result<i64, GateError> {
-        self.release_with(slot, id, user, nonce, true, self.lease_ms.max(1)).await
-    }
-
-    async fn release_with(
-        &self,
-        slot: &SlotKey,
-        id: ReservationId,
-        user: &str,
-        nonce: u64,
-        forget: bool,
-        void_ms: u64,
+        how: Release,
     ) -> Result<i64, GateError> {
         let k = self.keys(slot);
+        let forget = how != Release::KeepEntries;
+        let void_ms = if how == Release::Void { self.lease_ms.max(1) } else { 0 };
         self.invoke(
             k.invoke(&self.scripts.release)
                 .key(k.void(nonce))

@@ -524,11 +524,7 @@ pub async fn cancel_reservation(
             .await
             .optional()?;
             if let Some(f) = &freed {
-                prepared("UPDATE slots SET reserved = reserved - $2, updated_at = now() WHERE id = $1")
-                    .bind::<BigInt, _>(f.slot_id)
-                    .bind::<Integer, _>(f.party_size)
-                    .execute(conn)
-                    .await?;
+                free_seats(conn, f.slot_id, f.party_size).await?;
             }
             Ok::<_, diesel::result::Error>(freed.is_some())
         })
@@ -539,6 +535,17 @@ pub async fn cancel_reservation(
         Some(r) if r.status == ReservationStatus::Cancelled => Cancelled::Already(r),
         Some(r) => Cancelled::NotActive(r),
     })
+}
+
+/// Gives a reservation's seats back to its slot, inside the transaction that
+/// ended the reservation.
+async fn free_seats(conn: &mut AsyncPgConnection, slot_id: i64, seats: i32) -> Result<(), diesel::result::Error> {
+    prepared("UPDATE slots SET reserved = reserved - $2, updated_at = now() WHERE id = $1")
+        .bind::<BigInt, _>(slot_id)
+        .bind::<Integer, _>(seats)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// A slot's natural key and seat figures, as selected from `slots s`.
@@ -593,11 +600,7 @@ pub async fn confirm_reservation(
             .await
             .optional()?;
             if let Some(m) = moved.as_ref().filter(|m| m.status == "EXPIRED") {
-                prepared("UPDATE slots SET reserved = reserved - $2, updated_at = now() WHERE id = $1")
-                    .bind::<BigInt, _>(m.slot_id)
-                    .bind::<Integer, _>(m.party_size)
-                    .execute(conn)
-                    .await?;
+                free_seats(conn, m.slot_id, m.party_size).await?;
             }
             Ok::<_, diesel::result::Error>(moved.map(|m| m.status))
         })

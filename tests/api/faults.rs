@@ -23,7 +23,7 @@ use diesel_async::RunQueryDsl;
 use slotgate::{
     config::Config,
     domain::{Limits, NewReservation},
-    gate::{Gate, GateError, GateSettings, attempt_nonce},
+    gate::{Gate, GateError, GateSettings, Release, attempt_nonce},
     pb,
     pb::reservations_client::ReservationsClient,
     stats::Counters,
@@ -395,7 +395,7 @@ async fn a_lost_acquire_that_runs_after_its_undo_takes_nothing() {
     let new = NewReservation::parse(&reserve("r-1", "alice", &slot, 4), limits).unwrap();
     let (id, fingerprint, nonce) = (new.reservation_id(), new.fingerprint(), attempt_nonce());
 
-    assert_eq!(gate.void(&new.slot, id, &new.user_id, nonce).await.unwrap(), 0, "nothing held yet");
+    assert_eq!(gate.release(&new.slot, id, &new.user_id, nonce, Release::Void).await.unwrap(), 0, "nothing held yet");
     let late = gate.acquire(&new.slot, id, &new.user_id, 4, fingerprint, nonce).await;
     assert!(matches!(late, Err(GateError::Unavailable(_))), "{late:?}");
 
