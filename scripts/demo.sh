@@ -5,7 +5,7 @@
 #
 # Settings (environment): SLOTGATE_LISTEN (127.0.0.1:50051), SCENARIO
 # (duplicate-2000; or burst-100/200/400/800), and every slotgate setting
-# (DATABASE_URL, REDIS_URL, ...; see README).
+# (DATABASE_URL, REDIS_URL, ...; see docs/operations.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -3,23 +3,15 @@
 //! an admin caller. With no tokens configured, authentication is off (local
 //! runs); the k8s manifests turn it on.
 
-use std::{
-    collections::HashMap,
-    future::Future,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-};
+use std::{collections::HashMap, sync::Arc};
 
 use subtle::{Choice, ConstantTimeEq};
-use tonic::{
-    Code,
-    body::Body,
-    codegen::http::{Request, Response},
-};
-use tower::{Layer, Service};
+use tonic::{Code, codegen::http::Request};
 
-use crate::service::reason;
+use crate::{
+    precheck::Precheck,
+    status::{Refusal, reason},
+};
 
 /// Longest token accepted, in bytes; tokens are compared padded to this.
 const MAX_TOKEN: usize = 128;
@@ -112,73 +104,32 @@ impl Tokens {
     }
 }
 
-fn refusal(code: Code, why: &'static str, message: &str) -> Response<Body> {
-    crate::overload::refusal(code, why, message, None)
-}
-
-/// Checks the `authorization: Bearer <token>` header of business calls.
-#[derive(Debug, Clone)]
-pub struct AuthLayer {
-    tokens: Tokens,
-}
-
-impl AuthLayer {
-    pub fn new(tokens: Tokens) -> Self {
-        Self { tokens }
-    }
-}
-
-impl<S> Layer<S> for AuthLayer {
-    type Service = Auth<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Auth { inner, tokens: self.tokens.clone() }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Auth<S> {
-    inner: S,
-    tokens: Tokens,
-}
-
-impl<S, B> Service<Request<B>> for Auth<S>
-where
-    S: Service<Request<B>, Response = Response<Body>>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        if self.tokens.is_empty() {
-            return Box::pin(self.inner.call(request));
+/// Checks the `authorization: Bearer <token>` header of business calls,
+/// and puts the [`Caller`] in the request's extensions.
+impl Precheck for Tokens {
+    fn check<B>(&self, request: &mut Request<B>) -> Result<(), Refusal> {
+        if self.is_empty() {
+            return Ok(());
         }
         let presented = request
             .headers()
             .get("authorization")
             .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-            .and_then(|token| self.tokens.identify(token));
-        let refused = match &presented {
-            None => Some(refusal(Code::Unauthenticated, reason::UNAUTHENTICATED, "a valid bearer token is required")),
+            .and_then(|token| self.identify(token));
+        match presented {
+            None => {
+                Err(Refusal::new(Code::Unauthenticated, reason::UNAUTHENTICATED, "a valid bearer token is required"))
+            }
             Some(caller)
                 if caller.role != Role::Admin && request.uri().path().starts_with("/slotgate.v1.SlotAdmin/") =>
             {
-                Some(refusal(Code::PermissionDenied, reason::ADMIN_REQUIRED, "SlotAdmin needs an admin caller"))
+                Err(Refusal::new(Code::PermissionDenied, reason::ADMIN_REQUIRED, "SlotAdmin needs an admin caller"))
             }
-            Some(_) => None,
-        };
-        if let Some(response) = refused {
-            return Box::pin(async move { Ok(response) });
+            Some(caller) => {
+                request.extensions_mut().insert(caller);
+                Ok(())
+            }
         }
-        if let Some(caller) = presented {
-            request.extensions_mut().insert(caller);
-        }
-        Box::pin(self.inner.call(request))
     }
 }
 

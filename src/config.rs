@@ -5,8 +5,6 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::telemetry::LogFormat;
-
 /// `slotgate [serve|migrate] [options]`
 #[derive(Debug, Parser)]
 #[command(name = "slotgate", version, about = "Seat reservations that stay fast and exact under bursts")]
@@ -55,8 +53,8 @@ pub struct Config {
     #[command(flatten)]
     pub database: DatabaseConfig,
 
-    /// Redis URL; with `--redis-cluster`, the seed nodes of a Redis Cluster,
-    /// comma-separated.
+    /// Redis URL; with `--redis-cluster`, the URLs of some nodes of a Redis
+    /// Cluster (it discovers the rest), comma-separated.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
     pub redis_url: String,
 
@@ -70,8 +68,8 @@ pub struct Config {
     /// designs slotgate is compared with, every request inside PostgreSQL:
     /// `SELECT ... FOR UPDATE` on the slot row, or one lock per slot held
     /// across the whole transaction with a `SUM` of booked seats.
-    #[arg(long, env = "SLOTGATE_GATE", value_enum, default_value = "redis")]
-    pub gate: GateKind,
+    #[arg(long = "gate", env = "SLOTGATE_GATE", value_enum, default_value = "redis")]
+    pub strategy: Strategy,
 
     /// Connections in the Redis pool. Each is multiplexed, and a request holds
     /// one only for its script call.
@@ -254,11 +252,28 @@ fn parse_namespace(s: &str) -> Result<String, String> {
     if ok { Ok(s.to_owned()) } else { Err("1 to 64 characters from [A-Za-z0-9._-]".to_owned()) }
 }
 
+/// How seats are taken (`--gate`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum GateKind {
-    Redis,
+pub enum Strategy {
+    /// The product: one Lua script in Redis admits or refuses each request;
+    /// PostgreSQL commits the winners with a conditional update.
+    #[value(name = "redis")]
+    RedisGate,
+    /// For comparison, no Redis: every request locks the slot's row
+    /// (`SELECT ... FOR UPDATE`) and checks and takes seats under it.
     DbLock,
+    /// For comparison, no Redis: the design slotgate replaces. One lock per
+    /// slot held across the whole transaction (a PostgreSQL advisory lock,
+    /// which queues fairly, like Redisson's FairLock), seats counted with a
+    /// `SUM` over reservations.
     FairLock,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[cfg(test)]
@@ -292,6 +307,54 @@ mod tests {
         for name in set {
             assert!(known.iter().any(|k| k == name), "k8s sets {name}, which slotgate does not read");
         }
+    }
+
+    /// The settings table of docs/operations.md, rendered from the flags as
+    /// the program reads them: `| flag | environment | default |`, in the
+    /// order they are declared.
+    fn settings_rows() -> Vec<String> {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").unwrap();
+        cli.get_arguments()
+            .chain(serve.get_arguments())
+            .filter_map(|a| {
+                let long = a.get_long()?;
+                let env = a.get_env()?.to_string_lossy();
+                let default = match a.get_default_values() {
+                    [] => "(unset)".to_owned(),
+                    [v] if v.is_empty() => "(empty)".to_owned(),
+                    values => format!("`{}`", values.iter().map(|v| v.to_string_lossy()).collect::<Vec<_>>().join(",")),
+                };
+                Some(format!("| `--{long}` | `{env}` | {default} |"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_settings_table_in_the_docs_lists_every_flag_its_variable_and_default() {
+        let doc = include_str!("../docs/operations.md");
+        let table = doc
+            .split_once("<!-- config-table:start -->")
+            .and_then(|(_, rest)| rest.split_once("<!-- config-table:end -->"))
+            .map(|(table, _)| table)
+            .expect("docs/operations.md has the config-table markers");
+        let documented: Vec<String> = table
+            .lines()
+            .filter(|l| l.starts_with("| `--"))
+            .map(|row| {
+                let cells: Vec<&str> = row.split(" | ").take(3).collect();
+                format!("{} |", cells.join(" | "))
+            })
+            .collect();
+        let expected = settings_rows();
+        assert!(expected.len() > 30, "{} settings?", expected.len());
+        assert_eq!(
+            documented,
+            expected,
+            "docs/operations.md's settings table must list, in this order:\n{}",
+            expected.join("\n")
+        );
     }
 
     #[test]

@@ -8,31 +8,55 @@
 //! `UPDATE` plus a `CHECK` constraint make overbooking impossible even when
 //! Redis is wrong.
 //!
+//! # Seats going back
+//!
+//! Seats return in three ways, each with its own verb:
+//!
+//! - **release**: a hold whose reservation did not commit ends, and its
+//!   seats go back to the gate's counter ([`gate::Gate::release`]).
+//! - **free**: a reservation that ends (cancelled, expired) gives its seats
+//!   back to its slot in the database, in the transaction that ends it
+//!   ([`store::manage`]).
+//! - **give back**: after the database freed them, the same seats go back to
+//!   the gate's counter ([`gate::Gate::give_back`]).
+//!
+//! Each happens at most once per hold or reservation: the scripts act only
+//! for the attempt (nonce) or user entry that still holds the seats, and the
+//! database frees seats only in the statement that moves the reservation out
+//! of an active status.
+//!
 //! # Layout
 //!
-//! - [`config`]: every setting, from flags and environment, one clap struct.
-//! - [`domain`]: validated request types, slot keys, ids; no I/O.
-//! - [`gate`]: the Redis side; Lua scripts live next to it as `.lua` files.
-//! - [`pools`]: what the Redis and PostgreSQL pools share: failing fast
-//!   while the dependency behind them is down.
-//! - [`store`]: the PostgreSQL side: migrations, queries, the winner's
-//!   transaction.
-//! - [`booking`]: the use cases (create, replay, cancel, open, warm,
-//!   reconcile) that combine gate and store.
-//! - [`lifecycle`]: background work: the expiry sweeper and the periodic
-//!   reconciler.
+//! - [`config`]: every setting, from flags and environment, one clap struct;
+//!   the [`config::Strategy`] that decides requests.
+//! - [`domain`]: validated request types, slot keys, ids, codes; no I/O.
+//! - [`gate`]: the Redis side: the script API (`mod.rs`), the key layout
+//!   (`keys.rs`), connections (`conn.rs`); the Lua scripts as `.lua` files.
+//! - [`store`]: the PostgreSQL side: the winner's transaction (`create.rs`),
+//!   reading reservations (`reservations.rs`), cancel, confirm, expire
+//!   (`manage.rs`), slots (`slots.rs`), menus (`menus.rs`), the
+//!   database-only comparison strategies (`strategies.rs`) and statements
+//!   prepared once per connection (`prepared.rs`).
+//! - [`booking`]: the use cases that combine gate and store: create
+//!   (`create.rs`), manage a reservation (`manage.rs`), run the slots and
+//!   their counters (`upkeep.rs`).
+//! - [`service`]: the gRPC handlers, one file per proto service.
+//! - [`overload`], [`auth`]: the tower layers in front of the business
+//!   services (deadline, load shedding, concurrency and rate limits, the
+//!   per-user click guard; bearer tokens); [`precheck`], the layer that
+//!   runs the checks (authentication, rate limit) that decide a call before
+//!   the service sees it.
+//! - [`status`]: the one place a `tonic::Status` is built, with its
+//!   machine-readable reason; used by the handlers and the layers alike.
+//! - [`lifecycle`]: background passes: the lease reaper, the expiry sweeper
+//!   and the periodic reconciler.
+//! - [`telemetry`], [`metrics`], [`pools`]: logs and traces (set up once, by
+//!   the binary); what the service counts; the connection pools and their
+//!   timed checkout.
 //! - [`clock`]: the time deposit deadlines are read from.
-//! - [`service`]: the gRPC handlers and the one place errors become
-//!   `tonic::Status`.
-//! - [`auth`]: bearer-token authentication of calling services.
-//! - [`overload`]: the tower layers that refuse excess load at once
-//!   (deadline, concurrency limit with load shedding, rate limit) and the
-//!   per-user click guard.
 //! - [`server`]: [`server::Application`], the builder `main` and the tests
 //!   both use.
-//! - [`telemetry`]: the tracing subscriber, set up once by the binary.
 //! - [`pb`]: the code generated from `proto/slotgate/v1/reservations.proto`.
-#![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod booking;
@@ -41,11 +65,13 @@ pub mod config;
 pub mod domain;
 pub mod gate;
 pub mod lifecycle;
+pub mod metrics;
 pub mod overload;
 pub mod pools;
+pub mod precheck;
 pub mod server;
 pub mod service;
-pub mod stats;
+pub mod status;
 pub mod store;
 pub mod telemetry;
 

@@ -9,7 +9,8 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::{sync::watch, task::JoinHandle, time::MissedTickBehavior};
+use tokio::{task::JoinHandle, time::MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::booking::Booking;
@@ -22,10 +23,10 @@ pub struct Intervals {
     pub reap: Duration,
 }
 
-/// Spawns the background loops; they stop when `stop` turns true. Each
+/// Spawns the background loops; they stop when `stop` is cancelled. Each
 /// pass is a trace of its own (a root span), its pool waits and queries
 /// inside it.
-pub fn spawn(booking: Arc<Booking>, every: Intervals, stop: watch::Receiver<bool>) -> JoinHandle<()> {
+pub fn spawn(booking: Arc<Booking>, every: Intervals, stop: CancellationToken) -> JoinHandle<()> {
     let reconciler = every_tick(every.reconcile, stop.clone(), "lifecycle.reconcile", {
         let booking = Arc::clone(&booking);
         move || {
@@ -69,15 +70,10 @@ pub fn spawn(booking: Arc<Booking>, every: Intervals, stop: watch::Receiver<bool
     })
 }
 
-/// Runs `pass` at once and then every `every` until `stop` turns true. A
+/// Runs `pass` at once and then every `every` until `stop` is cancelled. A
 /// pass that overruns delays the next one instead of causing a burst of
-/// catch-up passes.
-fn every_tick<F, Fut>(
-    every: Duration,
-    mut stop: watch::Receiver<bool>,
-    name: &'static str,
-    mut pass: F,
-) -> JoinHandle<()>
+/// catch-up passes; a pass under way when `stop` comes finishes first.
+fn every_tick<F, Fut>(every: Duration, stop: CancellationToken, name: &'static str, mut pass: F) -> JoinHandle<()>
 where
     F: FnMut() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
@@ -94,7 +90,7 @@ where
         loop {
             let stopped = tokio::select! {
                 _ = ticks.tick() => false,
-                _ = stop.wait_for(|stopped| *stopped) => true,
+                () = stop.cancelled() => true,
             };
             if stopped {
                 return;

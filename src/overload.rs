@@ -1,15 +1,16 @@
 //! The tower layers in front of the business services: excess load is
-//! refused at once, never parked in a queue (invariant 7).
+//! refused at once, never parked in a queue.
 //!
 //! Outermost first:
 //!
 //! 1. [`StatusLayer`]: turns a tower error into a gRPC status with our
 //!    reason. tonic would otherwise answer a shed call `RESOURCE_EXHAUSTED`
-//!    with a misleading text, and a timed-out one `INTERNAL` (shared/DEPS.md
-//!    traps 2-3); the services it wraps cannot fail, as `add_service` needs.
+//!    with a text about a per-connection limit that is not ours, and a
+//!    timed-out one `INTERNAL` ("h2 protocol error"); and `add_service`
+//!    needs services that cannot fail, which this layer makes them.
 //! 2. tower's `LoadShed` over a `GlobalConcurrencyLimit`: past the limit of
 //!    calls in flight, a call is refused at once, `UNAVAILABLE`/`OVERLOADED`.
-//! 3. [`RateLimitLayer`]: a token bucket, refusing at once with
+//! 3. [`RateLimit`]: a token bucket (`governor`), refusing at once with
 //!    `RESOURCE_EXHAUSTED`/`RATE_LIMITED` and the wait until the next token.
 //!    (tower's `RateLimit` waits for a token instead, and is not `Clone`: it
 //!    would need a `Buffer`, which is a queue.)
@@ -19,47 +20,45 @@
 //!    call ends `DEADLINE_EXCEEDED`.
 //!
 //! Health and reflection are not behind these layers: probes must answer
-//! under overload.
+//! under overload, and must not spend the rate budget.
+//!
+//! [`UserGuard`], checked by the `CreateReservation` handler, is a token
+//! bucket per user id.
 
 use std::{
-    collections::HashMap,
     convert::Infallible,
     future::Future,
+    hash::{BuildHasher, RandomState},
+    num::NonZeroU32,
     pin::Pin,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
 
+use governor::{
+    DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter,
+    clock::Clock,
+    middleware::NoOpMiddleware,
+    state::{DirectStateStore, NotKeyed},
+};
 use tokio::time::Instant;
 use tonic::{
-    Code, Status,
+    Code,
     body::Body,
     codegen::http::{HeaderMap, Request, Response},
 };
-use tonic_types::{ErrorDetails, StatusExt};
 use tower::{BoxError, Layer, Service};
 
-use crate::service::{DOMAIN, reason};
+use crate::{
+    precheck::Precheck,
+    status::{Refusal, reason},
+};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-/// A refusal made by a layer, as the HTTP response a gRPC client reads it
-/// from. The reason also rides along as a [`Refused`] extension, so the
-/// tracing layer can record it on the call's span.
-pub(crate) fn refusal(code: Code, why: &'static str, message: &str, retry_after: Option<Duration>) -> Response<Body> {
-    let mut details = ErrorDetails::with_error_info(why, DOMAIN, HashMap::new());
-    if let Some(after) = retry_after {
-        details.set_retry_info(Some(after));
-    }
-    let mut response = Status::with_error_details(code, message, details).into_http();
-    response.extensions_mut().insert(Refused(why));
-    response
-}
-
-/// The reason a layer refused a call (a response extension).
-#[derive(Debug, Clone, Copy)]
-pub struct Refused(pub &'static str);
 
 /// Maps the errors of the layers below it into gRPC statuses.
 #[derive(Debug, Clone, Copy, Default)]
@@ -102,15 +101,12 @@ where
                 Err(e) => {
                     let e: BoxError = e.into();
                     if e.is::<tower::load_shed::error::Overloaded>() {
-                        refusal(
-                            Code::Unavailable,
-                            reason::OVERLOADED,
-                            "too many calls in flight; retry shortly",
-                            Some(Duration::from_millis(100)),
-                        )
+                        Refusal::new(Code::Unavailable, reason::OVERLOADED, "too many calls in flight; retry shortly")
+                            .retry_after(Duration::from_millis(100))
+                            .response()
                     } else {
                         tracing::error!(error = %e, "middleware error");
-                        refusal(Code::Internal, reason::INTERNAL, "internal error", None)
+                        Refusal::new(Code::Internal, reason::INTERNAL, "internal error").response()
                     }
                 }
             })
@@ -118,91 +114,45 @@ where
     }
 }
 
-/// A token bucket shared by every connection.
-#[derive(Debug)]
-struct Bucket {
-    per_second: f64,
-    burst: f64,
-    tokens: f64,
-    refilled: Instant,
+/// Takes a token from `limiter`, or says how long until there is one.
+fn take<S: DirectStateStore, C: Clock>(
+    limiter: &RateLimiter<NotKeyed, S, C, NoOpMiddleware<C::Instant>>,
+) -> Result<(), Duration> {
+    limiter.check().map_err(|not_until| not_until.wait_time_from(limiter.clock().now()))
 }
 
-impl Bucket {
-    /// Takes a token, or says how long until there is one.
-    fn take(&mut self, now: Instant) -> Result<(), Duration> {
-        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
-        self.refilled = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.per_second))
-        }
-    }
+/// A quota of `per_second` calls, `burst` of them at once after a quiet
+/// spell; `None` when `per_second` is 0 (no limit).
+fn quota(per_second: u32, burst: u32) -> Option<Quota> {
+    let per_second = NonZeroU32::new(per_second)?;
+    Some(Quota::per_second(per_second).allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN)))
 }
 
-/// Global rate limit; `per_second == 0` turns it off.
+/// Global rate limit, shared by every connection; `per_second == 0` turns
+/// it off. A [`Precheck`]: in front of the services through a
+/// [`PrecheckLayer`](crate::precheck::PrecheckLayer).
 #[derive(Debug, Clone)]
-pub struct RateLimitLayer {
-    bucket: Option<Arc<Mutex<Bucket>>>,
+pub struct RateLimit {
+    limiter: Option<Arc<DefaultDirectRateLimiter>>,
 }
 
-impl RateLimitLayer {
+impl RateLimit {
     pub fn new(per_second: u32, burst: u32) -> Self {
-        let bucket = (per_second > 0).then(|| {
-            let burst = f64::from(burst.max(1));
-            Arc::new(Mutex::new(Bucket {
-                per_second: f64::from(per_second),
-                burst,
-                tokens: burst,
-                refilled: Instant::now(),
-            }))
-        });
-        Self { bucket }
+        Self { limiter: quota(per_second, burst).map(|q| Arc::new(RateLimiter::direct(q))) }
     }
 }
 
-impl<S> Layer<S> for RateLimitLayer {
-    type Service = RateLimit<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        RateLimit { inner, bucket: self.bucket.clone() }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct RateLimit<S> {
-    inner: S,
-    bucket: Option<Arc<Mutex<Bucket>>>,
-}
-
-impl<S, B> Service<Request<B>> for RateLimit<S>
-where
-    S: Service<Request<B>, Response = Response<Body>>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Response<Body>, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        if let Some(bucket) = &self.bucket {
-            let taken = bucket.lock().unwrap_or_else(PoisonError::into_inner).take(Instant::now());
-            if let Err(wait) = taken {
-                let response = refusal(
-                    Code::ResourceExhausted,
-                    reason::RATE_LIMITED,
-                    "rate limit reached; retry after the hinted delay",
-                    Some(wait),
-                );
-                return Box::pin(async move { Ok(response) });
-            }
+impl Precheck for RateLimit {
+    fn check<B>(&self, _request: &mut Request<B>) -> Result<(), Refusal> {
+        match self.limiter.as_deref().map(take) {
+            Some(Err(wait)) => Err(Refusal::new(
+                Code::ResourceExhausted,
+                reason::RATE_LIMITED,
+                "rate limit reached; retry after the hinted delay",
+            )
+            .retry_after(wait)),
+            _ => Ok(()),
         }
-        Box::pin(self.inner.call(request))
     }
 }
 
@@ -257,7 +207,8 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let timeout = grpc_timeout(request.headers()).map_or(self.server_timeout, |t| t.min(self.server_timeout));
         let deadline = Deadline(Instant::now() + timeout);
-        let expired = || refusal(Code::DeadlineExceeded, reason::DEADLINE_EXCEEDED, "deadline exceeded", None);
+        let expired =
+            || Refusal::new(Code::DeadlineExceeded, reason::DEADLINE_EXCEEDED, "deadline exceeded").response();
         if timeout.is_zero() {
             return Box::pin(async move { Ok(expired()) });
         }
@@ -291,39 +242,37 @@ fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
 /// Redis or database work. A double or triple click passes (the gate answers
 /// the extra clicks DUPLICATE, which tells the user more); a script
 /// hammering with one user id does not.
+///
+/// Users are keyed by a hash of their id (random per process): no id is
+/// copied or kept, and colliding on purpose needs the process's key.
 #[derive(Debug)]
 pub struct UserGuard {
-    burst: f64,
-    per_second: f64,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    limiter: Option<DefaultKeyedRateLimiter<u64>>,
+    hasher: RandomState,
+    checks: AtomicU32,
 }
 
-/// Users tracked before idle ones are forgotten.
-const GUARD_MAX_USERS: usize = 100_000;
+/// Every this many checks, users whose bucket has refilled are forgotten
+/// (a full bucket is an idle user: forgetting it changes nothing), so the
+/// map holds only users seen within one refill time.
+const GUARD_SWEEP_EVERY: u32 = 4_096;
 
 impl UserGuard {
     /// `burst == 0` turns the guard off.
     pub fn new(burst: u32, per_second: u32) -> Self {
-        Self { burst: f64::from(burst), per_second: f64::from(per_second.max(1)), buckets: Mutex::default() }
+        let limiter = quota(per_second.max(1), burst).filter(|_| burst > 0).map(RateLimiter::keyed);
+        Self { limiter, hasher: RandomState::new(), checks: AtomicU32::new(0) }
     }
 
     /// Ok, or how long this user should wait.
     pub fn check(&self, user: &str) -> Result<(), Duration> {
-        if self.burst == 0.0 {
-            return Ok(());
+        let Some(limiter) = &self.limiter else { return Ok(()) };
+        if self.checks.fetch_add(1, Ordering::Relaxed) % GUARD_SWEEP_EVERY == GUARD_SWEEP_EVERY - 1 {
+            limiter.retain_recent();
         }
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        if buckets.len() >= GUARD_MAX_USERS && !buckets.contains_key(user) {
-            // A full bucket is an idle user: forgetting it changes nothing.
-            let refill = Duration::from_secs_f64(self.burst / self.per_second);
-            buckets.retain(|_, b| now.saturating_duration_since(b.refilled) < refill);
-        }
-        let (burst, per_second) = (self.burst, self.per_second);
-        buckets
-            .entry(user.to_owned())
-            .or_insert_with(|| Bucket { per_second, burst, tokens: burst, refilled: now })
-            .take(now)
+        limiter
+            .check_key(&self.hasher.hash_one(user))
+            .map_err(|not_until| not_until.wait_time_from(limiter.clock().now()))
     }
 }
 
@@ -349,13 +298,15 @@ mod tests {
 
     #[test]
     fn a_bucket_refuses_when_empty_and_says_how_long_to_wait() {
-        let start = Instant::now();
-        let mut bucket = Bucket { per_second: 10.0, burst: 2.0, tokens: 2.0, refilled: start };
-        assert!(bucket.take(start).is_ok());
-        assert!(bucket.take(start).is_ok());
-        let wait = bucket.take(start).unwrap_err();
+        let clock = governor::clock::FakeRelativeClock::default();
+        let limiter = RateLimiter::direct_with_clock(quota(10, 2).unwrap(), clock.clone());
+        assert!(take(&limiter).is_ok());
+        assert!(take(&limiter).is_ok());
+        let wait = take(&limiter).unwrap_err();
         assert!((wait.as_secs_f64() - 0.1).abs() < 1e-9, "{wait:?}");
-        assert!(bucket.take(start + Duration::from_millis(100)).is_ok());
+        clock.advance(Duration::from_millis(100));
+        assert!(take(&limiter).is_ok());
+        assert!(quota(0, 5).is_none(), "0 calls per second turns the limit off");
     }
 
     #[test]

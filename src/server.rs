@@ -9,30 +9,37 @@ use std::{
     time::Duration,
 };
 
-use tokio::{
-    net::TcpListener,
-    sync::{Semaphore, watch},
-};
+use tokio::{net::TcpListener, sync::Semaphore, time::Instant};
+use tokio_util::sync::CancellationToken;
 use tonic::{
     service::LayerExt,
-    transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming},
+    transport::{
+        Certificate, Identity, Server, ServerTlsConfig,
+        server::{Router, TcpIncoming},
+    },
+};
+use tonic_health::{
+    pb::health_server::{Health, HealthServer},
+    server::HealthReporter,
 };
 use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
 use tracing::{info, warn};
 
 use crate::{
-    auth::{AuthLayer, Tokens},
-    booking::{Booking, Settings},
+    auth::Tokens,
+    booking::{Booking, Decider, Settings},
     clock::{Clock, SystemClock},
-    config::{Config, GateKind},
+    config::{Config, Strategy},
     domain::Limits,
-    gate::{Gate, GateError, GateSettings},
+    gate::{Gate, GateError, GateSettings, conn::ConnectSettings},
     lifecycle,
-    overload::{DeadlineLayer, RateLimitLayer, StatusLayer, UserGuard},
+    metrics::Metrics,
+    overload::{DeadlineLayer, RateLimit, StatusLayer, UserGuard},
     pb::{self, reservations_server::ReservationsServer, slot_admin_server::SlotAdminServer},
+    pools::PoolSettings,
+    precheck::PrecheckLayer,
     service::{AdminService, ReservationsService},
-    stats::Counters,
-    store::{self, Seats, Store, StoreError},
+    store::{self, SeatLock, Store, StoreError},
     telemetry::TraceLayer,
 };
 
@@ -60,7 +67,7 @@ pub struct Application {
     health_listener: Option<TcpListener>,
     addr: SocketAddr,
     booking: Arc<Booking>,
-    counters: Arc<Counters>,
+    metrics: Arc<Metrics>,
     config: Config,
     tls: Option<ServerTlsConfig>,
     tokens: Tokens,
@@ -89,6 +96,41 @@ fn tokens(config: &Config) -> Result<Tokens, StartError> {
     Tokens::parse(&spec).map_err(StartError::Tokens)
 }
 
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+}
+
+/// The use cases over the pools the configured strategy needs: the Redis
+/// gate's pool only when the gate decides.
+fn booking(config: &Config, metrics: &Arc<Metrics>, clock: Arc<dyn Clock>) -> Result<Booking, StartError> {
+    let pool = |size| PoolSettings { size, timeout: config.pool_timeout };
+    let store = Store::new(&config.database.database_url, pool(config.database.db_pool_size), Arc::clone(metrics));
+    let decider = match config.strategy {
+        Strategy::RedisGate => {
+            let settings = GateSettings {
+                pool: pool(config.redis_pool_size),
+                connect: ConnectSettings {
+                    connect_timeout: config.redis_connect_timeout,
+                    command_timeout: config.redis_command_timeout,
+                    cluster: config.redis_cluster,
+                },
+                lease: config.hold_lease,
+            };
+            let gate =
+                Gate::new(&config.redis_url, &config.redis_namespace, settings, metrics.redis_pool_wait.clone())?;
+            Decider::Gate(Box::new(gate))
+        }
+        Strategy::DbLock => Decider::Database(SeatLock::Row),
+        Strategy::FairLock => Decider::Database(SeatLock::Slot),
+    };
+    let settings = Settings {
+        deposit_window: Duration::from_secs(config.deposit_window_secs.into()),
+        replay_wait: config.replay_wait,
+        hold_lease: config.hold_lease,
+    };
+    Ok(Booking::new(decider, store, settings, Arc::clone(metrics), clock))
+}
+
 impl Application {
     /// Migrates (unless told not to), builds the pools and binds the
     /// listener. The pools connect lazily, so a missing Redis does not stop
@@ -104,51 +146,20 @@ impl Application {
             let applied = store::migrate(&config.database.database_url).await?;
             info!(applied, "database migrations up to date");
         }
-        let counters = Arc::new(Counters::default());
-        let store = Store::new(
-            &config.database.database_url,
-            config.database.db_pool_size,
-            config.pool_timeout,
-            Arc::clone(&counters),
-        );
-        let gate = Gate::new(
-            &config.redis_url,
-            &config.redis_namespace,
-            GateSettings {
-                pool_size: config.redis_pool_size,
-                pool_timeout: config.pool_timeout,
-                connect_timeout: config.redis_connect_timeout,
-                command_timeout: config.redis_command_timeout,
-                lease: config.hold_lease,
-                cluster: config.redis_cluster,
-            },
-            Arc::clone(&counters),
-        )?;
-        let settings = Settings {
-            deposit_window: Duration::from_secs(config.deposit_window_secs.into()),
-            replay_wait: config.replay_wait,
-            hold_lease: config.hold_lease,
-            seats: match config.gate {
-                GateKind::Redis => Seats::Conditional,
-                GateKind::DbLock => Seats::RowLock,
-                GateKind::FairLock => Seats::SlotLock,
-            },
-        };
-        let booking = Arc::new(Booking::new(gate, store, settings, Arc::clone(&counters), clock));
+        let metrics = Arc::new(Metrics::default());
+        let booking = Arc::new(booking(&config, &metrics, clock)?);
         let pools = Arc::downgrade(&booking);
-        counters.observe(move || pools.upgrade().map(|b| b.pool_states()).unwrap_or_default());
+        metrics.observe(move || pools.upgrade().map(|b| b.pool_states()).unwrap_or_default());
         let tls = tls_config(&config)?;
         let tokens = tokens(&config)?;
         info!(tls = tls.is_some(), mutual_tls = config.tls_client_ca.is_some(), auth = !tokens.is_empty(), "security");
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let listener = bind(config.listen).await?;
         let health_listener = match config.health_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?),
+            Some(addr) => Some(bind(addr).await?),
             None => None,
         };
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
-        Ok(Self { listener, health_listener, addr, booking, counters, config, tls, tokens })
+        Ok(Self { listener, health_listener, addr, booking, metrics, config, tls, tokens })
     }
 
     /// The address actually bound (the real port when asked for port 0).
@@ -156,17 +167,52 @@ impl Application {
         self.addr
     }
 
-    pub fn port(&self) -> u16 {
-        self.addr.port()
-    }
-
-    pub fn counters(&self) -> Arc<Counters> {
-        Arc::clone(&self.counters)
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// The use cases, for tests that drive background work by hand.
     pub fn booking(&self) -> Arc<Booking> {
         Arc::clone(&self.booking)
+    }
+
+    /// Adds every service to `server`: health and reflection as they are,
+    /// the business services behind the overload, auth and tracing layers.
+    fn routes(&self, server: &mut Server, health: HealthServer<impl Health>) -> Result<Router, StartError> {
+        // grpcurl 1.8 (and other older clients) speak only v1alpha. The
+        // google.rpc descriptors let such clients decode our error details.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        };
+        let c = &self.config;
+        let limits = Limits { max_party_size: c.max_party_size, max_menu_items: c.max_menu_items };
+        let guard = UserGuard::new(c.user_burst, c.user_per_second);
+        let reservations = ReservationsServer::new(ReservationsService::new(Arc::clone(&self.booking), limits, guard))
+            .max_decoding_message_size(c.max_message_bytes);
+        let admin = SlotAdminServer::new(AdminService::new(Arc::clone(&self.booking)))
+            .max_decoding_message_size(c.max_message_bytes);
+        // One concurrency budget and one rate budget for both services and
+        // every connection (see `overload` for the order of the layers).
+        let in_flight = Arc::new(Semaphore::new(c.concurrency_limit));
+        let stack = ServiceBuilder::new()
+            .layer(TraceLayer::new(Arc::clone(&self.metrics)))
+            .layer(StatusLayer)
+            // Before the limits: a caller without credentials uses no capacity.
+            .layer(PrecheckLayer::new(self.tokens.clone()))
+            .load_shed()
+            .layer(GlobalConcurrencyLimitLayer::with_semaphore(in_flight))
+            .layer(PrecheckLayer::new(RateLimit::new(c.rate_limit, c.rate_burst)))
+            .layer(DeadlineLayer::new(c.request_timeout))
+            .into_inner();
+        Ok(server
+            .add_service(health)
+            .add_service(reflection().build_v1()?)
+            .add_service(reflection().build_v1alpha()?)
+            .add_service(stack.named_layer(reservations))
+            .add_service(stack.named_layer(admin)))
     }
 
     /// Serves until `shutdown` completes, then stops gracefully:
@@ -182,69 +228,8 @@ impl Application {
     /// whatever is left is dropped (leases and the reaper then clean up).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartError> {
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<ReservationsServer<ReservationsService>>().await;
-        health.set_serving::<SlotAdminServer<AdminService>>().await;
-
-        // grpcurl 1.8 (and other older clients) speak only v1alpha. The
-        // google.rpc descriptors let such clients decode our error details.
-        let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-        };
-        let reflection_v1 = reflection().build_v1()?;
-        let reflection_v1alpha = reflection().build_v1alpha()?;
-
+        set_serving(&health, true).await;
         let c = &self.config;
-        let limits = Limits { max_party_size: c.max_party_size, max_menu_items: c.max_menu_items };
-        let guard = UserGuard::new(c.user_burst, c.user_per_second);
-        let reservations = ReservationsServer::new(ReservationsService::new(Arc::clone(&self.booking), limits, guard))
-            .max_decoding_message_size(c.max_message_bytes);
-        let admin = SlotAdminServer::new(AdminService::new(Arc::clone(&self.booking)))
-            .max_decoding_message_size(c.max_message_bytes);
-        // One concurrency budget and one rate budget for both services and
-        // every connection (see `overload` for the order of the layers).
-        let in_flight = Arc::new(Semaphore::new(c.concurrency_limit));
-        let stack = ServiceBuilder::new()
-            .layer(TraceLayer::new(Arc::clone(&self.counters)))
-            .layer(StatusLayer)
-            // Before the limits: a caller without credentials uses no capacity.
-            .layer(AuthLayer::new(self.tokens.clone()))
-            .load_shed()
-            .layer(GlobalConcurrencyLimitLayer::with_semaphore(in_flight))
-            .layer(RateLimitLayer::new(c.rate_limit, c.rate_burst))
-            .layer(DeadlineLayer::new(c.request_timeout))
-            .into_inner();
-
-        let (stop_background, background_stop) = watch::channel(false);
-        let intervals = lifecycle::Intervals {
-            reconcile: self.config.reconcile_interval,
-            expiry_sweep: self.config.expiry_sweep_interval,
-            reap: self.config.reap_interval,
-        };
-        let background = lifecycle::spawn(Arc::clone(&self.booking), intervals, background_stop);
-
-        info!(addr = %self.addr, "serving gRPC");
-        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
-        // Probes that cannot speak TLS get health alone, in plaintext, on a
-        // listener of its own; it stops with the main one.
-        let (stop_probes, probes_stop) = watch::channel(false);
-        let probes = match self.health_listener {
-            Some(listener) => {
-                let health_only = health_service.clone();
-                let mut stop = probes_stop.clone();
-                Some(tokio::spawn(async move {
-                    Server::builder()
-                        .add_service(health_only)
-                        .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
-                            let _ = stop.wait_for(|stopped| *stopped).await;
-                        })
-                        .await
-                }))
-            }
-            None => None,
-        };
         let mut server = Server::builder();
         if let Some(tls) = self.tls.clone() {
             server = server.tls_config(tls)?;
@@ -252,56 +237,98 @@ impl Application {
         if !c.max_connection_age.is_zero() {
             server = server.max_connection_age(c.max_connection_age);
         }
-        let (draining, drain_started) = tokio::sync::oneshot::channel::<tokio::time::Instant>();
-        let (drain_delay, grace) = (c.drain_delay, c.shutdown_grace);
-        let served = server
+        let mut server = server
             .max_concurrent_streams(Some(c.max_concurrent_streams))
             // Dead peers are found and their streams freed: a client that
             // vanished without closing does not hold streams forever.
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .tcp_keepalive(Some(Duration::from_secs(60)))
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(stack.named_layer(reservations))
-            .add_service(stack.named_layer(admin))
-            .serve_with_incoming_shutdown(incoming, async move {
-                shutdown.await;
-                health.set_not_serving::<ReservationsServer<ReservationsService>>().await;
-                health.set_not_serving::<SlotAdminServer<AdminService>>().await;
-                info!(?drain_delay, "shutting down: health NOT_SERVING");
-                tokio::time::sleep(drain_delay).await;
-                info!(?grace, "refusing new calls; finishing calls in flight");
-                let _ = draining.send(tokio::time::Instant::now() + grace);
-            });
-        tokio::pin!(served);
-        let mut drain_started = drain_started;
-        let mut deadline = None;
-        // The server future ends once every connection is done; the grace
-        // period bounds that wait.
-        let served = tokio::select! {
-            served = &mut served => served,
-            Ok(at) = &mut drain_started => {
-                deadline = Some(at);
-                tokio::time::timeout_at(at, &mut served).await.unwrap_or_else(|_| {
-                    warn!("grace period over: dropping calls still in flight");
-                    Ok(())
-                })
-            }
+            .tcp_keepalive(Some(Duration::from_secs(60)));
+        let routes = self.routes(&mut server, health_service.clone())?;
+
+        let stopped = CancellationToken::new();
+        let intervals = lifecycle::Intervals {
+            reconcile: c.reconcile_interval,
+            expiry_sweep: c.expiry_sweep_interval,
+            reap: c.reap_interval,
         };
-        let deadline =
-            deadline.or_else(|| drain_started.try_recv().ok()).unwrap_or_else(|| tokio::time::Instant::now() + grace);
-        if !self.booking.drain(deadline.saturating_duration_since(tokio::time::Instant::now())).await {
+        let background = lifecycle::spawn(Arc::clone(&self.booking), intervals, stopped.child_token());
+        // Probes that cannot speak TLS get health alone, in plaintext, on a
+        // listener of its own; it stops with the main one.
+        let probes = self.health_listener.map(|listener| {
+            let stop = stopped.child_token();
+            tokio::spawn(
+                Server::builder()
+                    .add_service(health_service)
+                    .serve_with_incoming_shutdown(TcpIncoming::from(listener), stop.cancelled_owned()),
+            )
+        });
+
+        info!(addr = %self.addr, "serving gRPC");
+        let (drain_delay, grace) = (c.drain_delay, c.shutdown_grace);
+        let (draining, drain_started) = tokio::sync::oneshot::channel::<Instant>();
+        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let served = routes.serve_with_incoming_shutdown(incoming, async move {
+            shutdown.await;
+            set_serving(&health, false).await;
+            info!(?drain_delay, "shutting down: health NOT_SERVING");
+            tokio::time::sleep(drain_delay).await;
+            info!(?grace, "refusing new calls; finishing calls in flight");
+            let _ = draining.send(Instant::now() + grace);
+        });
+        let served = finish_calls(served, drain_started, grace).await;
+
+        if !self.booking.drain(served.deadline.saturating_duration_since(Instant::now())).await {
             warn!("grace period over: admitted work still running is left to the lease reaper");
         }
-        let _ = stop_background.send(true);
+        stopped.cancel();
         let _ = background.await;
-        let _ = stop_probes.send(true);
         if let Some(probes) = probes {
             let _ = probes.await;
         }
         info!("stopped");
-        Ok(served?)
+        Ok(served.result?)
     }
+}
+
+async fn set_serving(health: &HealthReporter, serving: bool) {
+    if serving {
+        health.set_serving::<ReservationsServer<ReservationsService>>().await;
+        health.set_serving::<SlotAdminServer<AdminService>>().await;
+    } else {
+        health.set_not_serving::<ReservationsServer<ReservationsService>>().await;
+        health.set_not_serving::<SlotAdminServer<AdminService>>().await;
+    }
+}
+
+/// How serving ended, and when the grace period for what remains ends.
+struct Served {
+    result: Result<(), tonic::transport::Error>,
+    deadline: Instant,
+}
+
+/// Waits for the server to finish: on its own (an error), or after the
+/// drain began, for the calls in flight, but no longer than the grace
+/// period the drain started.
+async fn finish_calls(
+    served: impl Future<Output = Result<(), tonic::transport::Error>>,
+    mut drain_started: tokio::sync::oneshot::Receiver<Instant>,
+    grace: Duration,
+) -> Served {
+    tokio::pin!(served);
+    let mut deadline = None;
+    // The server future ends once every connection is done; the grace
+    // period bounds that wait.
+    let result = tokio::select! {
+        result = &mut served => result,
+        Ok(at) = &mut drain_started => {
+            deadline = Some(at);
+            tokio::time::timeout_at(at, &mut served).await.unwrap_or_else(|_| {
+                warn!("grace period over: dropping calls still in flight");
+                Ok(())
+            })
+        }
+    };
+    let deadline = deadline.or_else(|| drain_started.try_recv().ok()).unwrap_or_else(|| Instant::now() + grace);
+    Served { result, deadline }
 }

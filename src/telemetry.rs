@@ -16,6 +16,7 @@
 use std::{
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Instant,
 };
@@ -33,19 +34,17 @@ use tonic::{
     codegen::http::{HeaderMap, Request, Response},
 };
 use tower::{Layer, Service};
-use tracing::{Instrument, Span, field::Empty};
+use tracing::{Instrument, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
     EnvFilter, Layer as _, filter::filter_fn, fmt, layer::SubscriberExt, util::SubscriberInitExt,
 };
 
-use crate::{overload::Refused, stats::Counters};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+use crate::{
+    config::LogFormat,
+    metrics::Metrics,
+    status::{REASON_FIELD, Refused},
+};
 
 /// The exporters to flush on the way out.
 #[must_use = "shut telemetry down on exit, or the last spans are lost"]
@@ -136,26 +135,26 @@ fn traceparent_trace_id(headers: &HeaderMap) -> Option<String> {
 /// and records its duration and status.
 #[derive(Debug, Clone)]
 pub struct TraceLayer {
-    counters: std::sync::Arc<Counters>,
+    metrics: Arc<Metrics>,
 }
 
 impl TraceLayer {
-    pub fn new(counters: std::sync::Arc<Counters>) -> Self {
-        Self { counters }
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { metrics }
     }
 }
 
 impl<S> Layer<S> for TraceLayer {
     type Service = Traced<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        Traced { inner, counters: self.counters.clone() }
+        Traced { inner, metrics: Arc::clone(&self.metrics) }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct Traced<S> {
     inner: S,
-    counters: std::sync::Arc<Counters>,
+    metrics: Arc<Metrics>,
 }
 
 impl<S, B> Service<Request<B>> for Traced<S>
@@ -193,7 +192,7 @@ where
         }
 
         let started = Instant::now();
-        let counters = self.counters.clone();
+        let metrics = Arc::clone(&self.metrics);
         let future = self.inner.call(request).instrument(span.clone());
         Box::pin(async move {
             let result = future.await;
@@ -209,20 +208,15 @@ where
             };
             span.record("rpc.grpc.status_code", code);
             if let Some(Refused(why)) = result.as_ref().ok().and_then(|r| r.extensions().get::<Refused>()) {
-                span.record("error.reason", *why);
+                span.record(REASON_FIELD, *why);
             }
-            counters.rpc_duration.record(
+            metrics.rpc_duration.record(
                 started.elapsed().as_secs_f64(),
                 &[KeyValue::new("rpc.method", method), KeyValue::new("rpc.grpc.status_code", code)],
             );
             result
         })
     }
-}
-
-/// Records a refusal's reason on the call's `rpc` span.
-pub fn record_reason(reason: &str) {
-    Span::current().record("error.reason", reason);
 }
 
 #[cfg(test)]

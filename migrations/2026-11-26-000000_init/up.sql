@@ -55,7 +55,7 @@ CREATE TABLE reservations (
         CHECK ((status = 'CANCELLED') = (cancel_reason IS NOT NULL))
 );
 
--- Invariant 3: one active reservation per user per slot.
+-- A user holds at most one active reservation per slot.
 CREATE UNIQUE INDEX reservations_one_active_per_user
     ON reservations (slot_id, user_id)
     WHERE status IN ('PENDING_DEPOSIT', 'CONFIRMED');

@@ -39,12 +39,13 @@ impl FromStr for ReservationId {
 }
 
 /// The short human-facing code printed on a booking, e.g. `SG-7K2M-9QXD-4B1T`:
-/// 60 bits of the id in Crockford base32 (no I, L, O, U to misread). Made
-/// before the insert, so the winner's transaction needs no second statement
-/// to fill it in; the database keeps it unique.
+/// the id's top 60 bits in Crockford base32 (no I, L, O, U to misread). Those
+/// bits include the UUID's version nibble, which is the same in every id, so
+/// 56 of them tell codes apart. Made before the insert, so the winner's
+/// transaction needs no second statement to fill it in; the database keeps
+/// it unique.
 pub fn reservation_code(id: ReservationId) -> String {
     const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-    // Bits 0..48 of a v5 UUID are hash output; skip the version nibble.
     let bits = (id.0.as_u128() >> 68) as u64;
     let mut code = String::from("SG");
     for i in 0..12 {

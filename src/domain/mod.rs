@@ -3,15 +3,17 @@
 //! nothing deeper sees a raw proto message.
 
 mod ids;
+mod menu;
 mod request;
 mod slot;
 
 pub use ids::{ReservationId, reservation_code};
+pub use menu::{MenuItem, MenuUpload, parse_put_menu};
 pub use request::{
-    CancelReason, Limits, MenuItem, MenuOrder, NewReservation, ReservationKind, ReservationStatus, SlotCapacity,
-    parse_cancel, parse_open_slots, parse_put_menu,
+    CancelReason, Cancellation, Limits, MenuOrder, NewReservation, ReservationKind, ReservationStatus, SlotCapacity,
+    parse_cancel, parse_open_slots,
 };
-pub use slot::{SlotKey, parse_date};
+pub use slot::{Holder, KnownRequest, Remaining, SlotFigures, SlotKey, parse_date};
 
 /// One invalid field: which one (as a proto field path, e.g. `slot.date`) and
 /// why. Becomes `INVALID_ARGUMENT` with a `google.rpc.BadRequest` naming it.

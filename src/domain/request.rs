@@ -247,55 +247,14 @@ pub fn parse_open_slots(req: &pb::OpenSlotsRequest) -> Result<Vec<SlotCapacity>,
         .collect()
 }
 
-/// A validated entry of `PutMenuRequest`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MenuItem {
-    pub menu_id: i64,
-    pub name: String,
-    pub price: i64,
+/// A validated `CancelReservationRequest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cancellation {
+    pub id: ReservationId,
+    pub reason: CancelReason,
 }
 
-/// Longest menu item name, in characters.
-pub const MAX_MENU_NAME: usize = 200;
-/// Most items one `PutMenu` call may write.
-pub const MAX_PUT_MENU_ITEMS: usize = 1_000;
-
-pub fn parse_put_menu(req: &pb::PutMenuRequest) -> Result<(i64, Vec<MenuItem>), FieldError> {
-    if req.restaurant_id <= 0 {
-        return Err(FieldError::new("restaurant_id", "must be a positive id"));
-    }
-    if req.items.is_empty() || req.items.len() > MAX_PUT_MENU_ITEMS {
-        return Err(FieldError::new("items", format!("give 1 to {MAX_PUT_MENU_ITEMS} items")));
-    }
-    let mut seen = HashSet::with_capacity(req.items.len());
-    let items = req
-        .items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| {
-            if item.menu_id <= 0 {
-                return Err(FieldError::new(format!("items[{i}].menu_id"), "must be a positive id"));
-            }
-            if !seen.insert(item.menu_id) {
-                return Err(FieldError::new(format!("items[{i}].menu_id"), "appears twice"));
-            }
-            let name = item.name.trim();
-            if name.is_empty() || name.chars().count() > MAX_MENU_NAME || name.chars().any(char::is_control) {
-                return Err(FieldError::new(
-                    format!("items[{i}].name"),
-                    format!("must be 1 to {MAX_MENU_NAME} printable characters"),
-                ));
-            }
-            if item.price < 0 {
-                return Err(FieldError::new(format!("items[{i}].price"), "must not be negative"));
-            }
-            Ok(MenuItem { menu_id: item.menu_id, name: name.to_owned(), price: item.price })
-        })
-        .collect::<Result<_, _>>()?;
-    Ok((req.restaurant_id, items))
-}
-
-pub fn parse_cancel(req: &pb::CancelReservationRequest) -> Result<(ReservationId, CancelReason), FieldError> {
+pub fn parse_cancel(req: &pb::CancelReservationRequest) -> Result<Cancellation, FieldError> {
     let id = req.id.parse().map_err(|_| FieldError::new("id", "must be a reservation id (a UUID)"))?;
     let reason = match pb::CancelReason::try_from(req.reason) {
         Ok(pb::CancelReason::User) => CancelReason::User,
@@ -308,7 +267,7 @@ pub fn parse_cancel(req: &pb::CancelReservationRequest) -> Result<(ReservationId
             ));
         }
     };
-    Ok((id, reason))
+    Ok(Cancellation { id, reason })
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@ use std::fmt;
 
 use chrono::{NaiveDate, NaiveTime};
 
-use super::FieldError;
+use super::{FieldError, ReservationId};
 use crate::pb;
 
 /// A slot as callers name it: restaurant, local date and local start time.
@@ -35,6 +35,41 @@ impl SlotKey {
             time: self.time.format("%H:%M").to_string(),
         }
     }
+}
+
+/// A slot's state as the database knows it: what a seat counter is loaded
+/// or reconciled from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlotFigures {
+    pub capacity: i32,
+    pub reserved: i32,
+    /// Every active reservation's user.
+    pub holders: Vec<Holder>,
+    /// Every reservation of the slot, whatever its status: a replay of any
+    /// of them must be recognised as one, not mistaken for a duplicate or a
+    /// new request.
+    pub requests: Vec<KnownRequest>,
+}
+
+/// Seats left in a slot, and its capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Remaining {
+    pub left: i32,
+    pub capacity: i32,
+}
+
+/// A user holding an active reservation in a slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub user: String,
+    pub id: ReservationId,
+}
+
+/// A reservation and the fingerprint of the request that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownRequest {
+    pub id: ReservationId,
+    pub fingerprint: i64,
 }
 
 /// `67:2026-01-16:11:00`: the slot's part of its Redis keys (the hash tag).

@@ -12,6 +12,7 @@
 -- Returns {status, left before}:
 --   0 corrected   1 already right   2 busy (hold in flight, or the epoch
 --   moved: try again later)   3 cold (no counter: nothing to correct)
+-- (Loaded after figures.lua, which defines write_figures.)
 local left = redis.call('HGET', KEYS[1], 'left')
 if not left then
   return {3, 0}
@@ -42,10 +43,5 @@ end
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[1], 'left', want, 'cap', cap)
 redis.call('HINCRBY', KEYS[1], 'epoch', 1)
-for i = 5, holders_end, 2 do
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-end
-for i = holders_end + 1, #ARGV, 2 do
-  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
-end
+write_figures(KEYS[2], KEYS[3])
 return {0, left}

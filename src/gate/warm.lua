@@ -9,6 +9,7 @@
 --         every reservation of the slot whatever its status: so duplicates
 --         and replays are told apart by the gate again, not by the database
 -- Returns 1 if it wrote the counter, 0 if the slot was already warm.
+-- (Loaded after figures.lua, which defines write_figures.)
 if ARGV[1] ~= '1' and redis.call('HEXISTS', KEYS[1], 'left') == 1 then
   return 0
 end
@@ -22,11 +23,5 @@ local cap = tonumber(ARGV[2])
 local now = redis.call('TIME')
 local epoch = tonumber(now[1]) * 1000000 + tonumber(now[2])
 redis.call('HSET', KEYS[1], 'left', cap - tonumber(ARGV[3]), 'cap', cap, 'epoch', epoch)
-local holders_end = 4 + 2 * tonumber(ARGV[4])
-for i = 5, holders_end, 2 do
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-end
-for i = holders_end + 1, #ARGV, 2 do
-  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
-end
+write_figures(KEYS[2], KEYS[3])
 return 1

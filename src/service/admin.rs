@@ -89,8 +89,8 @@ impl SlotAdmin for AdminService {
     }
 
     async fn put_menu(&self, request: Request<pb::PutMenuRequest>) -> Result<Response<pb::PutMenuResponse>, Status> {
-        let (restaurant_id, items) = parse_put_menu(request.get_ref()).map_err(BookingError::from)?;
-        let upserted = self.booking.put_menu(restaurant_id, items).await?;
+        let menu = parse_put_menu(request.get_ref()).map_err(BookingError::from)?;
+        let upserted = self.booking.put_menu(menu).await?;
         Ok(Response::new(pb::PutMenuResponse { upserted: upserted as i32 }))
     }
 }

@@ -75,12 +75,12 @@ impl Reservations for ReservationsService {
         &self,
         request: Request<pb::CancelReservationRequest>,
     ) -> Result<Response<pb::CancelReservationResponse>, Status> {
-        let (id, reason) = parse_cancel(request.get_ref()).map_err(BookingError::from)?;
+        let cancel = parse_cancel(request.get_ref()).map_err(BookingError::from)?;
         still_wanted(&request)?;
-        let (reservation, already_cancelled) = self.booking.cancel(id, reason).await?;
+        let done = self.booking.cancel(cancel.id, cancel.reason).await?;
         Ok(Response::new(pb::CancelReservationResponse {
-            reservation: Some(convert::reservation(reservation)),
-            already_cancelled,
+            reservation: Some(convert::reservation(done.reservation)),
+            already_cancelled: done.already_cancelled,
         }))
     }
 
@@ -89,7 +89,7 @@ impl Reservations for ReservationsService {
         request: Request<pb::GetRemainingRequest>,
     ) -> Result<Response<pb::GetRemainingResponse>, Status> {
         let slot = SlotKey::parse(request.get_ref().slot.as_ref(), "slot").map_err(BookingError::from)?;
-        let (remaining, capacity) = self.booking.remaining(slot).await?;
-        Ok(Response::new(pb::GetRemainingResponse { remaining, capacity }))
+        let remaining = self.booking.remaining(slot).await?;
+        Ok(Response::new(pb::GetRemainingResponse { remaining: remaining.left, capacity: remaining.capacity }))
     }
 }

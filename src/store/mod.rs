@@ -1,42 +1,62 @@
 //! The PostgreSQL side: embedded migrations, the connection pool and every
 //! query. PostgreSQL is the final arbiter of seats: the winner's transaction
 //! takes them with a conditional `UPDATE`, and the schema's `CHECK` and
-//! partial `UNIQUE` index hold the invariants even if Redis is wrong.
+//! partial `UNIQUE` index hold the rules even if Redis is wrong.
 //!
-//! Queries are small async functions over `&mut AsyncPgConnection` (in
-//! [`queries`]), so they can run inside any transaction; [`Store`] adds the
-//! pool and the error mapping.
+//! Queries are small async functions over `&mut AsyncPgConnection`, one
+//! file per concern, so they can run inside any transaction; [`Store`] adds
+//! the pool and the error mapping.
+//!
+//! - [`create`]: the winner's transaction.
+//! - [`reservations`]: reading reservations.
+//! - [`manage`]: cancel, confirm, expire (seats freed in the same
+//!   transaction).
+//! - [`slots`]: opening slots, the figures a counter is loaded from.
+//! - [`menus`]: menus and the prices pre-orders are charged.
+//! - [`strategies`]: the database-only strategies slotgate is compared with.
+//! - `prepared`: statements prepared once per connection.
 
+pub mod create;
+pub mod manage;
+pub mod menus;
 mod prepared;
-pub mod queries;
+pub mod reservations;
+pub mod slots;
+pub mod strategies;
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::HashSet, sync::Arc};
 
-use bb8::{Pool, PooledConnection, RunError};
+use bb8::PooledConnection;
 use chrono::{DateTime, NaiveDate, Utc};
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::{
+    result::{DatabaseErrorKind, Error as DieselError},
+    sql_types::BigInt,
+};
 use diesel_async::{
-    AsyncConnection, AsyncMigrationHarness, AsyncPgConnection,
-    pooled_connection::{AsyncDieselConnectionManager, PoolError},
+    AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl,
+    pooled_connection::AsyncDieselConnectionManager,
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use tracing::{Instrument, field::Empty, info_span};
 
-use crate::{
-    domain::{
-        CancelReason, MenuItem, NewReservation, ReservationId, ReservationKind, ReservationStatus, SlotCapacity,
-        SlotKey,
-    },
-    gate::SlotFigures,
-    pools::ConnectFailures,
-    stats::Counters,
+use self::prepared::prepared;
+pub use self::{
+    create::{Inserted, Timestamps},
+    manage::{Cancelled, Confirmed, Lapsed},
+    reservations::{Reservation, ReservedItem},
+    slots::{OpenOutcome, Opened},
+    strategies::SeatLock,
 };
-pub use queries::{Cancelled, Confirmed, Inserted, Lapsed, OpenOutcome, Opened, Seats};
+use crate::{
+    domain::{CancelReason, MenuUpload, NewReservation, ReservationId, SlotCapacity, SlotFigures, SlotKey},
+    metrics::Metrics,
+    pools::{CheckoutError, PoolSettings, PoolState, Pooled, WaitRecording},
+};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// Session advisory lock taken while migrating ("slotgate" in ASCII).
+const MIGRATION_LOCK: i64 = 0x736c_6f74_6761_7465;
 
 type Manager = AsyncDieselConnectionManager<AsyncPgConnection>;
 
@@ -83,53 +103,13 @@ fn is_server_going_away(message: &str) -> bool {
         .any(|m| message.contains(m))
 }
 
-impl From<RunError<PoolError>> for StoreError {
-    fn from(e: RunError<PoolError>) -> Self {
-        match e {
-            RunError::TimedOut => Self::Unavailable("timed out waiting for a database connection".into()),
-            RunError::User(e) => Self::Unavailable(e.to_string()),
-        }
-    }
-}
-
-/// A reservation as stored, with its slot and items.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reservation {
-    pub id: ReservationId,
-    pub code: String,
-    pub request_id: String,
-    pub fingerprint: i64,
-    pub slot: SlotKey,
-    pub user_id: String,
-    pub party_size: i32,
-    pub kind: ReservationKind,
-    pub status: ReservationStatus,
-    pub created_at: DateTime<Utc>,
-    pub deposit_deadline: Option<DateTime<Utc>>,
-    pub cancel_reason: Option<CancelReason>,
-    pub items: Vec<ReservedItem>,
-}
-
-impl Reservation {
-    pub fn is_active(&self) -> bool {
-        matches!(self.status, ReservationStatus::PendingDeposit | ReservationStatus::Confirmed)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReservedItem {
-    pub menu_id: i64,
-    pub quantity: i32,
-    pub unit_price: i64,
-}
-
 /// Applies pending migrations over a connection of its own. Replicas that
 /// start together take turns on a session advisory lock, so only the first
 /// one migrates; the lock goes with the connection.
 pub async fn migrate(database_url: &str) -> Result<usize, StoreError> {
     let mut conn =
         AsyncPgConnection::establish(database_url).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
-    queries::lock_migrations(&mut conn).await?;
+    prepared("SELECT pg_advisory_lock($1)").bind::<BigInt, _>(MIGRATION_LOCK).execute(&mut conn).await?;
     // The harness drives async diesel through `block_in_place`; a blocking
     // thread runs it on either runtime flavour.
     tokio::task::spawn_blocking(move || {
@@ -143,133 +123,87 @@ pub async fn migrate(database_url: &str) -> Result<usize, StoreError> {
 
 /// The PostgreSQL pool and the operations the use cases need.
 pub struct Store {
-    pool: Pool<Manager>,
-    pool_timeout: Duration,
-    failures: ConnectFailures,
-    counters: Arc<Counters>,
+    pool: Pooled<Manager>,
+    metrics: Arc<Metrics>,
 }
 
 impl Store {
     /// Builds the pool without connecting (connections open on demand), so
     /// the service starts while PostgreSQL is down and recovers by itself.
-    pub fn new(database_url: &str, pool_size: u32, pool_timeout: Duration, counters: Arc<Counters>) -> Self {
-        let failures = ConnectFailures::new("database");
-        let pool = Pool::builder()
-            .max_size(pool_size)
-            .connection_timeout(pool_timeout)
-            .error_sink(Box::new(failures.clone()))
-            // diesel-async marks a connection broken after a failed query;
-            // a `SELECT 1` on every checkout would add a round trip to every
-            // winner's transaction for nothing.
-            .test_on_check_out(false)
-            // A refused connect is not retried in the background; the next
-            // checkout tries again (see `pools`).
-            .retry_connection(false)
-            .build_unchecked(Manager::new(database_url));
-        Self { pool, pool_timeout, failures, counters }
+    /// (diesel-async marks a connection broken after a failed query, so the
+    /// pool never hands out one it knows is dead.)
+    pub fn new(database_url: &str, pool: PoolSettings, metrics: Arc<Metrics>) -> Self {
+        let waits = WaitRecording { span: || info_span!("db.pool.wait"), histogram: metrics.db_pool_wait.clone() };
+        Self { pool: Pooled::new(Manager::new(database_url), "database", pool, waits), metrics }
     }
 
     /// Every database access goes through here, so `db_checkouts` counts
     /// each time a request reached PostgreSQL.
-    ///
-    /// The wait for a connection is this service's lock wait: it gets a span
-    /// and a histogram of its own.
     async fn conn(&self) -> Result<PooledConnection<'_, Manager>, StoreError> {
-        let started = Instant::now();
-        let checkout = self.failures.checkout(self.pool_timeout, self.pool.get());
-        let conn = checkout.instrument(info_span!("db.pool.wait")).await;
-        self.counters.db_pool_wait.record(started.elapsed().as_secs_f64(), &[]);
-        let conn =
-            conn.ok_or_else(|| StoreError::Unavailable("no database connection within the pool timeout".into()))??;
-        Counters::bump(&self.counters.db_checkouts);
+        let conn = self.pool.get().await.map_err(|e| match e {
+            CheckoutError::TimedOut => StoreError::Unavailable("no database connection within the pool timeout".into()),
+            CheckoutError::Connect(e) => StoreError::Unavailable(e.to_string()),
+        })?;
+        Metrics::bump(&self.metrics.db_checkouts);
         Ok(conn)
     }
 
-    /// (connections in use, idle connections).
-    pub fn pool_state(&self) -> (u32, u32) {
-        let state = self.pool.state();
-        (state.connections - state.idle_connections, state.idle_connections)
+    pub fn pool_state(&self) -> PoolState {
+        self.pool.state()
     }
 
-    /// The winner's transaction; see [`queries::insert_reservation`].
+    /// The winner's transaction; see [`create::insert_reservation`].
     pub async fn insert_reservation(
         &self,
         new: &NewReservation,
-        now: DateTime<Utc>,
-        deposit_deadline: DateTime<Utc>,
-        seats: Seats,
+        times: Timestamps,
+        lock: Option<SeatLock>,
     ) -> Result<Inserted, StoreError> {
         let mut conn = self.conn().await?;
-        Counters::bump(&self.counters.store_transactions);
+        Metrics::bump(&self.metrics.store_transactions);
         let span = info_span!("db.transaction", slot = %new.slot, party_size = new.party_size, outcome = Empty);
-        let inserted =
-            queries::insert_reservation(&mut conn, new, now, deposit_deadline, seats).instrument(span.clone()).await;
-        span.record(
-            "outcome",
-            match &inserted {
-                Ok(Inserted::Created(_)) => "COMMITTED",
-                Ok(Inserted::SoldOut) => "SOLD_OUT",
-                Ok(Inserted::SlotMissing) => "SLOT_MISSING",
-                Ok(Inserted::MenuItemMissing(_)) => "MENU_ITEM_MISSING",
-                Ok(Inserted::Existing(_)) => "EXISTING",
-                Ok(Inserted::Reused) => "REUSED",
-                Ok(Inserted::Duplicate(_)) => "DUPLICATE",
-                Err(_) => "ERROR",
-            },
-        );
+        let inserted = create::insert_reservation(&mut conn, new, times, lock).instrument(span.clone()).await;
+        span.record("outcome", inserted.as_ref().map_or("ERROR", Inserted::name));
         inserted
     }
 
     pub async fn confirm_reservation(&self, id: ReservationId, now: DateTime<Utc>) -> Result<Confirmed, StoreError> {
-        let mut conn = self.conn().await?;
-        queries::confirm_reservation(&mut conn, id, now).await
-    }
-
-    pub async fn expire_due(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<Lapsed>, StoreError> {
-        let mut conn = self.conn().await?;
-        queries::expire_due(&mut conn, now, limit).await
-    }
-
-    pub async fn find_reservation(&self, id: ReservationId) -> Result<Option<Reservation>, StoreError> {
-        let mut conn = self.conn().await?;
-        queries::find_reservation(&mut conn, id).await
-    }
-
-    pub async fn existing_ids(
-        &self,
-        ids: &[ReservationId],
-    ) -> Result<std::collections::HashSet<ReservationId>, StoreError> {
-        let mut conn = self.conn().await?;
-        queries::existing_ids(&mut conn, ids).await
+        manage::confirm_reservation(&mut *self.conn().await?, id, now).await
     }
 
     pub async fn cancel_reservation(&self, id: ReservationId, reason: CancelReason) -> Result<Cancelled, StoreError> {
-        let mut conn = self.conn().await?;
-        queries::cancel_reservation(&mut conn, id, reason).await
+        manage::cancel_reservation(&mut *self.conn().await?, id, reason).await
+    }
+
+    pub async fn expire_due(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<Lapsed>, StoreError> {
+        manage::expire_due(&mut *self.conn().await?, now, limit).await
+    }
+
+    pub async fn find_reservation(&self, id: ReservationId) -> Result<Option<Reservation>, StoreError> {
+        reservations::find_reservation(&mut *self.conn().await?, id).await
+    }
+
+    pub async fn existing_ids(&self, ids: &[ReservationId]) -> Result<HashSet<ReservationId>, StoreError> {
+        reservations::existing_ids(&mut *self.conn().await?, ids).await
     }
 
     pub async fn slot_figures(&self, slot: &SlotKey) -> Result<Option<SlotFigures>, StoreError> {
-        let mut conn = self.conn().await?;
-        queries::slot_figures(&mut conn, slot).await
+        slots::slot_figures(&mut *self.conn().await?, slot).await
     }
 
     pub async fn slots_from(&self, from: Option<NaiveDate>) -> Result<Vec<(SlotKey, SlotFigures)>, StoreError> {
-        let mut conn = self.conn().await?;
-        queries::slots_from(&mut conn, from).await
+        slots::slots_from(&mut *self.conn().await?, from).await
     }
 
     pub async fn slot_keys_from(&self, from: NaiveDate) -> Result<Vec<SlotKey>, StoreError> {
-        let mut conn = self.conn().await?;
-        queries::slot_keys_from(&mut conn, from).await
+        slots::slot_keys_from(&mut *self.conn().await?, from).await
     }
 
     pub async fn open_slots(&self, slots: &[SlotCapacity]) -> Result<OpenOutcome, StoreError> {
-        let mut conn = self.conn().await?;
-        queries::open_slots(&mut conn, slots).await
+        slots::open_slots(&mut *self.conn().await?, slots).await
     }
 
-    pub async fn put_menu(&self, restaurant_id: i64, items: &[MenuItem]) -> Result<usize, StoreError> {
-        let mut conn = self.conn().await?;
-        queries::put_menu(&mut conn, restaurant_id, items).await
+    pub async fn put_menu(&self, menu: &MenuUpload) -> Result<usize, StoreError> {
+        menus::put_menu(&mut *self.conn().await?, menu).await
     }
 }

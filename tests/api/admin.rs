@@ -1,6 +1,6 @@
 //! SlotAdmin: opening slots, changing capacities, warming counters.
 
-use slotgate::{pb, stats::Counters};
+use slotgate::{metrics::Metrics, pb};
 use tonic::Code;
 
 use crate::helpers::{reason_of, reserve, slot_at, spawn_app};
@@ -66,13 +66,13 @@ async fn warm_slots_loads_every_cold_counter_from_a_date_on() {
     assert_eq!((first.warmed, first.already_warm), (2, 0));
     let again = warm("2026-12-10").await;
     assert_eq!((again.warmed, again.already_warm), (0, 2));
-    assert_eq!(Counters::read(&app.counters.counters_loaded), 0, "no request met a cold counter");
+    assert_eq!(Metrics::read(&app.metrics.counters_loaded), 0, "no request met a cold counter");
     assert_eq!(app.remaining(&a).await, pb::GetRemainingResponse { remaining: 36, capacity: 40 });
     assert_eq!(app.remaining(&b).await, pb::GetRemainingResponse { remaining: 10, capacity: 10 });
     // The warmed holders make the gate refuse alice's second booking itself.
     let dup = app.create(reserve("r-2", "alice", &a, 4)).await.unwrap_err();
     assert_eq!(reason_of(&dup), (Code::AlreadyExists, "DUPLICATE".into()));
-    assert_eq!(Counters::read(&app.counters.store_transactions), 1);
+    assert_eq!(Metrics::read(&app.metrics.store_transactions), 1);
 
     let bad = app.admin.clone().warm_slots(pb::WarmSlotsRequest { from_date: "2026-12-32".into() }).await.unwrap_err();
     assert_eq!(reason_of(&bad), (Code::InvalidArgument, "INVALID_FIELD".into()));
@@ -86,7 +86,7 @@ async fn a_request_meeting_a_cold_counter_loads_it_from_the_database() {
     app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap();
     app.flush_redis().await;
     app.create(reserve("r-2", "bob", &slot, 4)).await.unwrap();
-    assert_eq!(Counters::read(&app.counters.counters_loaded), 1);
+    assert_eq!(Metrics::read(&app.metrics.counters_loaded), 1);
     assert_eq!(app.remaining(&slot).await.remaining, 32);
     assert_eq!(app.db_slot(&slot).await, (40, 8, 8));
 }

@@ -1,14 +1,12 @@
 //! The gate against a Redis Cluster: the seed's burst over many slots,
 //! spread across three masters, exact.
 
-use std::time::Duration;
-
-use slotgate::stats::Counters;
+use slotgate::metrics::Metrics;
 
 use crate::{
     bursts::assert_exact_outcome,
     fault_kit::PrivateRedisCluster,
-    helpers::{burst, by_hand, reserve, slot_at, spawn_app_with},
+    helpers::{burst, by_hand, patient, reserve, slot_at, spawn_app_with},
 };
 
 #[tokio::test(flavor = "multi_thread")]
@@ -17,8 +15,7 @@ async fn the_duplicate_burst_over_30_slots_on_a_three_master_cluster_is_exact() 
     let app = spawn_app_with(|c| {
         c.redis_url = cluster.urls();
         c.redis_cluster = true;
-        c.pool_timeout = Duration::from_secs(30);
-        c.redis_command_timeout = Duration::from_secs(30);
+        patient(c);
         by_hand(c);
     })
     .await;
@@ -30,7 +27,7 @@ async fn the_duplicate_burst_over_30_slots_on_a_three_master_cluster_is_exact() 
         .flat_map(|u| (0..3).map(move |c| (u, c)))
         .map(|(u, c)| reserve(&format!("cl-u{u}-c{c}"), &format!("cl-user-{u}"), &slots[u % 30], 4))
         .collect();
-    let checkouts = Counters::read(&app.counters.db_checkouts);
+    let checkouts = Metrics::read(&app.metrics.db_checkouts);
     let results = burst(app.addr, requests.clone(), 8).await;
     assert_exact_outcome(&app, true, checkouts, &requests, &results, &slots).await;
 

@@ -23,10 +23,11 @@ use diesel_async::RunQueryDsl;
 use slotgate::{
     config::Config,
     domain::{Limits, NewReservation},
-    gate::{Gate, GateError, GateSettings, Release, attempt_nonce},
+    gate::{Gate, GateError, GateSettings, Release, attempt_nonce, conn::ConnectSettings},
+    metrics::Metrics,
     pb,
     pb::reservations_client::ReservationsClient,
-    stats::Counters,
+    pools::PoolSettings,
 };
 use tokio::sync::{Notify, watch};
 use tonic::{Code, Status};
@@ -45,8 +46,10 @@ async fn counter_left(app: &TestApp, slot: &pb::SlotRef) -> i32 {
 const CLIENT_DEADLINE: Duration = Duration::from_secs(20);
 
 /// Short leases and frequent background passes, so a scenario heals within
-/// seconds instead of the production defaults' minutes.
+/// seconds instead of the production defaults' minutes. The server's own
+/// deadline is past the client's, so the client's patience is what counts.
 fn healing(c: &mut Config) {
+    c.request_timeout = 2 * CLIENT_DEADLINE;
     c.hold_lease = Duration::from_millis(1_000);
     c.reap_interval = Duration::from_millis(100);
     c.reconcile_interval = Duration::from_millis(200);
@@ -206,7 +209,7 @@ async fn assert_recovers(
     assert_eq!(app.db_slot(slot).await.1, capacity - capacity % 4, "{name}: slot full after the refill");
     assert_eq!(app.remaining(slot).await.remaining, capacity % 4);
 
-    let c = &app.counters;
+    let c = &app.metrics;
     eprintln!(
         "fault report: {name}: burst took {:.1} s from the fault; answers {:?}; committed {reserved} seats; when the \
          burst ended the counter showed {right_after} seats left where the database had {}; it matched the database \
@@ -216,9 +219,9 @@ async fn assert_recovers(
         outcomes.iter().collect::<BTreeMap<_, _>>(),
         capacity - reserved_after,
         healed_after.as_secs_f64(),
-        Counters::read(&c.holds_reaped_finalized),
-        Counters::read(&c.holds_reaped_released),
-        Counters::read(&c.counters_corrected),
+        Metrics::read(&c.holds_reaped_finalized),
+        Metrics::read(&c.holds_reaped_released),
+        Metrics::read(&c.counters_corrected),
     );
 }
 
@@ -381,14 +384,15 @@ async fn a_lost_acquire_that_runs_after_its_undo_takes_nothing() {
         &app.redis_url,
         &app.namespace,
         GateSettings {
-            pool_size: 2,
-            pool_timeout: Duration::from_secs(2),
-            connect_timeout: Duration::from_secs(1),
-            command_timeout: Duration::from_secs(1),
+            pool: PoolSettings { size: 2, timeout: Duration::from_secs(2) },
+            connect: ConnectSettings {
+                connect_timeout: Duration::from_secs(1),
+                command_timeout: Duration::from_secs(1),
+                cluster: false,
+            },
             lease: Duration::from_secs(30),
-            cluster: false,
         },
-        Arc::new(Counters::default()),
+        Metrics::default().redis_pool_wait,
     )
     .unwrap();
     let limits = Limits { max_party_size: 20, max_menu_items: 50 };

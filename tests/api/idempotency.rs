@@ -1,6 +1,6 @@
 //! AIP-155 request ids: replays, reuse, duplicate users.
 
-use slotgate::{pb, stats::Counters};
+use slotgate::{metrics::Metrics, pb};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -18,7 +18,7 @@ async fn a_retry_with_the_same_request_id_gets_the_same_reservation_back() {
     }
     assert_eq!(app.remaining(&slot).await.remaining, 36);
     assert_eq!(app.db_slot(&slot).await, (40, 4, 4));
-    assert_eq!(Counters::read(&app.counters.store_transactions), 1, "replays never reach the database's write path");
+    assert_eq!(Metrics::read(&app.metrics.store_transactions), 1, "replays never reach the database's write path");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -74,7 +74,7 @@ async fn a_user_holding_a_reservation_gets_duplicate_for_a_new_request_id() {
     assert_eq!(reason_of(&status), (Code::AlreadyExists, "DUPLICATE".into()));
     assert_eq!(status.get_details_error_info().unwrap().metadata["reservation_id"], first.id);
     assert_eq!(app.remaining(&slot).await.remaining, 36);
-    assert_eq!(Counters::read(&app.counters.store_transactions), 1, "the duplicate never reached the database");
+    assert_eq!(Metrics::read(&app.metrics.store_transactions), 1, "the duplicate never reached the database");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -90,8 +90,8 @@ async fn after_redis_loses_everything_replays_and_duplicates_are_still_answered_
     assert_eq!(reason_of(&status), (Code::AlreadyExists, "DUPLICATE".into()));
     // The counter was rebuilt from the database with its holders, so the
     // gate itself answered both: no new transaction.
-    assert_eq!(Counters::read(&app.counters.store_transactions), 1);
-    assert_eq!(Counters::read(&app.counters.counters_loaded), 1);
+    assert_eq!(Metrics::read(&app.metrics.store_transactions), 1);
+    assert_eq!(Metrics::read(&app.metrics.counters_loaded), 1);
     assert_eq!(app.remaining(&slot).await.remaining, 36);
     assert_eq!(app.db_slot(&slot).await, (40, 4, 4));
 }

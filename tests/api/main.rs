@@ -8,6 +8,7 @@ mod cancel;
 mod cluster;
 mod deposits;
 mod discovery;
+mod docs;
 mod fault_kit;
 mod faults;
 mod helpers;

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use slotgate::{pb, stats::Counters};
+use slotgate::{metrics::Metrics, pb};
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 use tonic_types::StatusExt;
@@ -130,7 +130,7 @@ async fn one_user_hammering_is_throttled_before_any_redis_work() {
     assert_eq!(outcomes.get("OK"), Some(&1), "{outcomes:?}");
     assert_eq!(outcomes.get("AlreadyExists/DUPLICATE"), Some(&4), "{outcomes:?}");
     assert_eq!(outcomes.get("ResourceExhausted/USER_RATE_LIMITED"), Some(&7), "{outcomes:?}");
-    let gate = Counters::read(&app.counters.gate_admitted) + Counters::read(&app.counters.gate_refused);
+    let gate = Metrics::read(&app.metrics.gate_admitted) + Metrics::read(&app.metrics.gate_refused);
     assert_eq!(gate, 5, "only the clicks the guard let through reached Redis");
 }
 
@@ -163,7 +163,7 @@ async fn a_call_whose_deadline_has_already_passed_starts_no_work() {
         let status = app.reservations.clone().create_reservation(request).await.unwrap_err();
         assert!(matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled), "{status:?}");
     }
-    let gate = Counters::read(&app.counters.gate_admitted) + Counters::read(&app.counters.gate_refused);
+    let gate = Metrics::read(&app.metrics.gate_admitted) + Metrics::read(&app.metrics.gate_refused);
     assert_eq!(gate, 0, "no work started for calls nobody waits for");
     assert_eq!(app.db_slot(&slot).await, (40, 0, 0));
 }

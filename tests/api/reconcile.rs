@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use slotgate::{pb, stats::Counters};
+use slotgate::{metrics::Metrics, pb};
 use tonic::Code;
 
 use crate::helpers::{
-    TestApp, burst, by_hand, eventually, reason_of, reserve, slot_at, spawn_app_by_hand, spawn_app_with, tally,
+    TestApp, burst, by_hand, eventually, patient, reason_of, reserve, slot_at, spawn_app_by_hand, spawn_app_with, tally,
 };
 
 async fn reconcile(app: &TestApp) -> pb::ReconcileSlotsResponse {
@@ -54,10 +54,10 @@ async fn a_lost_holder_entry_is_restored_so_the_gate_refuses_duplicates_again() 
         .unwrap();
 
     assert_eq!(reconcile(&app).await.corrected, 1);
-    let transactions = Counters::read(&app.counters.store_transactions);
+    let transactions = Metrics::read(&app.metrics.store_transactions);
     let dup = app.create(reserve("r-2", "alice", &slot, 4)).await.unwrap_err();
     assert_eq!(reason_of(&dup), (Code::AlreadyExists, "DUPLICATE".into()));
-    assert_eq!(Counters::read(&app.counters.store_transactions), transactions, "refused by the gate itself");
+    assert_eq!(Metrics::read(&app.metrics.store_transactions), transactions, "refused by the gate itself");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -90,8 +90,7 @@ async fn the_periodic_reconciler_repairs_drift_on_its_own() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_burst_meeting_a_cold_counter_loads_it_once() {
     let app = spawn_app_with(|c| {
-        c.pool_timeout = Duration::from_secs(30);
-        c.redis_command_timeout = Duration::from_secs(30);
+        patient(c);
         by_hand(c);
     })
     .await;
@@ -99,15 +98,15 @@ async fn a_burst_meeting_a_cold_counter_loads_it_once() {
     app.open(&[(slot.clone(), 40)]).await;
     app.flush_redis().await;
 
-    let checkouts_before = Counters::read(&app.counters.db_checkouts);
+    let checkouts_before = Metrics::read(&app.metrics.db_checkouts);
     let requests: Vec<_> = (0..300)
         .flat_map(|u| (0..2).map(move |c| (u, c)))
         .map(|(u, c)| reserve(&format!("u{u}-c{c}"), &format!("user-{u}"), &slot, 4))
         .collect();
     let results = burst(app.addr, requests, 4).await;
     assert_eq!(tally(&results).get("OK"), Some(&10), "{:?}", tally(&results));
-    assert_eq!(Counters::read(&app.counters.counters_loaded), 1, "one load for 600 requests");
-    let reached = Counters::read(&app.counters.db_checkouts) - checkouts_before;
-    assert_eq!(reached, 1 + Counters::read(&app.counters.gate_admitted), "one read, then the winners only");
+    assert_eq!(Metrics::read(&app.metrics.counters_loaded), 1, "one load for 600 requests");
+    let reached = Metrics::read(&app.metrics.db_checkouts) - checkouts_before;
+    assert_eq!(reached, 1 + Metrics::read(&app.metrics.gate_admitted), "one read, then the winners only");
     assert_eq!(app.db_slot(&slot).await, (40, 40, 40));
 }

@@ -27,6 +27,11 @@ async fn sigterm_mid_burst_answers_everyone_loses_nothing_and_exits_zero() {
     let mut env = app.env();
     env[0].1 = format!("postgres://postgres@{}/{database}", proxy.addr);
     env.extend([("SLOTGATE_SHUTDOWN_GRACE_MS".to_owned(), "10000".to_owned())]);
+    // Exact outcomes, not speed: the tail of the burst waits rather than
+    // being refused UNAVAILABLE on a loaded machine.
+    for patient in ["SLOTGATE_POOL_TIMEOUT_MS", "SLOTGATE_REDIS_COMMAND_TIMEOUT_MS", "SLOTGATE_REQUEST_TIMEOUT_MS"] {
+        env.push((patient.to_owned(), "60000".to_owned()));
+    }
     for loop_off in ["SLOTGATE_REAP_INTERVAL_MS", "SLOTGATE_RECONCILE_INTERVAL_MS", "SLOTGATE_EXPIRY_SWEEP_INTERVAL_MS"]
     {
         env.push((loop_off.to_owned(), "0".to_owned()));

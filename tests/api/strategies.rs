@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use slotgate::{config::GateKind, pb, stats::Counters};
+use slotgate::{config::Strategy, metrics::Metrics, pb};
 use tonic::Code;
 
 use crate::{
@@ -12,9 +12,9 @@ use crate::{
     helpers::{TestApp, burst, by_hand, reason_of, reserve, slot_at, spawn_app_with},
 };
 
-async fn app_with(gate: GateKind) -> TestApp {
+async fn app_with(gate: Strategy) -> TestApp {
     spawn_app_with(|c| {
-        c.gate = gate;
+        c.strategy = gate;
         // Every request waits for the database here: give the waits room
         // (this is about answers, not speed).
         c.pool_timeout = Duration::from_secs(120);
@@ -24,17 +24,17 @@ async fn app_with(gate: GateKind) -> TestApp {
     .await
 }
 
-async fn duplicate_2000_is_exact(gate: GateKind) {
+async fn duplicate_2000_is_exact(gate: Strategy) {
     let app = app_with(gate).await;
     let slot = slot_at("12:00");
     app.open(&[(slot.clone(), 40)]).await;
     let requests = clicks(std::slice::from_ref(&slot), 2_000, 3);
-    let before = Counters::read(&app.counters.db_checkouts);
+    let before = Metrics::read(&app.metrics.db_checkouts);
     let results = burst(app.addr, requests.clone(), 8).await;
     assert_exact_outcome(&app, false, before, &requests, &results, &[slot]).await;
 }
 
-async fn replays_duplicates_and_cancels_answer_as_the_gate_does(gate: GateKind) {
+async fn replays_duplicates_and_cancels_answer_as_the_gate_does(gate: Strategy) {
     let app = app_with(gate).await;
     let slot = slot_at("13:00");
     app.open(&[(slot.clone(), 8)]).await;
@@ -61,20 +61,20 @@ async fn replays_duplicates_and_cancels_answer_as_the_gate_does(gate: GateKind) 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn db_lock_books_exactly_ten_in_duplicate_2000() {
-    duplicate_2000_is_exact(GateKind::DbLock).await;
+    duplicate_2000_is_exact(Strategy::DbLock).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fair_lock_books_exactly_ten_in_duplicate_2000() {
-    duplicate_2000_is_exact(GateKind::FairLock).await;
+    duplicate_2000_is_exact(Strategy::FairLock).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn db_lock_answers_replays_duplicates_and_cancels_as_the_gate_does() {
-    replays_duplicates_and_cancels_answer_as_the_gate_does(GateKind::DbLock).await;
+    replays_duplicates_and_cancels_answer_as_the_gate_does(Strategy::DbLock).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fair_lock_answers_replays_duplicates_and_cancels_as_the_gate_does() {
-    replays_duplicates_and_cancels_answer_as_the_gate_does(GateKind::FairLock).await;
+    replays_duplicates_and_cancels_answer_as_the_gate_does(Strategy::FairLock).await;
 }

@@ -1,7 +1,7 @@
 //! Every malformed input is refused with INVALID_ARGUMENT naming the field,
 //! before it costs a Redis or database call.
 
-use slotgate::{pb, stats::Counters};
+use slotgate::{metrics::Metrics, pb};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -69,9 +69,9 @@ async fn every_malformed_reservation_request_is_refused_with_the_field_named() {
         assert_invalid(&status, field);
     }
     // Refused at the edge: neither Redis nor PostgreSQL was asked.
-    assert_eq!(Counters::read(&app.counters.gate_refused), 0);
-    assert_eq!(Counters::read(&app.counters.gate_admitted), 0);
-    assert_eq!(Counters::read(&app.counters.store_transactions), 0);
+    assert_eq!(Metrics::read(&app.metrics.gate_refused), 0);
+    assert_eq!(Metrics::read(&app.metrics.gate_admitted), 0);
+    assert_eq!(Metrics::read(&app.metrics.store_transactions), 0);
     // The configured maximum itself is fine (the slot does not exist).
     let status = app.create(with(|r| r.party_size = 6)).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);

@@ -8,7 +8,8 @@
 //! (gauges, by state `in_use`/`idle`), `slotgate.gate.decisions` (counter, by
 //! outcome), `slotgate.holds.in_flight` (gauge), `slotgate.db.transactions`,
 //! `slotgate.db.checkouts`, `slotgate.counters.loaded`,
-//! `slotgate.holds.reaped` (by end), `slotgate.counters.corrected` (counters).
+//! `slotgate.holds.reaped` (by end), `slotgate.counters.corrected` (counters;
+//! "counters" there are the gate's seat counters).
 
 use std::sync::{
     Arc,
@@ -20,8 +21,10 @@ use opentelemetry::{
     metrics::{Histogram, Meter},
 };
 
+use crate::pools::{PoolState, PoolStates};
+
 #[derive(Debug)]
-pub struct Counters {
+pub struct Metrics {
     /// Requests the gate admitted (seats taken in Redis).
     pub gate_admitted: AtomicU64,
     /// Requests the gate refused (sold out, duplicate, reused id).
@@ -31,13 +34,13 @@ pub struct Counters {
     /// Connections taken from the PostgreSQL pool, for any purpose: every
     /// time anything reached the database.
     pub db_checkouts: AtomicU64,
-    /// Cold counters loaded from the database.
+    /// Cold seat counters loaded from the database.
     pub counters_loaded: AtomicU64,
     /// Expired holds the reaper ended whose reservation had committed.
     pub holds_reaped_finalized: AtomicU64,
-    /// Expired holds the reaper ended by giving their seats back.
+    /// Expired holds the reaper ended by releasing their seats.
     pub holds_reaped_released: AtomicU64,
-    /// Counters the reconciler rewrote.
+    /// Seat counters the reconciler rewrote.
     pub counters_corrected: AtomicU64,
     /// Holds this process took and has not finalized or released yet.
     pub holds_in_flight: AtomicI64,
@@ -54,7 +57,7 @@ fn seconds(meter: &Meter, name: &'static str, description: &'static str) -> Hist
     meter.f64_histogram(name).with_unit("s").with_description(description).with_boundaries(bounds).build()
 }
 
-impl Default for Counters {
+impl Default for Metrics {
     fn default() -> Self {
         let meter = global::meter("slotgate");
         Self {
@@ -74,7 +77,19 @@ impl Default for Counters {
     }
 }
 
-impl Counters {
+/// One observation: a value and its attribute, if any.
+type Reading = (u64, Option<KeyValue>);
+
+/// Reads one pool's state out of both.
+type PoolPick = fn(&PoolStates) -> Option<PoolState>;
+/// Reads one metric's observations.
+type Readings = fn(&Metrics) -> Vec<Reading>;
+
+fn tagged(key: &'static str, value: &'static str) -> Option<KeyValue> {
+    Some(KeyValue::new(key, value))
+}
+
+impl Metrics {
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -83,58 +98,57 @@ impl Counters {
         counter.load(Ordering::Relaxed)
     }
 
-    /// Registers the observable metrics: the atomics above, and the pools'
-    /// state as `pools()` reports it ((redis in use, idle), (db in use, idle)).
-    pub fn observe(self: &Arc<Self>, pools: impl Fn() -> ((u32, u32), (u32, u32)) + Send + Sync + 'static) {
+    /// Registers the observable metrics: the atomics above, and the state of
+    /// the pools as `pools` reports it when the exporter asks.
+    pub fn observe(self: &Arc<Self>, pools: impl Fn() -> PoolStates + Send + Sync + 'static) {
         let meter = global::meter("slotgate");
         let pools = Arc::new(pools);
-        for (name, pick) in [("slotgate.redis.pool.connections", 0usize), ("slotgate.db.pool.connections", 1usize)] {
+        let pool_gauges: [(&'static str, PoolPick); 2] =
+            [("slotgate.redis.pool.connections", |p| p.redis), ("slotgate.db.pool.connections", |p| Some(p.database))];
+        for (name, pick) in pool_gauges {
             let pools = Arc::clone(&pools);
             meter
                 .u64_observable_gauge(name)
                 .with_callback(move |gauge| {
-                    let both = pools();
-                    let (in_use, idle) = if pick == 0 { both.0 } else { both.1 };
-                    gauge.observe(u64::from(in_use), &[KeyValue::new("state", "in_use")]);
-                    gauge.observe(u64::from(idle), &[KeyValue::new("state", "idle")]);
+                    if let Some(state) = pick(&pools()) {
+                        gauge.observe(u64::from(state.in_use), &[KeyValue::new("state", "in_use")]);
+                        gauge.observe(u64::from(state.idle), &[KeyValue::new("state", "idle")]);
+                    }
                 })
                 .build();
         }
         let this = Arc::clone(self);
         meter
-            .u64_observable_counter("slotgate.gate.decisions")
-            .with_callback(move |c| {
-                c.observe(Counters::read(&this.gate_admitted), &[KeyValue::new("outcome", "admitted")]);
-                c.observe(Counters::read(&this.gate_refused), &[KeyValue::new("outcome", "refused")]);
-            })
-            .build();
-        let this = Arc::clone(self);
-        meter
             .i64_observable_gauge("slotgate.holds.in_flight")
             .with_callback(move |g| g.observe(this.holds_in_flight.load(Ordering::Relaxed), &[]))
             .build();
-        let this = Arc::clone(self);
-        meter
-            .u64_observable_counter("slotgate.holds.reaped")
-            .with_callback(move |c| {
-                c.observe(Counters::read(&this.holds_reaped_finalized), &[KeyValue::new("end", "finalized")]);
-                c.observe(Counters::read(&this.holds_reaped_released), &[KeyValue::new("end", "released")]);
-            })
-            .build();
-        for (name, pick) in [
-            ("slotgate.db.transactions", 0usize),
-            ("slotgate.db.checkouts", 1),
-            ("slotgate.counters.loaded", 2),
-            ("slotgate.counters.corrected", 3),
-        ] {
+
+        let counters: [(&'static str, Readings); 6] = [
+            ("slotgate.gate.decisions", |m| {
+                vec![
+                    (Self::read(&m.gate_admitted), tagged("outcome", "admitted")),
+                    (Self::read(&m.gate_refused), tagged("outcome", "refused")),
+                ]
+            }),
+            ("slotgate.holds.reaped", |m| {
+                vec![
+                    (Self::read(&m.holds_reaped_finalized), tagged("end", "finalized")),
+                    (Self::read(&m.holds_reaped_released), tagged("end", "released")),
+                ]
+            }),
+            ("slotgate.db.transactions", |m| vec![(Self::read(&m.store_transactions), None)]),
+            ("slotgate.db.checkouts", |m| vec![(Self::read(&m.db_checkouts), None)]),
+            ("slotgate.counters.loaded", |m| vec![(Self::read(&m.counters_loaded), None)]),
+            ("slotgate.counters.corrected", |m| vec![(Self::read(&m.counters_corrected), None)]),
+        ];
+        for (name, readings) in counters {
             let this = Arc::clone(self);
             meter
                 .u64_observable_counter(name)
                 .with_callback(move |c| {
-                    let counter =
-                        [&this.store_transactions, &this.db_checkouts, &this.counters_loaded, &this.counters_corrected]
-                            [pick];
-                    c.observe(Counters::read(counter), &[]);
+                    for (value, attribute) in readings(&this) {
+                        c.observe(value, attribute.as_slice());
+                    }
                 })
                 .build();
         }

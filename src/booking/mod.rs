@@ -1,0 +1,161 @@
+//! The use cases: gate and store combined, with no gRPC in sight.
+//!
+//! A reservation request makes one Redis round trip to be refused and one
+//! PostgreSQL transaction to win:
+//!
+//! ```text
+//! acquire (Lua) ── refused ──▶ answer now: nothing taken, no database call
+//!      │ admitted (hold)
+//!      ▼
+//! insert_reservation (one transaction) ── committed ──▶ finalize hold
+//!                                      └─ refused/failed ─▶ release hold
+//! ```
+//!
+//! - [`create`](Booking::create): deciding a request and committing a winner.
+//! - `manage`: get, cancel, confirm and expire a reservation.
+//! - `upkeep`: open slots, warm, read and reconcile counters, reap holds.
+
+mod create;
+mod manage;
+mod upkeep;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, Span};
+
+pub use self::{
+    manage::Cancellation,
+    upkeep::{Correction, Reaped, Reconciliation, Warmed},
+};
+use crate::{
+    clock::Clock,
+    domain::{FieldError, ReservationId, ReservationStatus, SlotKey},
+    gate::{Gate, GateError},
+    metrics::Metrics,
+    pools::PoolStates,
+    store::{SeatLock, Store, StoreError},
+};
+
+/// Every way a use case can end other than success.
+#[derive(Debug, thiserror::Error)]
+pub enum BookingError {
+    #[error("invalid argument: {0}")]
+    Invalid(#[from] FieldError),
+    #[error("sold out ({remaining} seats left)")]
+    SoldOut { remaining: i64 },
+    #[error("the user already holds reservation {existing} in this slot")]
+    Duplicate { existing: ReservationId },
+    #[error("this request_id was used for a different request")]
+    RequestIdReused,
+    #[error("an earlier attempt with this request_id is still in flight")]
+    RequestInProgress,
+    #[error("no slot {0}")]
+    SlotNotFound(SlotKey),
+    #[error("no menu item {0} at this restaurant")]
+    MenuItemNotFound(i64),
+    #[error("no such reservation")]
+    ReservationNotFound,
+    #[error("the reservation is {}, not cancellable", .0.as_str())]
+    NotCancellable(ReservationStatus),
+    #[error("the reservation is {}, not awaiting payment", .0.as_str())]
+    NotConfirmable(ReservationStatus),
+    #[error("the deposit deadline has passed; the reservation expired and its seats went back")]
+    DepositExpired,
+    #[error("slot {slot} has {reserved} seats reserved, more than the new capacity")]
+    CapacityBelowReserved { slot: SlotKey, reserved: i32 },
+    #[error("too many requests from this user; retry after the hinted delay")]
+    UserThrottled { retry_after: Duration },
+    #[error("the deadline passed before the work could start")]
+    DeadlineExceeded,
+    #[error(transparent)]
+    Gate(#[from] GateError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The task doing the work panicked. A bug.
+    #[error("task failed: {0}")]
+    Crashed(String),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// How long a new reservation may stay unpaid.
+    pub deposit_window: Duration,
+    /// How long a retry waits for the first attempt of its request id.
+    pub replay_wait: Duration,
+    /// Lease of a hold. The winner's transaction must finish well within
+    /// it (see `create`), so a reaper never ends the hold of a transaction
+    /// that can still commit.
+    pub hold_lease: Duration,
+}
+
+/// Who decides a reservation request.
+pub enum Decider {
+    /// The product: the Redis gate admits or refuses each request, and the
+    /// database commits the winners.
+    Gate(Box<Gate>),
+    /// A database-only strategy slotgate is compared with: no Redis; every
+    /// request is decided inside its transaction, under this lock.
+    Database(SeatLock),
+}
+
+pub struct Booking {
+    decider: Decider,
+    store: Store,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    /// Cold counters being loaded, one load per slot at a time.
+    loads: create::CounterLoads,
+    /// The tasks doing admitted work, waited for on shutdown.
+    tasks: TaskTracker,
+}
+
+impl Booking {
+    pub fn new(
+        decider: Decider,
+        store: Store,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self { decider, store, settings, metrics, clock, loads: Default::default(), tasks: TaskTracker::new() }
+    }
+
+    /// The Redis gate, unless a database-only strategy decides.
+    fn gate(&self) -> Option<&Gate> {
+        match &self.decider {
+            Decider::Gate(gate) => Some(gate),
+            Decider::Database(_) => None,
+        }
+    }
+
+    pub fn pool_states(&self) -> PoolStates {
+        PoolStates { redis: self.gate().map(Gate::pool_state), database: self.store.pool_state() }
+    }
+
+    /// On shutdown, after the server stopped taking calls: waits (up to
+    /// `patience`) for the work already admitted to finish, so its holds
+    /// are finalized or released now rather than left to the reaper.
+    /// Returns whether everything finished.
+    pub async fn drain(&self, patience: Duration) -> bool {
+        self.tasks.close();
+        tokio::time::timeout(patience, self.tasks.wait()).await.is_ok()
+    }
+
+    /// Runs work that changes Redis and PostgreSQL in its own task, so it
+    /// finishes even if the caller's future is dropped half-way (deadline
+    /// passed, client gone). Cut between "seats taken" and "row committed",
+    /// it would leave seats held with no transaction behind them, and a
+    /// caller told DEADLINE_EXCEEDED for a row that did commit. The task is
+    /// tracked, so shutdown waits for it.
+    ///
+    /// The task carries the caller's span, so its spans (gate, database)
+    /// stay children of the call in the trace.
+    async fn run_to_completion<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, BookingError>> + Send + 'static,
+    ) -> Result<T, BookingError> {
+        self.tasks.spawn(work.instrument(Span::current())).await.map_err(|e| BookingError::Crashed(e.to_string()))?
+    }
+}

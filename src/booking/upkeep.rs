@@ -1,0 +1,231 @@
+//! Running the slots: opening them and changing capacities, menus, and
+//! keeping the gate's counters true (warm, read, reconcile, reap expired
+//! holds). With a database-only strategy there are no counters, and the
+//! counter passes do nothing.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use chrono::{Days, NaiveDate, Utc};
+use tracing::warn;
+
+use super::{Booking, BookingError, create::COLD_RETRIES};
+use crate::{
+    domain::{MenuUpload, Remaining, ReservationId, SlotCapacity, SlotFigures, SlotKey},
+    gate::{Gate, GateError, Overwrite, Probe, Reconciled, Release},
+    store::{OpenOutcome, Opened},
+};
+
+/// What a reaper pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reaped {
+    /// Expired holds whose reservation had committed: seats stay taken.
+    pub finalized: u32,
+    /// Expired holds with no reservation: released, their seats went back.
+    pub released: u32,
+}
+
+/// One counter a reconcile pass rewrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Correction {
+    pub slot: SlotKey,
+    pub left_before: i64,
+    pub left_after: i64,
+    pub capacity: i32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconciliation {
+    /// Warm slots looked at.
+    pub checked: u32,
+    /// Slots skipped because a hold was in flight or they changed meanwhile.
+    pub busy: u32,
+    pub corrections: Vec<Correction>,
+    pub took: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Warmed {
+    pub warmed: u32,
+    pub already_warm: u32,
+    pub took: Duration,
+}
+
+/// Slots probed per Redis round trip during a reconcile or reaper pass.
+const PROBE_BATCH: usize = 500;
+
+/// The first date the counter passes look at by default: yesterday in UTC,
+/// so that every time zone's today is covered.
+fn yesterday() -> NaiveDate {
+    Utc::now().date_naive() - Days::new(1)
+}
+
+impl Booking {
+    /// Creates slots or changes capacities, then brings their counters in
+    /// line: a new slot's counter is written, a changed one moved by the
+    /// difference (commutes with holds in flight), a cold one loaded.
+    pub async fn open_slots(self: &Arc<Self>, slots: Vec<SlotCapacity>) -> Result<Vec<Opened>, BookingError> {
+        let this = Arc::clone(self);
+        self.run_to_completion(async move {
+            let opened = match this.store.open_slots(&slots).await? {
+                OpenOutcome::Opened(opened) => opened,
+                OpenOutcome::BelowReserved { slot, reserved } => {
+                    return Err(BookingError::CapacityBelowReserved { slot, reserved });
+                }
+            };
+            let Some(gate) = this.gate() else { return Ok(opened) };
+            for o in &opened {
+                match o.previous_capacity {
+                    None => {
+                        let figures = SlotFigures { capacity: o.capacity, ..Default::default() };
+                        gate.warm(&o.slot, &figures, Overwrite::Always).await?;
+                    }
+                    Some(previous) => {
+                        if !gate.resize(&o.slot, o.capacity, o.capacity - previous).await? {
+                            this.load_counter(gate, o.slot).await?;
+                        }
+                    }
+                }
+            }
+            Ok(opened)
+        })
+        .await
+    }
+
+    /// Creates or updates menu items; returns how many were written.
+    pub async fn put_menu(&self, menu: MenuUpload) -> Result<usize, BookingError> {
+        Ok(self.store.put_menu(&menu).await?)
+    }
+
+    /// Loads the counter of every slot dated `from` or later that has none.
+    pub async fn warm_slots(&self, from: Option<NaiveDate>) -> Result<Warmed, BookingError> {
+        let started = Instant::now();
+        let (mut warmed, mut already_warm) = (0, 0);
+        if let Some(gate) = self.gate() {
+            for (slot, figures) in self.store.slots_from(from).await? {
+                if gate.warm(&slot, &figures, Overwrite::IfCold).await? {
+                    warmed += 1;
+                } else {
+                    already_warm += 1;
+                }
+            }
+        }
+        Ok(Warmed { warmed, already_warm, took: started.elapsed() })
+    }
+
+    /// Seats left and capacity of a slot: from its counter (loaded if cold),
+    /// or from the database when no gate is used.
+    pub async fn remaining(&self, slot: SlotKey) -> Result<Remaining, BookingError> {
+        let Some(gate) = self.gate() else {
+            let figures = self.store.slot_figures(&slot).await?.ok_or(BookingError::SlotNotFound(slot))?;
+            return Ok(Remaining { left: figures.capacity - figures.reserved, capacity: figures.capacity });
+        };
+        for _ in 0..COLD_RETRIES {
+            if let Some(remaining) = gate.remaining(&slot).await? {
+                return Ok(remaining);
+            }
+            self.load_counter(gate, slot).await?;
+        }
+        Err(GateError::Unavailable("the slot's counter keeps disappearing".into()).into())
+    }
+
+    /// The counter state of every slot dated `from` or later.
+    async fn probe_from(&self, gate: &Gate, from: NaiveDate) -> Result<Vec<(SlotKey, Probe)>, BookingError> {
+        let keys = self.store.slot_keys_from(from).await?;
+        let mut probed = Vec::with_capacity(keys.len());
+        for batch in keys.chunks(PROBE_BATCH) {
+            probed.extend(batch.iter().copied().zip(gate.probe(batch).await?));
+        }
+        Ok(probed)
+    }
+
+    /// Rewrites drifted counters of the warm slots dated `from` or later
+    /// (default: yesterday, UTC).
+    ///
+    /// Order matters: each slot's epoch is read before its database figures,
+    /// and the rewrite only happens if the epoch has not moved since and no
+    /// hold is in flight, so a reservation landing meanwhile is never
+    /// overwritten by figures that predate it.
+    pub async fn reconcile(&self, from: Option<NaiveDate>) -> Result<Reconciliation, BookingError> {
+        let started = Instant::now();
+        let Some(gate) = self.gate() else { return Ok(Reconciliation::default()) };
+        let from = from.unwrap_or_else(yesterday);
+        let probed = self.probe_from(gate, from).await?;
+        let figures: HashMap<SlotKey, SlotFigures> = self.store.slots_from(Some(from)).await?.into_iter().collect();
+
+        let mut report = Reconciliation::default();
+        for (slot, probe) in probed {
+            let (Some(left), Some(epoch)) = (probe.left, probe.epoch.as_deref()) else { continue };
+            report.checked += 1;
+            if probe.holds > 0 {
+                report.busy += 1;
+                continue;
+            }
+            // Deleted meanwhile, or created after the key list: next pass.
+            let Some(figures) = figures.get(&slot) else { continue };
+            let want = i64::from(figures.capacity - figures.reserved);
+            let looks_right = left == want
+                && probe.capacity == Some(i64::from(figures.capacity))
+                && probe.users == figures.holders.len() as i64;
+            if looks_right {
+                continue;
+            }
+            match gate.reconcile(&slot, epoch, figures).await? {
+                Reconciled::Corrected { left_before } => report.corrections.push(Correction {
+                    slot,
+                    left_before,
+                    left_after: want,
+                    capacity: figures.capacity,
+                }),
+                Reconciled::Busy => report.busy += 1,
+                Reconciled::AlreadyRight | Reconciled::Cold => {}
+            }
+        }
+        report.took = started.elapsed();
+        self.metrics.counters_corrected.fetch_add(report.corrections.len() as u64, Ordering::Relaxed);
+        for c in &report.corrections {
+            warn!(slot = %c.slot, left_before = c.left_before, left_after = c.left_after, "reconciled a drifted counter");
+        }
+        Ok(report)
+    }
+
+    /// Ends every hold whose lease has run out: the process that took it died
+    /// or lost Redis before finalizing or releasing it. A hold whose
+    /// reservation committed is finalized (the seats stay taken); any other
+    /// is released. Both are done with the hold's own nonce, so several
+    /// replicas reaping at once, or the owner waking up late, end each hold
+    /// once.
+    pub async fn reap(&self) -> Result<Reaped, BookingError> {
+        let Some(gate) = self.gate() else { return Ok(Reaped::default()) };
+        let mut expired = Vec::new();
+        for (slot, probe) in self.probe_from(gate, yesterday()).await? {
+            if probe.holds > 0 {
+                expired.extend(gate.expired_holds(&slot).await?.into_iter().map(|hold| (slot, hold)));
+            }
+        }
+        if expired.is_empty() {
+            return Ok(Reaped::default());
+        }
+        let ids: Vec<ReservationId> = expired.iter().map(|(_, hold)| hold.id).collect();
+        let committed = self.store.existing_ids(&ids).await?;
+        let mut reaped = Reaped::default();
+        for (slot, hold) in expired {
+            if committed.contains(&hold.id) {
+                if gate.finalize(&slot, hold.id, hold.nonce).await? {
+                    reaped.finalized += 1;
+                }
+            } else if gate.release(&slot, hold.id, &hold.user, hold.nonce, Release::Forget).await? > 0 {
+                reaped.released += 1;
+            }
+        }
+        if reaped != Reaped::default() {
+            self.metrics.holds_reaped_finalized.fetch_add(reaped.finalized.into(), Ordering::Relaxed);
+            self.metrics.holds_reaped_released.fetch_add(reaped.released.into(), Ordering::Relaxed);
+            warn!(finalized = reaped.finalized, released = reaped.released, "reaped expired holds");
+        }
+        Ok(reaped)
+    }
+}

@@ -1,0 +1,184 @@
+//! The gate's upkeep: loading counters from the database's figures,
+//! probing and reconciling them, capacity changes, and the holds whose
+//! lease ran out. Requests never wait on any of it.
+
+use redis::{RedisError, ScriptInvocation, Value};
+
+use super::{Gate, GateError};
+use crate::domain::{Remaining, ReservationId, SlotFigures, SlotKey};
+
+/// What a reconcile pass did to one slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconciled {
+    /// The state was rewritten; the counter said `left_before`.
+    Corrected {
+        left_before: i64,
+    },
+    AlreadyRight,
+    /// A hold was in flight or the slot changed meanwhile: left alone.
+    Busy,
+    /// No counter: nothing to correct (the next request loads it).
+    Cold,
+}
+
+/// A hold whose lease has run out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredHold {
+    pub id: ReservationId,
+    pub user: String,
+    pub nonce: u64,
+}
+
+impl ExpiredHold {
+    /// Parses `party|user|deadline|nonce` (the user may contain '|').
+    fn parse(id: &str, value: &str) -> Option<Self> {
+        let (_party, rest) = value.split_once('|')?;
+        let (rest, nonce) = rest.rsplit_once('|')?;
+        let (user, _deadline) = rest.rsplit_once('|')?;
+        Some(Self { id: id.parse().ok()?, user: user.to_owned(), nonce: nonce.parse().ok()? })
+    }
+}
+
+/// A slot's counter state, read before its database figures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub left: Option<i64>,
+    pub capacity: Option<i64>,
+    pub epoch: Option<String>,
+    pub holds: i64,
+    pub users: i64,
+}
+
+/// Whether [`Gate::warm`] may overwrite a counter that exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Only a cold slot is written (another loader may have won).
+    IfCold,
+    /// The slot was just created: no counter it may have can be true.
+    Always,
+}
+
+/// Appends the holders and fingerprints as `warm.lua` and `reconcile.lua`
+/// read them: a count of holders, the holders' (user, id) pairs, then
+/// (id, fingerprint) pairs.
+fn push_figures(invocation: &mut ScriptInvocation<'_>, figures: &SlotFigures) {
+    invocation.arg(figures.holders.len());
+    for holder in &figures.holders {
+        invocation.arg(&holder.user).arg(holder.id.to_string());
+    }
+    for request in &figures.requests {
+        invocation.arg(request.id.to_string()).arg(request.fingerprint);
+    }
+}
+
+impl Gate {
+    /// Loads a slot's state from the database's figures; returns false if
+    /// it was warm already (and `overwrite` was not asked for).
+    pub async fn warm(&self, slot: &SlotKey, figures: &SlotFigures, overwrite: Overwrite) -> Result<bool, GateError> {
+        let k = self.keys(slot);
+        let mut invocation = k.invoke(&self.scripts.warm);
+        invocation.arg(u8::from(overwrite == Overwrite::Always)).arg(figures.capacity).arg(figures.reserved);
+        push_figures(&mut invocation, figures);
+        let wrote: i64 = self.invoke(&invocation).await?;
+        Ok(wrote == 1)
+    }
+
+    /// Reads the counter state of many slots: one small pipeline per slot
+    /// (a Redis Cluster pipeline must stay within one hash slot), all in
+    /// flight at once on one connection.
+    pub async fn probe(&self, slots: &[SlotKey]) -> Result<Vec<Probe>, GateError> {
+        if slots.is_empty() {
+            return Ok(Vec::new());
+        }
+        fn parse<T: redis::FromRedisValue>(value: &Value) -> Result<T, GateError> {
+            redis::from_redis_value_ref(value).map_err(|e| GateError::Protocol(format!("probe: {e}")))
+        }
+        let mut pooled = self.conn().await?;
+        let shared = pooled.conn.clone();
+        let probes = slots.iter().map(|slot| {
+            let k = self.keys(slot);
+            let mut conn = shared.clone();
+            async move {
+                let mut pipe = redis::pipe();
+                pipe.cmd("HMGET").arg(&k.seats).arg("left").arg("cap").arg("epoch");
+                pipe.cmd("HLEN").arg(&k.holds);
+                pipe.cmd("HLEN").arg(&k.users);
+                let values: Vec<Value> = pipe.query_async(&mut conn).await?;
+                let [fields, holds, users] = values.as_slice() else {
+                    return Err(GateError::Protocol("probe: reply of the wrong length".into()));
+                };
+                let (left, capacity, epoch) = parse::<(Option<i64>, Option<i64>, Option<String>)>(fields)?;
+                Ok(Probe { left, capacity, epoch, holds: parse(holds)?, users: parse(users)? })
+            }
+        });
+        let result = futures_util::future::try_join_all(probes).await;
+        if let Err(GateError::Unavailable(_)) = &result {
+            pooled.broken = true;
+        }
+        result
+    }
+
+    /// Rewrites a slot's state from `figures` if nothing moved since `epoch`
+    /// was probed; see `reconcile.lua`.
+    pub async fn reconcile(&self, slot: &SlotKey, epoch: &str, figures: &SlotFigures) -> Result<Reconciled, GateError> {
+        let k = self.keys(slot);
+        let mut invocation = k.invoke(&self.scripts.reconcile);
+        invocation.arg(epoch).arg(figures.capacity).arg(figures.reserved);
+        push_figures(&mut invocation, figures);
+        let (status, left_before): (i64, i64) = self.invoke(&invocation).await?;
+        Ok(match status {
+            0 => Reconciled::Corrected { left_before },
+            1 => Reconciled::AlreadyRight,
+            2 => Reconciled::Busy,
+            3 => Reconciled::Cold,
+            _ => return Err(GateError::Protocol(format!("reconcile: unknown status {status}"))),
+        })
+    }
+
+    /// The holds of `slot` whose lease has run out.
+    pub async fn expired_holds(&self, slot: &SlotKey) -> Result<Vec<ExpiredHold>, GateError> {
+        let k = self.keys(slot);
+        let flat: Vec<String> = self.invoke(&self.scripts.expired_holds.key(&k.holds)).await?;
+        flat.chunks(2)
+            .map(|pair| match pair {
+                [id, value] => ExpiredHold::parse(id, value)
+                    .ok_or_else(|| GateError::Protocol(format!("expired_holds: bad hold {id:?} = {value:?}"))),
+                _ => Err(GateError::Protocol("expired_holds: odd reply".into())),
+            })
+            .collect()
+    }
+
+    /// Moves a warm counter by a capacity change; returns false if cold.
+    pub async fn resize(&self, slot: &SlotKey, capacity: i32, delta: i32) -> Result<bool, GateError> {
+        let k = self.keys(slot);
+        let moved: i64 = self.invoke(self.scripts.resize.key(&k.seats).arg(capacity).arg(delta)).await?;
+        Ok(moved == 1)
+    }
+
+    /// Seats left and capacity, or `None` when the slot is cold. A counter
+    /// below zero (capacity lowered under holds in flight) reads as 0.
+    pub async fn remaining(&self, slot: &SlotKey) -> Result<Option<Remaining>, GateError> {
+        let k = self.keys(slot);
+        let mut conn = self.conn().await?;
+        let result: Result<(Option<i32>, Option<i32>), RedisError> =
+            redis::cmd("HMGET").arg(&k.seats).arg("left").arg("cap").query_async(&mut conn.conn).await;
+        conn.note(&result);
+        Ok(match result? {
+            (Some(left), Some(capacity)) => Some(Remaining { left: left.max(0), capacity }),
+            _ => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hold_value_parses_even_when_the_user_id_contains_the_separator() {
+        let id = "9b2e6a4c-0d1f-4a8e-9c3b-6f5d4e3c2b1a";
+        let hold = ExpiredHold::parse(id, "4|a|b|17|1767225600000|42").unwrap();
+        assert_eq!((hold.user.as_str(), hold.nonce), ("a|b|17", 42));
+        assert!(ExpiredHold::parse(id, "garbage").is_none());
+    }
+}
