@@ -5,6 +5,11 @@
 #
 # Settings (environment): PGHOST (127.0.0.1), PGPORT (5432),
 # SLOTGATE_DB (slotgate), REDIS_PORT (6379).
+#
+# `scripts/deps.sh --install NAME...` does only one thing: installs the
+# first of these Debian package names that apt knows (a package some
+# releases renamed has several names). scripts/test.sh uses it for what its
+# tools need.
 set -euo pipefail
 
 PGHOST=${PGHOST:-127.0.0.1}
@@ -15,12 +20,34 @@ REDIS_PORT=${REDIS_PORT:-6379}
 say() { printf 'deps: %s\n' "$*"; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-apt_install() {
+apt_updated=
+apt_update() {
+  [ -z "$apt_updated" ] || return 0
   command -v apt-get >/dev/null || { say "apt-get not found: install $* yourself"; exit 1; }
-  say "installing $*"
   as_root apt-get update -qq
+  apt_updated=1
+}
+
+apt_install() {
+  apt_update "$@"
+  say "installing $*"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
+
+if [ "${1:-}" = --install ]; then
+  shift
+  apt_update "$@"
+  for name in "$@"; do
+    # The exact name: apt takes a name with a dot in it that no package has
+    # for a pattern, which matches others.
+    if apt-cache pkgnames "$name" | grep -xF "$name" >/dev/null; then
+      apt_install "$name"
+      exit 0
+    fi
+  done
+  say "apt knows none of these packages: $*"
+  exit 1
+fi
 
 wait_for() { # wait_for WHAT COMMAND...
   local what=$1; shift

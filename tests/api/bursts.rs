@@ -1,11 +1,11 @@
-//! The seed's scenarios: many users at one instant, exact winners.
+//! Bursts: many users at one instant, exact winners.
 
 use std::collections::{BTreeMap, HashMap};
 
 use slotgate::{metrics::Metrics, pb};
 use tonic::{Code, Status};
 
-use crate::helpers::{TestApp, burst, by_hand, patient, reason_of, reserve, slot_at, spawn_app_with, tally};
+use crate::helpers::{TestApp, burst, by_hand, generous_timeouts, reason_of, reserve, slot_at, spawn_app_with, tally};
 
 /// HTTP/2 connections the bursts are spread over (several clients, as in a
 /// real burst, rather than one connection's stream limit).
@@ -29,13 +29,22 @@ fn slot_key(slot: &pb::SlotRef) -> String {
     format!("{}:{}:{}", slot.restaurant_id, slot.date, slot.time)
 }
 
+/// Where the burst's requests were decided: at the Redis gate (only the
+/// admitted reach the database), or each in the database (the designs
+/// slotgate is compared with).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decided {
+    AtTheGate,
+    InTheDatabase,
+}
+
 /// Checks a burst into 40-seat slots with party size 4: exactly ten winners
 /// per slot, no user with two, every refusal an expected one, the database
 /// and the counter agree, and only admitted requests reached the database
 /// (`db_checkouts_before` is the count when the burst began).
 pub async fn assert_exact_outcome(
     app: &TestApp,
-    gated: bool,
+    decided: Decided,
     db_checkouts_before: u64,
     requests: &[pb::CreateReservationRequest],
     results: &[Result<pb::Reservation, Status>],
@@ -82,7 +91,7 @@ pub async fn assert_exact_outcome(
         assert_eq!((remaining.remaining, remaining.capacity), (0, 40));
     }
 
-    if !gated {
+    if decided == Decided::InTheDatabase {
         // Without the gate, every request is decided in the database.
         assert_eq!(reached_database, requests.len() as u64, "without a gate every request reaches the database");
         return;
@@ -101,7 +110,7 @@ async fn run(slots: Vec<pb::SlotRef>, users: usize, clicks_per_user: usize) {
     // Background work (sweeps, reconcile passes) is off: every database
     // access during the burst must be one of the burst's requests.
     let app = spawn_app_with(|c| {
-        patient(c);
+        generous_timeouts(c);
         by_hand(c);
     })
     .await;
@@ -110,7 +119,7 @@ async fn run(slots: Vec<pb::SlotRef>, users: usize, clicks_per_user: usize) {
     let db_checkouts_before = Metrics::read(&app.metrics.db_checkouts);
     let results = burst(app.addr, requests.clone(), CONNECTIONS).await;
     assert_eq!(results.len(), slots.len() * users * clicks_per_user);
-    assert_exact_outcome(&app, true, db_checkouts_before, &requests, &results, &slots).await;
+    assert_exact_outcome(&app, Decided::AtTheGate, db_checkouts_before, &requests, &results, &slots).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -118,7 +127,7 @@ async fn duplicate_2000_books_exactly_ten_parties_of_four_into_forty_seats() {
     run(vec![slot_at("11:00")], 2_000, 3).await;
 }
 
-/// The seed's burst (2,000 distinct users, three clicks each, 6,000 calls at
+/// The duplicate-2000 burst (2,000 distinct users, three clicks each, 6,000 calls at
 /// one instant) spread over 50 slots at once: 40 users per slot, so every
 /// slot sells out and exactly 500 parties win. (Fifty full duplicate-2000
 /// bursts at one instant, 300,000 calls, is an overload test: on two cores

@@ -5,7 +5,7 @@ use std::time::Duration;
 use slotgate::pb;
 use tonic::Code;
 
-use crate::helpers::{TestApp, eventually, reason_of, reserve, slot_at, spawn_app_by_hand, spawn_app_with};
+use crate::helpers::{Patience, TestApp, eventually, reason_of, reserve, slot_at, spawn_app_by_hand, spawn_app_with};
 
 const WINDOW: Duration = Duration::from_secs(600);
 
@@ -106,7 +106,8 @@ async fn the_background_sweeper_expires_unpaid_reservations_on_its_own() {
     let booked = app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap();
     app.clock.advance(WINDOW + Duration::from_secs(1));
 
-    let status = eventually(async || status_of(&app, &booked.id).await, |s| *s == pb::ReservationStatus::Expired).await;
+    let read = async || status_of(&app, &booked.id).await;
+    let status = eventually(Patience::default(), read, |s| *s == pb::ReservationStatus::Expired).await;
     assert_eq!(status, pb::ReservationStatus::Expired);
     assert_eq!(app.remaining(&slot).await.remaining, 40);
 }

@@ -1,11 +1,16 @@
-//! Things to break: a private PostgreSQL and slotgate processes of a test's
-//! own (killed or stopped without harming anything else), and a TCP proxy
-//! that delays traffic or cuts connections. This machine has no netem and
-//! no toxiproxy, so faults are made here.
+//! Things to break: a private PostgreSQL, Redis, Redis Cluster and slotgate
+//! processes of a test's own (killed or stopped without harming anything
+//! else), and a TCP proxy that delays traffic or cuts connections. This
+//! machine has no netem and no toxiproxy, so faults are made here.
+//!
+//! Every process started here keeps what it writes in a log file: one that
+//! cannot start, or exits while the test waits for it, fails the test with
+//! its own exit status and the end of that log.
 
 use std::{
+    fs::File,
     net::SocketAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
         Arc,
@@ -20,8 +25,126 @@ use tokio::{
     sync::watch,
 };
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+use crate::helpers::{Patience, eventually, free_port};
+
+/// The last lines of a log, to quote in a failure.
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+    if tail.trim().is_empty() { format!("(nothing in {})", log.display()) } else { tail }
+}
+
+/// Where a helper process's standard output goes (its standard error always
+/// goes to its log).
+pub enum Stdout {
+    /// To the log, with its standard error.
+    Log,
+    /// To a file of its own (what the test reads, as a collector's output).
+    File(PathBuf),
+    /// Nowhere: the log holds only its standard error.
+    Discard,
+}
+
+/// A process started by a test, killed and reaped when dropped.
+pub struct Helper {
+    name: String,
+    log: PathBuf,
+    child: Child,
+}
+
+/// What [`Helper::wait_ready`] saw last.
+enum Readiness {
+    Ready,
+    NotYet,
+    Exited(String),
+}
+
+impl Helper {
+    /// Starts `command`, its standard error appended to `log`. `name` is
+    /// what failures call it.
+    pub fn spawn(name: &str, mut command: Command, log: &Path, stdout: Stdout) -> Self {
+        let append = |path: &Path| File::options().create(true).append(true).open(path).unwrap();
+        let stdout = match stdout {
+            Stdout::Log => Stdio::from(append(log)),
+            Stdout::File(path) => Stdio::from(File::create(path).unwrap()),
+            Stdout::Discard => Stdio::null(),
+        };
+        #[allow(clippy::zombie_processes)] // reaped in Drop
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(append(log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name} could not be started ({:?}): {e}", command.get_program()));
+        Self { name: name.to_owned(), log: log.to_owned(), child }
+    }
+
+    /// Its exit status and the end of its log, once it has exited.
+    pub fn exited(&mut self) -> Option<String> {
+        let status = self.child.try_wait().ok()??;
+        Some(format!("{} exited ({status}); its log ({}) ends:\n{}", self.name, self.log.display(), tail(&self.log)))
+    }
+
+    /// Waits until `ready` holds. Fails the test with the process's own
+    /// exit status and log if it exits first, or with its log if it is not
+    /// ready within `patience`.
+    pub async fn wait_ready(&mut self, patience: Patience, mut ready: impl AsyncFnMut() -> bool) {
+        let seen = eventually(
+            patience,
+            async || match self.exited() {
+                Some(exit) => Readiness::Exited(exit),
+                None if ready().await => Readiness::Ready,
+                None => Readiness::NotYet,
+            },
+            |seen| !matches!(seen, Readiness::NotYet),
+        )
+        .await;
+        match seen {
+            Readiness::Ready => {}
+            Readiness::Exited(exit) => panic!("{exit}"),
+            Readiness::NotYet => panic!(
+                "{} was not ready within {:?}; its log ({}) ends:\n{}",
+                self.name,
+                patience.within,
+                self.log.display(),
+                tail(&self.log)
+            ),
+        }
+    }
+
+    /// Waits (up to `patience`) for it to exit on its own; its exit code.
+    /// Past that it is killed and `None` returned.
+    pub async fn wait_exit(mut self, patience: Duration) -> Option<i32> {
+        let exited = async || self.child.try_wait().ok().flatten();
+        eventually(Patience::up_to(patience), exited, Option::is_some).await?.code()
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a command to its end; fails the test with its exit status and what
+/// it wrote if it fails. `also` is a log worth quoting with it.
+fn run(what: &str, command: &mut Command, also: Option<&Path>) {
+    let out = command.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{what}: could not run: {e}"));
+    if !out.status.success() {
+        let log = also.map(|log| format!("\n{} ends:\n{}", log.display(), tail(log))).unwrap_or_default();
+        panic!(
+            "{what} failed ({}):\n{}{}{log}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 fn is_root() -> bool {
@@ -51,12 +174,10 @@ impl PrivatePostgres {
         let port = free_port();
         let pg = Self { url: format!("postgres://postgres@127.0.0.1:{port}/postgres"), dir, bin, port };
         if is_root() {
-            let status = Command::new("chown").args(["postgres:postgres"]).arg(&pg.dir).status().unwrap();
-            assert!(status.success(), "chown the data directory");
+            run("chown the data directory", Command::new("chown").args(["postgres:postgres"]).arg(&pg.dir), None);
         }
         let mut initdb = pg.as_owner(pg.bin.join("initdb"));
-        initdb.arg("-D").arg(pg.data()).args(["-A", "trust", "-U", "postgres"]);
-        assert!(initdb.stdout(Stdio::null()).status().unwrap().success(), "initdb");
+        run("initdb", initdb.arg("-D").arg(pg.data()).args(["-A", "trust", "-U", "postgres"]), None);
         pg.restart().await;
         pg
     }
@@ -67,6 +188,10 @@ impl PrivatePostgres {
 
     fn data(&self) -> PathBuf {
         self.dir.join("data")
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.join("log")
     }
 
     /// A command run as the cluster's owner.
@@ -84,8 +209,8 @@ impl PrivatePostgres {
     pub async fn restart(&self) {
         let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.display());
         let mut pg_ctl = self.as_owner(self.bin.join("pg_ctl"));
-        pg_ctl.arg("-D").arg(self.data()).args(["-o", &options, "-w", "-l"]).arg(self.dir.join("log")).arg("start");
-        assert!(pg_ctl.stdout(Stdio::null()).status().unwrap().success(), "pg_ctl start");
+        pg_ctl.arg("-D").arg(self.data()).args(["-o", &options, "-w", "-l"]).arg(self.log()).arg("start");
+        run("pg_ctl start", &mut pg_ctl, Some(&self.log()));
     }
 
     /// Crash stop: connections cut, nothing flushed politely.
@@ -100,6 +225,83 @@ impl Drop for PrivatePostgres {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A redis-server of one test's own on a free loopback port, for tests that
+/// stall or kill it; killed when dropped.
+pub struct PrivateRedis {
+    pub url: String,
+    port: u16,
+    log: PathBuf,
+    /// `None` while killed.
+    server: Option<Helper>,
+}
+
+impl PrivateRedis {
+    pub async fn start() -> Self {
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("slotgate-redis-{}-{port}.log", std::process::id()));
+        let mut redis = Self { url: format!("redis://127.0.0.1:{port}"), port, log, server: None };
+        redis.restart().await;
+        redis
+    }
+
+    /// Starts the server again on the same port (empty: it keeps nothing).
+    pub async fn restart(&mut self) {
+        assert!(self.server.is_none(), "kill it first");
+        let mut command = Command::new("redis-server");
+        command.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        let mut server = Helper::spawn(&format!("redis-server on port {}", self.port), command, &self.log, Stdout::Log);
+        let url = self.url.clone();
+        server
+            .wait_ready(Patience::up_to(Duration::from_secs(2)), async || {
+                let Ok(client) = redis::Client::open(url.as_str()) else { return false };
+                client.get_multiplexed_async_connection().await.is_ok()
+            })
+            .await;
+        self.server = Some(server);
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// `kill -9`: everything it held is gone.
+    pub fn kill(&mut self) {
+        self.server = None;
+    }
+
+    /// Keeps this Redis busy for `stall` (it answers no one meanwhile) and
+    /// returns once the stall has begun; the handle ends with it.
+    pub async fn stall(&self, stall: Duration) -> tokio::task::JoinHandle<()> {
+        const BUSY: &str = "local t0 = redis.call('TIME') local start = t0[1] * 1000000 + t0[2]
+            while true do local t = redis.call('TIME') if t[1] * 1000000 + t[2] - start > tonumber(ARGV[1]) * 1000 then break end end
+            return 1";
+        let mut conn = self.connection().await;
+        let millis = stall.as_millis() as u64;
+        let stalled = tokio::spawn(async move {
+            redis::cmd("EVAL").arg(BUSY).arg(0).arg(millis).query_async::<i64>(&mut conn).await.expect("the stall");
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stalled
+    }
+
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        // No reply timeout: these connections run deliberately slow scripts.
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        redis::Client::open(self.url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
@@ -195,9 +397,13 @@ async fn pipe(client: TcpStream, server: TcpStream, delay: Arc<AtomicU64>, mut c
 pub struct SlotgateProcess {
     pub addr: SocketAddr,
     env: Vec<(String, String)>,
-    /// Where its stderr (the log) goes; nowhere if `None`.
-    log: Option<PathBuf>,
-    child: Option<Child>,
+    /// Where its log (stderr) goes.
+    log: PathBuf,
+    /// Whether the log is a temporary file of this process's own, deleted
+    /// with it, rather than one the test reads.
+    log_is_temporary: bool,
+    /// `None` while killed or exited.
+    process: Option<Helper>,
 }
 
 impl SlotgateProcess {
@@ -210,39 +416,36 @@ impl SlotgateProcess {
     /// As `start`, with its log (stderr) written to `log`.
     pub async fn start_logging_to(env: Vec<(String, String)>, log: Option<PathBuf>) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut process = Self { addr, env, log, child: None };
+        let log_is_temporary = log.is_none();
+        let log = log.unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("slotgate-process-{}-{}.log", std::process::id(), addr.port()))
+        });
+        let mut process = Self { addr, env, log, log_is_temporary, process: None };
         process.restart().await;
         process
     }
 
     pub async fn restart(&mut self) {
-        assert!(self.child.is_none(), "kill it first");
-        #[allow(clippy::zombie_processes)] // reaped in kill or Drop
-        let child = Command::new(env!("CARGO_BIN_EXE_slotgate"))
+        assert!(self.process.is_none(), "kill it first");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_slotgate"));
+        command
             .arg("serve")
             .env("SLOTGATE_LISTEN", self.addr.to_string())
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(match &self.log {
-                Some(path) => Stdio::from(std::fs::File::options().create(true).append(true).open(path).unwrap()),
-                None => Stdio::null(),
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let mut process = Helper::spawn(&format!("slotgate on {}", self.addr), command, &self.log, Stdout::Discard);
+        let addr = self.addr;
+        process
+            .wait_ready(Patience::up_to(Duration::from_secs(5)).every(Duration::from_millis(25)), async || {
+                TcpStream::connect(addr).await.is_ok()
             })
-            .spawn()
-            .expect("start slotgate");
-        self.child = Some(child);
-        for _ in 0..200 {
-            if TcpStream::connect(self.addr).await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("slotgate did not start listening on {}", self.addr);
+            .await;
+        self.process = Some(process);
     }
 
     /// Sends SIGTERM, as Kubernetes does before stopping a pod.
     pub fn signal_terminate(&self) {
-        if let Some(child) = &self.child {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        if let Some(process) = &self.process {
+            let _ = Command::new("kill").arg("-TERM").arg(process.id().to_string()).status();
         }
     }
 
@@ -255,31 +458,21 @@ impl SlotgateProcess {
     /// Waits (up to `patience`) for it to exit; its exit code. Past that it
     /// is killed and `None` returned.
     pub async fn wait_exit(&mut self, patience: Duration) -> Option<i32> {
-        let mut child = self.child.take()?;
-        let started = std::time::Instant::now();
-        while started.elapsed() < patience {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.code();
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
+        self.process.take()?.wait_exit(patience).await
     }
 
     /// `kill -9`: whatever it was doing stops mid-way.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process = None;
     }
 }
 
 impl Drop for SlotgateProcess {
     fn drop(&mut self) {
         self.kill();
+        if self.log_is_temporary {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }
 
@@ -288,7 +481,7 @@ impl Drop for SlotgateProcess {
 pub struct PrivateRedisCluster {
     pub ports: Vec<u16>,
     dir: PathBuf,
-    children: Vec<Child>,
+    servers: Vec<Helper>,
 }
 
 impl PrivateRedisCluster {
@@ -296,33 +489,29 @@ impl PrivateRedisCluster {
         let ports: Vec<u16> = (0..masters).map(|_| free_port()).collect();
         let dir = std::env::temp_dir().join(format!("slotgate-cluster-{}-{}", std::process::id(), ports[0]));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut cluster = Self { ports: ports.clone(), dir, children: Vec::new() };
+        let mut cluster = Self { ports: ports.clone(), dir, servers: Vec::new() };
         for port in &ports {
-            #[allow(clippy::zombie_processes)] // reaped in Drop
-            let child = Command::new("redis-server")
+            let mut command = Command::new("redis-server");
+            command
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--cluster-enabled", "yes"])
                 .args(["--cluster-config-file", &format!("nodes-{port}.conf"), "--save", "", "--appendonly", "no"])
                 .arg("--dir")
-                .arg(&cluster.dir)
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("start redis-server");
-            cluster.children.push(child);
+                .arg(&cluster.dir);
+            let log = cluster.dir.join(format!("redis-{port}.log"));
+            cluster.servers.push(Helper::spawn(&format!("cluster node on port {port}"), command, &log, Stdout::Log));
         }
-        for port in &ports {
-            wait_until(|| redis_cli(*port, &["PING"]).is_some_and(|o| o.contains("PONG"))).await;
+        let patience = Patience::up_to(Duration::from_secs(5)).every(Duration::from_millis(25));
+        for (server, port) in cluster.servers.iter_mut().zip(&ports) {
+            server.wait_ready(patience, async || redis_cli(*port, &["PING"]).is_some_and(|o| o.contains("PONG"))).await;
         }
         let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let created = Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(&nodes)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(created.success(), "redis-cli --cluster create");
-        for port in &ports {
-            wait_until(|| redis_cli(*port, &["CLUSTER", "INFO"]).is_some_and(|o| o.contains("cluster_state:ok"))).await;
+        let mut create = Command::new("redis-cli");
+        create.args(["--cluster", "create"]).args(&nodes).args(["--cluster-replicas", "0", "--cluster-yes"]);
+        run("redis-cli --cluster create", &mut create, None);
+        for (server, port) in cluster.servers.iter_mut().zip(&ports) {
+            let joined =
+                async || redis_cli(*port, &["CLUSTER", "INFO"]).is_some_and(|o| o.contains("cluster_state:ok"));
+            server.wait_ready(patience, joined).await;
         }
         cluster
     }
@@ -340,10 +529,7 @@ impl PrivateRedisCluster {
 
 impl Drop for PrivateRedisCluster {
     fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.servers.clear();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -351,14 +537,4 @@ impl Drop for PrivateRedisCluster {
 fn redis_cli(port: u16, args: &[&str]) -> Option<String> {
     let out = Command::new("redis-cli").args(["-p", &port.to_string()]).args(args).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-async fn wait_until(mut ready: impl FnMut() -> bool) {
-    for _ in 0..200 {
-        if ready() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("gave up waiting");
 }

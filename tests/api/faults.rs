@@ -26,15 +26,16 @@ use slotgate::{
     gate::{Gate, GateError, GateSettings, Release, attempt_nonce, conn::ConnectSettings},
     metrics::Metrics,
     pb,
-    pb::reservations_client::ReservationsClient,
     pools::PoolSettings,
 };
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tonic::{Code, Status};
 
 use crate::{
-    fault_kit::{FaultProxy, PrivatePostgres, SlotgateProcess},
-    helpers::{PrivateRedis, TestApp, connect, eventually, reason_of, reserve, slot_at, spawn_app_with, tally},
+    fault_kit::{FaultProxy, PrivatePostgres, PrivateRedis, SlotgateProcess},
+    helpers::{
+        Patience, TestApp, burst, eventually, reason_of, release_together, reserve, slot_at, spawn_app_with, tally,
+    },
 };
 
 /// Seats left in a slot's gate counter, read straight from Redis.
@@ -45,17 +46,24 @@ async fn counter_left(app: &TestApp, slot: &pb::SlotRef) -> i32 {
 /// A client's patience: a call that has no answer by then is a hang.
 const CLIENT_DEADLINE: Duration = Duration::from_secs(20);
 
-/// Short leases and frequent background passes, so a scenario heals within
-/// seconds instead of the production defaults' minutes. The server's own
-/// deadline is past the client's, so the client's patience is what counts.
-fn healing(c: &mut Config) {
-    c.request_timeout = 2 * CLIENT_DEADLINE;
-    c.hold_lease = Duration::from_millis(1_000);
-    c.reap_interval = Duration::from_millis(100);
-    c.reconcile_interval = Duration::from_millis(200);
+/// An app with short leases and frequent background passes, so a scenario
+/// heals within seconds instead of the production defaults' minutes; `tweak`
+/// points it at the dependency to break.
+async fn spawn_healing_app(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_with(|c| {
+        tweak(c);
+        // The server's own deadline is past the client's, so the client's
+        // patience is what counts.
+        c.request_timeout = 2 * CLIENT_DEADLINE;
+        c.hold_lease = Duration::from_millis(1_000);
+        c.reap_interval = Duration::from_millis(100);
+        c.reconcile_interval = Duration::from_millis(200);
+    })
+    .await
 }
 
-/// The seed's duplicate-2000 into `slot`, with request ids tagged `tag`.
+/// duplicate-2000 (2,000 users, three clicks each, parties of four) into
+/// `slot`, with request ids tagged `tag`.
 fn duplicate_2000(slot: &pb::SlotRef, tag: &str) -> Vec<pb::CreateReservationRequest> {
     (0..2_000)
         .flat_map(|u| (0..3).map(move |c| (u, c)))
@@ -72,53 +80,68 @@ async fn burst_with_fault(
     after: usize,
     fault: impl Future<Output = ()>,
 ) -> (Vec<Result<pb::Reservation, Status>>, Instant) {
-    let mut clients = Vec::new();
-    for _ in 0..4 {
-        clients.push(ReservationsClient::new(connect(addr).await));
-    }
-    let (go, start_line) = watch::channel(false);
     let answered = Arc::new(AtomicUsize::new(0));
     let enough = Arc::new(Notify::new());
-    let handles: Vec<_> = requests
-        .into_iter()
-        .enumerate()
-        .map(|(i, request)| {
-            let mut client = clients[i % clients.len()].clone();
-            let (mut start_line, answered, enough) = (start_line.clone(), Arc::clone(&answered), Arc::clone(&enough));
-            tokio::spawn(async move {
-                start_line.wait_for(|go| *go).await.unwrap();
-                let mut request = tonic::Request::new(request);
-                request.set_timeout(CLIENT_DEADLINE);
-                let result = client.create_reservation(request).await.map(tonic::Response::into_inner);
-                if answered.fetch_add(1, Ordering::Relaxed) + 1 == after {
-                    enough.notify_one();
-                }
-                result
-            })
-        })
-        .collect();
-    go.send(true).unwrap();
+    let calls = release_together(addr, 4, requests, |mut client, request| {
+        let (answered, enough) = (Arc::clone(&answered), Arc::clone(&enough));
+        async move {
+            let mut request = tonic::Request::new(request);
+            request.set_timeout(CLIENT_DEADLINE);
+            let result = client.create_reservation(request).await.map(tonic::Response::into_inner);
+            if answered.fetch_add(1, Ordering::Relaxed) + 1 == after {
+                enough.notify_one();
+            }
+            result
+        }
+    })
+    .await;
     enough.notified().await;
     let fault_at = Instant::now();
     fault.await;
-    let mut results = Vec::with_capacity(handles.len());
-    for handle in handles {
-        results.push(handle.await.unwrap());
+    (calls.results().await, fault_at)
+}
+
+/// Whether the fault kills the server the clients call: calls it was
+/// serving then end in transport errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Server {
+    KeptRunning,
+    Killed,
+}
+
+/// One fault scenario: duplicate-2000 into a fresh 40-seat slot,
+/// sent to `addr`, with the fault run once `after` answers are back, then
+/// every check of [`assert_recovers`].
+struct Scenario<'a> {
+    /// Names the scenario in failures and its report.
+    name: &'a str,
+    /// Tags its request ids.
+    tag: &'a str,
+    after: usize,
+    server: Server,
+}
+
+impl Scenario<'_> {
+    async fn run(&self, app: &TestApp, addr: SocketAddr, fault: impl Future<Output = ()>) {
+        let slot = slot_at("11:00");
+        app.open(&[(slot.clone(), 40)]).await;
+        let requests = duplicate_2000(&slot, self.tag);
+        let (results, fault_at) = burst_with_fault(addr, requests.clone(), self.after, fault).await;
+        assert_recovers(self, app, &slot, &requests, &results, fault_at).await;
     }
-    (results, fault_at)
 }
 
 /// Asserts the invariants after a fault, waits for the gate to match the
 /// database again, refills the slot, and prints the scenario's report.
 async fn assert_recovers(
-    name: &str,
+    scenario: &Scenario<'_>,
     app: &TestApp,
     slot: &pb::SlotRef,
     requests: &[pb::CreateReservationRequest],
     results: &[Result<pb::Reservation, Status>],
     fault_at: Instant,
-    server_died: bool,
 ) {
+    let name = scenario.name;
     // The counter the moment the burst is over, against the database.
     let burst_over = Instant::now();
     let right_after = app.remaining(slot).await.remaining;
@@ -136,7 +159,7 @@ async fn assert_recovers(
                 | (Code::FailedPrecondition, "SOLD_OUT")
                 | (Code::Unavailable, "REDIS_UNAVAILABLE" | "DATABASE_UNAVAILABLE")
                 | (Code::Aborted, "REQUEST_IN_PROGRESS")
-        ) || (server_died && reason.is_empty() && code != Code::DeadlineExceeded);
+        ) || (scenario.server == Server::Killed && reason.is_empty() && code != Code::DeadlineExceeded);
         assert!(expected, "{name}: unexpected answer {code:?}/{reason} {status:?}; all: {outcomes:?}");
     }
 
@@ -192,18 +215,20 @@ async fn assert_recovers(
     // database again once leases ran out and the reaper and reconciler
     // passed (the bound is patience, not a speed claim).
     let expected = capacity - reserved;
-    let mut remaining = app.remaining(slot).await.remaining;
-    while remaining != expected && fault_at.elapsed() < Duration::from_secs(60) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        remaining = app.remaining(slot).await.remaining;
-    }
+    let patience = Patience::up_to(Duration::from_secs(60).saturating_sub(fault_at.elapsed()));
+    let remaining = eventually(
+        patience.every(Duration::from_millis(50)),
+        async || app.remaining(slot).await.remaining,
+        |r| *r == expected,
+    )
+    .await;
     assert_eq!(remaining, expected, "{name}: the counter never came back to capacity - reserved");
     let healed_after = burst_over.elapsed();
 
     // No seat is lost for good: fresh users fill the slot exactly.
     let refill: Vec<_> =
         (0..200).map(|u| reserve(&format!("{name}-refill-{u}"), &format!("{name}-refill-{u}"), slot, 4)).collect();
-    let refilled = crate::helpers::burst(app.addr, refill, 2).await;
+    let refilled = burst(app.addr, refill, 2).await;
     let refill_winners = refilled.iter().filter(|r| r.is_ok()).count();
     assert_eq!(refill_winners as i32, expected / 4, "{name}: refill winners");
     assert_eq!(app.db_slot(slot).await.1, capacity - capacity % 4, "{name}: slot full after the refill");
@@ -228,114 +253,80 @@ async fn assert_recovers(
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_killed_mid_burst_and_restarted_empty() {
     let mut redis = PrivateRedis::start().await;
-    let app = spawn_app_with(|c| {
-        c.redis_url = redis.url.clone();
-        healing(c);
-    })
-    .await;
-    let slot = slot_at("11:00");
-    app.open(&[(slot.clone(), 40)]).await;
-    let requests = duplicate_2000(&slot, "rk");
-    let (results, fault_at) = burst_with_fault(app.addr, requests.clone(), 300, async {
+    let app = spawn_healing_app(|c| c.redis_url = redis.url.clone()).await;
+    let scenario = Scenario { name: "redis kill -9", tag: "rk", after: 300, server: Server::KeptRunning };
+    let fault = async {
         redis.kill();
         tokio::time::sleep(Duration::from_millis(300)).await;
         redis.restart().await;
-    })
-    .await;
-    assert_recovers("redis kill -9", &app, &slot, &requests, &results, fault_at, false).await;
+    };
+    scenario.run(&app, app.addr, fault).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_flushed_mid_burst() {
     let redis = PrivateRedis::start().await;
-    let app = spawn_app_with(|c| {
-        c.redis_url = redis.url.clone();
-        healing(c);
-    })
-    .await;
-    let slot = slot_at("11:00");
-    app.open(&[(slot.clone(), 40)]).await;
-    let requests = duplicate_2000(&slot, "rf");
+    let app = spawn_healing_app(|c| c.redis_url = redis.url.clone()).await;
+    let scenario = Scenario { name: "redis FLUSHALL", tag: "rf", after: 300, server: Server::KeptRunning };
     let mut conn = redis.connection().await;
-    let (results, fault_at) = burst_with_fault(app.addr, requests.clone(), 300, async {
+    let fault = async {
         redis::cmd("FLUSHALL").query_async::<()>(&mut conn).await.unwrap();
-    })
-    .await;
-    assert_recovers("redis FLUSHALL", &app, &slot, &requests, &results, fault_at, false).await;
+    };
+    scenario.run(&app, app.addr, fault).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_stopped_and_restarted_mid_burst() {
     let pg = PrivatePostgres::start().await;
-    let app = spawn_app_with(|c| {
-        c.database.database_url = pg.url.clone();
-        healing(c);
-    })
-    .await;
-    let slot = slot_at("11:00");
-    app.open(&[(slot.clone(), 40)]).await;
-    let requests = duplicate_2000(&slot, "pg");
+    let app = spawn_healing_app(|c| c.database.database_url = pg.url.clone()).await;
     // Early in the burst, so winners are still committing when it goes.
-    let (results, fault_at) = burst_with_fault(app.addr, requests.clone(), 5, async {
+    let scenario = Scenario { name: "postgres stop/start", tag: "pg", after: 5, server: Server::KeptRunning };
+    let fault = async {
         pg.stop();
         tokio::time::sleep(Duration::from_millis(300)).await;
         pg.restart().await;
-    })
-    .await;
-    assert_recovers("postgres stop/start", &app, &slot, &requests, &results, fault_at, false).await;
+    };
+    scenario.run(&app, app.addr, fault).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn slotgate_killed_mid_burst_and_started_again() {
-    let app = spawn_app_with(healing).await;
-    let slot = slot_at("11:00");
-    app.open(&[(slot.clone(), 40)]).await;
+    let app = spawn_healing_app(|_| {}).await;
     let mut env = app.env();
     env.extend([("SLOTGATE_HOLD_LEASE_MS".to_owned(), "1000".to_owned())]);
     let mut server = SlotgateProcess::start(env).await;
-    let requests = duplicate_2000(&slot, "sk");
+    let scenario = Scenario { name: "slotgate kill -9", tag: "sk", after: 5, server: Server::Killed };
     let addr = server.addr;
-    let (results, fault_at) = burst_with_fault(addr, requests.clone(), 5, async {
+    let fault = async {
         server.kill();
         server.restart().await;
-    })
-    .await;
-    assert_recovers("slotgate kill -9", &app, &slot, &requests, &results, fault_at, true).await;
+    };
+    scenario.run(&app, addr, fault).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_proxy_to_postgres_slows_down_then_cuts_every_connection_mid_transaction() {
     let pg = PrivatePostgres::start().await;
     let proxy = FaultProxy::start(pg.addr()).await;
-    let app = spawn_app_with(|c| {
-        c.database.database_url = format!("postgres://postgres@{}/postgres", proxy.addr);
-        healing(c);
-    })
-    .await;
-    let slot = slot_at("11:00");
-    app.open(&[(slot.clone(), 40)]).await;
-    let requests = duplicate_2000(&slot, "px");
+    let app =
+        spawn_healing_app(|c| c.database.database_url = format!("postgres://postgres@{}/postgres", proxy.addr)).await;
+    let scenario = Scenario { name: "postgres proxy delay+cut", tag: "px", after: 5, server: Server::KeptRunning };
     let fault = proxy.slow_down_then_cut(Duration::from_millis(20), Duration::from_millis(100));
-    let (results, fault_at) = burst_with_fault(app.addr, requests.clone(), 5, fault).await;
-    assert_recovers("postgres proxy delay+cut", &app, &slot, &requests, &results, fault_at, false).await;
+    scenario.run(&app, app.addr, fault).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_proxy_to_redis_slows_replies_past_their_timeout_then_cuts_connections() {
     let redis = PrivateRedis::start().await;
     let proxy = FaultProxy::start(redis.addr()).await;
-    let app = spawn_app_with(|c| {
+    let app = spawn_healing_app(|c| {
         c.redis_url = format!("redis://{}", proxy.addr);
         c.redis_command_timeout = Duration::from_millis(300);
-        healing(c);
     })
     .await;
-    let slot = slot_at("11:00");
-    app.open(&[(slot.clone(), 40)]).await;
-    let requests = duplicate_2000(&slot, "rp");
+    let scenario = Scenario { name: "redis proxy delay+cut", tag: "rp", after: 5, server: Server::KeptRunning };
     let fault = proxy.slow_down_then_cut(Duration::from_millis(400), Duration::from_millis(500));
-    let (results, fault_at) = burst_with_fault(app.addr, requests.clone(), 5, fault).await;
-    assert_recovers("redis proxy delay+cut", &app, &slot, &requests, &results, fault_at, false).await;
+    scenario.run(&app, app.addr, fault).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -360,7 +351,8 @@ async fn an_acquire_whose_reply_is_lost_takes_no_seats_for_good() {
     assert_eq!(reason_of(&status), (Code::Unavailable, "REDIS_UNAVAILABLE".into()));
     stalled.await.unwrap();
 
-    let state = eventually(async || (app.holds(&slot).await, counter_left(&app, &slot).await), |s| *s == (0, 36)).await;
+    let read = async || (app.holds(&slot).await, counter_left(&app, &slot).await);
+    let state = eventually(Patience::default(), read, |s| *s == (0, 36)).await;
     assert_eq!(state, (0, 36), "(holds, seats left) once Redis caught up");
     assert_eq!(app.db_slot(&slot).await, (40, 4, 4));
     // Nothing of the lost attempt stands in the user's way.
@@ -454,7 +446,7 @@ async fn a_request_whose_deadline_passes_after_admission_still_commits_and_repla
     proxy.set_delay(Duration::ZERO);
 
     // The admitted work went on without the client and committed.
-    let seats = eventually(async || app.db_slot(&slot).await, |s| s.1 == 4).await;
+    let seats = eventually(Patience::default(), async || app.db_slot(&slot).await, |s| s.1 == 4).await;
     assert_eq!(seats, (40, 4, 4));
     let replayed = app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap();
     assert_eq!(replayed.user_id, "alice");

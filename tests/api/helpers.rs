@@ -11,7 +11,7 @@ use std::{
         Arc,
         atomic::{AtomicU32, Ordering},
     },
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use diesel::{QueryableByName, sql_query, sql_types::BigInt};
@@ -24,7 +24,10 @@ use slotgate::{
     pb::{self, reservations_client::ReservationsClient, slot_admin_client::SlotAdminClient},
     server::Application,
 };
-use tokio::sync::{OnceCell, oneshot, watch};
+use tokio::{
+    sync::{OnceCell, oneshot, watch},
+    task::JoinHandle,
+};
 use tonic::{Code, Status, transport::Channel};
 use tonic_types::StatusExt;
 
@@ -49,6 +52,20 @@ fn unique_name(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
     format!("{prefix}{}_{}_{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A loopback port free right now, for a server of a test's own.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Runs `work` to the end on a thread with a runtime of its own: `Drop`
+/// cannot await, and the test's runtime may be shutting down.
+fn block_on_own_thread<F: Future<Output = ()>>(work: impl FnOnce() -> F + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(work());
+    })
+    .join();
 }
 
 /// The migrations' content decides the template's name, so editing a
@@ -108,15 +125,21 @@ async fn template() -> &'static str {
                 conn.batch_execute(&format!("CREATE DATABASE \"{building}\"")).await.unwrap();
                 slotgate::store::migrate(&database_url(&building)).await.expect("migrate the template");
                 conn.batch_execute(&format!("ALTER DATABASE \"{building}\" RENAME TO \"{name}\"")).await.unwrap();
-                // Templates of older migrations are dead weight; one still
-                // cloned from by another run refuses to go, which is fine.
+                // Templates of older migrations are dead weight, but a run of
+                // another checkout (other migrations) may be cloning from
+                // one right now: only templates built more than a day ago go.
+                let built = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+                conn.batch_execute(&format!("COMMENT ON DATABASE \"{name}\" IS 'built {built}'")).await.unwrap();
                 #[derive(QueryableByName)]
                 struct Name {
                     #[diesel(sql_type = diesel::sql_types::Text)]
                     datname: String,
                 }
                 let stale: Vec<Name> = sql_query(format!(
-                    "SELECT datname FROM pg_database WHERE datname LIKE 'slotgate\\_tmpl\\_%' AND datname <> '{name}'"
+                    "SELECT datname FROM pg_database d
+                     WHERE datname LIKE 'slotgate\\_tmpl\\_%' AND datname <> '{name}'
+                       AND COALESCE(substring(shobj_description(d.oid, 'pg_database') FROM '^built ([0-9]+)$')::bigint, 0)
+                           < {built} - 86400"
                 ))
                 .load(&mut conn)
                 .await
@@ -150,6 +173,19 @@ impl TestDb {
     }
 }
 
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        block_on_own_thread(|| async move {
+            // FORCE ends the connections still open to it (a server's pool).
+            let _ = admin_connection()
+                .await
+                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .await;
+        });
+    }
+}
+
 /// One running slotgate and clients for it.
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -160,7 +196,8 @@ pub struct TestApp {
     pub booking: Arc<Booking>,
     /// Deposit deadlines are read from this clock; it moves when told to.
     pub clock: Arc<ManualClock>,
-    pub db: TestDb,
+    /// Held for its `Drop`, which drops the database after the server stops.
+    _db: TestDb,
     pub namespace: String,
     pub redis_url: String,
     config: Config,
@@ -205,17 +242,17 @@ pub async fn spawn_app_by_hand() -> TestApp {
 /// the tail waiting past the production fail-fast bounds, which would turn
 /// machine noise into UNAVAILABLE or DEADLINE_EXCEEDED. For tests that
 /// assert exact outcomes under load; speed is the load tool's to measure.
-pub fn patient(c: &mut Config) {
-    c.pool_timeout = std::time::Duration::from_secs(60);
-    c.redis_command_timeout = std::time::Duration::from_secs(60);
-    c.request_timeout = std::time::Duration::from_secs(120);
+pub fn generous_timeouts(c: &mut Config) {
+    c.pool_timeout = Duration::from_secs(60);
+    c.redis_command_timeout = Duration::from_secs(60);
+    c.request_timeout = Duration::from_secs(120);
 }
 
 /// Turns the background loops off.
 pub fn by_hand(c: &mut Config) {
-    c.reap_interval = std::time::Duration::ZERO;
-    c.expiry_sweep_interval = std::time::Duration::ZERO;
-    c.reconcile_interval = std::time::Duration::ZERO;
+    c.reap_interval = Duration::ZERO;
+    c.expiry_sweep_interval = Duration::ZERO;
+    c.reconcile_interval = Duration::ZERO;
 }
 
 /// Spawns slotgate with the test's settings adjusted by `tweak`.
@@ -247,7 +284,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         metrics,
         booking,
         clock,
-        db,
+        _db: db,
         namespace,
         redis_url,
         config,
@@ -261,25 +298,16 @@ pub async fn connect(addr: SocketAddr) -> Channel {
 }
 
 impl Drop for TestApp {
+    /// Stops the server and deletes the Redis namespace; the database drops
+    /// itself when the `_db` field goes, after this.
     fn drop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
-        // Drop cannot await, and the test's runtime may be shutting down:
-        // clean up from a thread with a runtime of its own.
-        let (name, namespace, redis_url) = (self.db.name.clone(), self.namespace.clone(), self.redis_url.clone());
-        let cleanup = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                // FORCE ends the server's pooled connections still open.
-                let _ = admin_connection()
-                    .await
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                    .await;
-                let _ = delete_namespace(&redis_url, &namespace).await;
-            });
+        let (namespace, redis_url) = (self.namespace.clone(), self.redis_url.clone());
+        block_on_own_thread(|| async move {
+            let _ = delete_namespace(&redis_url, &namespace).await;
         });
-        let _ = cleanup.join();
     }
 }
 
@@ -320,6 +348,16 @@ impl TestApp {
             ("REDIS_URL".into(), self.redis_url.clone()),
             ("SLOTGATE_REDIS_NAMESPACE".into(), self.namespace.clone()),
         ]
+    }
+
+    /// As [`TestApp::env`], with the process's background work off (what
+    /// [`by_hand`] does to a config).
+    pub fn env_by_hand(&self) -> Vec<(String, String)> {
+        let mut env = self.env();
+        let loops =
+            ["SLOTGATE_REAP_INTERVAL_MS", "SLOTGATE_EXPIRY_SWEEP_INTERVAL_MS", "SLOTGATE_RECONCILE_INTERVAL_MS"];
+        env.extend(loops.map(|off| (off.to_owned(), "0".to_owned())));
+        env
     }
 
     /// Starts another replica of this app (same database, same Redis
@@ -410,21 +448,47 @@ impl TestApp {
     }
 }
 
-/// A slot of restaurant 67 (the seed's) at `time` on the seed's date.
-/// Reads until `done` holds, for up to ten seconds (how long to look, not a
-/// speed claim: the background passes these wait for run every 50-100 ms),
-/// and returns the last reading for the caller to assert on.
-pub async fn eventually<T>(mut read: impl AsyncFnMut() -> T, done: impl Fn(&T) -> bool) -> T {
-    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+/// How long [`eventually`] keeps looking, and how often it looks.
+#[derive(Debug, Clone, Copy)]
+pub struct Patience {
+    pub within: Duration,
+    pub every: Duration,
+}
+
+impl Patience {
+    /// Up to `within`, looking every 20 ms.
+    pub const fn up_to(within: Duration) -> Self {
+        Self { within, every: Duration::from_millis(20) }
+    }
+
+    /// Looking every `every` instead.
+    pub const fn every(self, every: Duration) -> Self {
+        Self { every, ..self }
+    }
+}
+
+impl Default for Patience {
+    /// Ten seconds: how long to look, not a speed claim (the background
+    /// passes tests wait for run every 50-100 ms).
+    fn default() -> Self {
+        Self::up_to(Duration::from_secs(10))
+    }
+}
+
+/// Reads until `done` holds or `patience` runs out, and returns the last
+/// reading for the caller to assert on.
+pub async fn eventually<T>(patience: Patience, mut read: impl AsyncFnMut() -> T, done: impl Fn(&T) -> bool) -> T {
+    let until = tokio::time::Instant::now() + patience.within;
     loop {
         let value = read().await;
         if done(&value) || tokio::time::Instant::now() >= until {
             return value;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(patience.every).await;
     }
 }
 
+/// A slot at `time` of the restaurant (67) and date every test books into.
 pub fn slot_at(time: &str) -> pb::SlotRef {
     pb::SlotRef { restaurant_id: 67, date: "2026-12-24".into(), time: time.into() }
 }
@@ -447,37 +511,65 @@ pub fn reason_of(status: &Status) -> (Code, String) {
     (status.code(), reason)
 }
 
-/// Fires every request at once: all are created first and wait at a start
-/// line, then are released together over `connections` HTTP/2 connections.
-/// Results come back in request order.
+/// Calls released together from a start line by [`release_together`].
+pub struct InFlight<T>(Vec<JoinHandle<T>>);
+
+impl<T> InFlight<T> {
+    /// Waits for every call; their results in request order.
+    pub async fn results(self) -> Vec<T> {
+        let mut results = Vec::with_capacity(self.0.len());
+        for handle in self.0 {
+            results.push(handle.await.unwrap());
+        }
+        results
+    }
+}
+
+/// Makes `call` once per request, all at once: every call is created first
+/// and waits at a start line, then all are released together, spread over
+/// `connections` HTTP/2 connections. Returns as soon as they are released.
+pub async fn release_together<R, T, F>(
+    addr: SocketAddr,
+    connections: usize,
+    requests: Vec<R>,
+    call: impl Fn(ReservationsClient<Channel>, R) -> F,
+) -> InFlight<T>
+where
+    T: Send + 'static,
+    F: Future<Output = T> + Send + 'static,
+{
+    let mut clients = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        clients.push(ReservationsClient::new(connect(addr).await));
+    }
+    let (go, start_line) = watch::channel(false);
+    let handles = requests
+        .into_iter()
+        .enumerate()
+        .map(|(i, request)| {
+            let call = call(clients[i % connections].clone(), request);
+            let mut start_line = start_line.clone();
+            tokio::spawn(async move {
+                start_line.wait_for(|go| *go).await.unwrap();
+                call.await
+            })
+        })
+        .collect();
+    go.send(true).unwrap();
+    InFlight(handles)
+}
+
+/// Fires every request at once from a start line (see
+/// [`release_together`]); the answers in request order.
 pub async fn burst(
     addr: SocketAddr,
     requests: Vec<pb::CreateReservationRequest>,
     connections: usize,
 ) -> Vec<Result<pb::Reservation, Status>> {
-    let mut channels = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        channels.push(ReservationsClient::new(connect(addr).await));
-    }
-    let (go, start_line) = watch::channel(false);
-    let handles: Vec<_> = requests
-        .into_iter()
-        .enumerate()
-        .map(|(i, request)| {
-            let mut client = channels[i % connections].clone();
-            let mut start_line = start_line.clone();
-            tokio::spawn(async move {
-                start_line.wait_for(|go| *go).await.unwrap();
-                client.create_reservation(request).await.map(tonic::Response::into_inner)
-            })
-        })
-        .collect();
-    go.send(true).unwrap();
-    let mut results = Vec::with_capacity(handles.len());
-    for handle in handles {
-        results.push(handle.await.unwrap());
-    }
-    results
+    let calls = release_together(addr, connections, requests, |mut client, request| async move {
+        client.create_reservation(request).await.map(tonic::Response::into_inner)
+    });
+    calls.await.results().await
 }
 
 /// Outcomes tallied as "OK" or "CODE/REASON".
@@ -494,86 +586,4 @@ pub fn tally(results: &[Result<pb::Reservation, Status>]) -> BTreeMap<String, us
         *counts.entry(key).or_default() += 1;
     }
     counts
-}
-
-/// A redis-server of one test's own on a free loopback port, for tests that
-/// stall or kill it; killed when dropped.
-pub struct PrivateRedis {
-    pub url: String,
-    port: u16,
-    /// Killed and reaped in `kill` or `Drop`.
-    child: Option<std::process::Child>,
-}
-
-impl PrivateRedis {
-    pub async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut redis = Self { url: format!("redis://127.0.0.1:{port}"), port, child: None };
-        redis.restart().await;
-        redis
-    }
-
-    /// Starts the server again on the same port (empty: it keeps nothing).
-    pub async fn restart(&mut self) {
-        assert!(self.child.is_none(), "kill it first");
-        #[allow(clippy::zombie_processes)] // reaped in kill or Drop
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        self.child = Some(child);
-        for _ in 0..100 {
-            if let Ok(client) = redis::Client::open(self.url.as_str())
-                && client.get_multiplexed_async_connection().await.is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        panic!("redis-server on port {} did not come up", self.port);
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    /// `kill -9`: everything it held is gone.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Keeps this Redis busy for `stall` (it answers no one meanwhile) and
-    /// returns once the stall has begun; the handle ends with it.
-    pub async fn stall(&self, stall: std::time::Duration) -> tokio::task::JoinHandle<()> {
-        const BUSY: &str = "local t0 = redis.call('TIME') local start = t0[1] * 1000000 + t0[2]
-            while true do local t = redis.call('TIME') if t[1] * 1000000 + t[2] - start > tonumber(ARGV[1]) * 1000 then break end end
-            return 1";
-        let mut conn = self.connection().await;
-        let millis = stall.as_millis() as u64;
-        let stalled = tokio::spawn(async move {
-            redis::cmd("EVAL").arg(BUSY).arg(0).arg(millis).query_async::<i64>(&mut conn).await.expect("the stall");
-        });
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        stalled
-    }
-
-    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        // No reply timeout: these connections run deliberately slow scripts.
-        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-        redis::Client::open(self.url.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }

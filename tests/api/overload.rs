@@ -11,7 +11,10 @@ use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 use tonic_types::StatusExt;
 
-use crate::helpers::{PrivateRedis, burst, connect, reason_of, reserve, slot_at, spawn_app_with, tally};
+use crate::{
+    fault_kit::PrivateRedis,
+    helpers::{burst, connect, reason_of, reserve, slot_at, spawn_app_with, tally},
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn five_thousand_calls_past_a_limit_of_64_are_shed_at_once_and_exact_winners_still_win() {

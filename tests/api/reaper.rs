@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use slotgate::{booking::Reaped, pb};
 
-use crate::helpers::{TestApp, eventually, reserve, slot_at, spawn_app_by_hand, spawn_app_with};
+use crate::helpers::{Patience, TestApp, eventually, reserve, slot_at, spawn_app_by_hand, spawn_app_with};
 
 const ORPHAN: &str = "9b2e6a4c-0d1f-4a8e-9c3b-6f5d4e3c2b1a";
 
@@ -108,6 +108,6 @@ async fn the_background_reaper_ends_expired_holds_on_its_own() {
     let slot = slot_at("16:00");
     app.open(&[(slot.clone(), 40)]).await;
     orphan_hold(&app, &slot, ORPHAN, "carol", 4, 1).await;
-    let remaining = eventually(async || app.remaining(&slot).await.remaining, |r| *r == 40).await;
+    let remaining = eventually(Patience::default(), async || app.remaining(&slot).await.remaining, |r| *r == 40).await;
     assert_eq!(remaining, 40);
 }

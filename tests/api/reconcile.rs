@@ -7,7 +7,8 @@ use slotgate::{metrics::Metrics, pb};
 use tonic::Code;
 
 use crate::helpers::{
-    TestApp, burst, by_hand, eventually, patient, reason_of, reserve, slot_at, spawn_app_by_hand, spawn_app_with, tally,
+    Patience, TestApp, burst, by_hand, eventually, generous_timeouts, reason_of, reserve, slot_at, spawn_app_by_hand,
+    spawn_app_with, tally,
 };
 
 async fn reconcile(app: &TestApp) -> pb::ReconcileSlotsResponse {
@@ -83,14 +84,14 @@ async fn the_periodic_reconciler_repairs_drift_on_its_own() {
     app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap();
     hset(&app, &app.key(&slot, "seats"), "left", "0").await;
 
-    let remaining = eventually(async || app.remaining(&slot).await.remaining, |r| *r == 36).await;
+    let remaining = eventually(Patience::default(), async || app.remaining(&slot).await.remaining, |r| *r == 36).await;
     assert_eq!(remaining, 36);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_burst_meeting_a_cold_counter_loads_it_once() {
     let app = spawn_app_with(|c| {
-        patient(c);
+        generous_timeouts(c);
         by_hand(c);
     })
     .await;

@@ -15,7 +15,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::{
     fault_kit::PrivatePostgres,
-    helpers::{connect, reason_of, reserve, slot_at, spawn_app_with},
+    helpers::{connect, free_port, reason_of, reserve, slot_at, spawn_app_with},
 };
 
 /// A CA of a test's own and the PEM files made with it, removed on drop.
@@ -94,8 +94,7 @@ async fn with_mutual_tls_only_clients_with_a_certificate_from_the_client_ca_get_
         pki.write("server.key", &server_key),
         pki.write("ca.pem", &pki.ca_pem()),
     );
-    let health_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let health_addr: std::net::SocketAddr = format!("127.0.0.1:{health_port}").parse().unwrap();
+    let health_addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
     let app = spawn_app_with(|c| {
         c.tls_cert = Some(cert);
         c.tls_key = Some(key);

@@ -3,12 +3,33 @@
 
 use std::time::Duration;
 
+use slotgate::pb::reservations_client::ReservationsClient;
 use tonic::Code;
 
 use crate::{
     fault_kit::{FaultProxy, SlotgateProcess},
-    helpers::{reason_of, reserve, slot_at, spawn_app_by_hand, tally},
+    helpers::{Patience, TestApp, burst, connect, eventually, reason_of, reserve, slot_at, spawn_app_by_hand, tally},
 };
+
+/// A slotgate process on `app`'s database and Redis namespace, with its
+/// background work off and `extra` settings, reaching PostgreSQL through a
+/// proxy that adds `delay` to every exchange.
+async fn process_behind_slow_database(
+    app: &TestApp,
+    delay: Duration,
+    extra: &[(&str, &str)],
+) -> (FaultProxy, SlotgateProcess) {
+    let mut env = app.env_by_hand();
+    assert_eq!(env[0].0, "DATABASE_URL");
+    let url = env[0].1.clone();
+    let (prefix, database) = url.rsplit_once('/').unwrap();
+    let proxy = FaultProxy::start(prefix.rsplit_once('@').unwrap().1.parse().unwrap()).await;
+    proxy.set_delay(delay);
+    env[0].1 = format!("postgres://postgres@{}/{database}", proxy.addr);
+    env.extend(extra.iter().map(|&(k, v)| (k.to_owned(), v.to_owned())));
+    let server = SlotgateProcess::start(env).await;
+    (proxy, server)
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_mid_burst_answers_everyone_loses_nothing_and_exits_zero() {
@@ -20,24 +41,15 @@ async fn sigterm_mid_burst_answers_everyone_loses_nothing_and_exits_zero() {
     // The process reaches PostgreSQL through a proxy that slows every
     // exchange down, so winners are mid-transaction, holds in flight, when
     // the signal comes.
-    let url = app.env()[0].1.clone();
-    let (prefix, database) = url.rsplit_once('/').unwrap();
-    let proxy = FaultProxy::start(prefix.rsplit_once('@').unwrap().1.parse().unwrap()).await;
-    proxy.set_delay(Duration::from_millis(30));
-    let mut env = app.env();
-    env[0].1 = format!("postgres://postgres@{}/{database}", proxy.addr);
-    env.extend([("SLOTGATE_SHUTDOWN_GRACE_MS".to_owned(), "10000".to_owned())]);
     // Exact outcomes, not speed: the tail of the burst waits rather than
-    // being refused UNAVAILABLE on a loaded machine.
-    for patient in ["SLOTGATE_POOL_TIMEOUT_MS", "SLOTGATE_REDIS_COMMAND_TIMEOUT_MS", "SLOTGATE_REQUEST_TIMEOUT_MS"] {
-        env.push((patient.to_owned(), "60000".to_owned()));
-    }
-    for loop_off in ["SLOTGATE_REAP_INTERVAL_MS", "SLOTGATE_RECONCILE_INTERVAL_MS", "SLOTGATE_EXPIRY_SWEEP_INTERVAL_MS"]
-    {
-        env.push((loop_off.to_owned(), "0".to_owned()));
-    }
-    let mut server = SlotgateProcess::start(env).await;
-    assert_eq!(app.env()[0].0, "DATABASE_URL");
+    // being refused UNAVAILABLE or DEADLINE_EXCEEDED on a loaded machine.
+    let settings = [
+        ("SLOTGATE_SHUTDOWN_GRACE_MS", "10000"),
+        ("SLOTGATE_POOL_TIMEOUT_MS", "60000"),
+        ("SLOTGATE_REDIS_COMMAND_TIMEOUT_MS", "60000"),
+        ("SLOTGATE_REQUEST_TIMEOUT_MS", "60000"),
+    ];
+    let (_proxy, mut server) = process_behind_slow_database(&app, Duration::from_millis(30), &settings).await;
 
     let requests: Vec<_> = (0..2_000)
         .flat_map(|u| (0..3).map(move |c| (u, c)))
@@ -46,15 +58,11 @@ async fn sigterm_mid_burst_answers_everyone_loses_nothing_and_exits_zero() {
     let addr = server.addr;
     let burst = tokio::spawn({
         let requests = requests.clone();
-        async move { crate::helpers::burst(addr, requests, 4).await }
+        async move { burst(addr, requests, 4).await }
     });
     // Mid-burst: as soon as anything has been booked.
-    for _ in 0..500 {
-        if app.db_slot(&slot).await.1 > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let soon = Patience::default().every(Duration::from_millis(2));
+    eventually(soon, async || app.db_slot(&slot).await.1, |reserved| *reserved > 0).await;
     server.signal_terminate();
     let results = burst.await.unwrap();
     assert_eq!(server.wait_exit(Duration::from_secs(20)).await, Some(0), "exit code after SIGTERM");
@@ -98,20 +106,10 @@ async fn sigterm_waits_for_admitted_work_whose_callers_already_gave_up() {
     let app = spawn_app_by_hand().await;
     let slot = slot_at("22:30");
     app.open(&[(slot.clone(), 40)]).await;
-    let url = app.env()[0].1.clone();
-    let (prefix, database) = url.rsplit_once('/').unwrap();
-    let proxy = FaultProxy::start(prefix.rsplit_once('@').unwrap().1.parse().unwrap()).await;
     // Every winner's transaction now takes far longer than its caller waits.
-    proxy.set_delay(Duration::from_millis(60));
-    let mut env = app.env();
-    env[0].1 = format!("postgres://postgres@{}/{database}", proxy.addr);
-    for loop_off in ["SLOTGATE_REAP_INTERVAL_MS", "SLOTGATE_RECONCILE_INTERVAL_MS", "SLOTGATE_EXPIRY_SWEEP_INTERVAL_MS"]
-    {
-        env.push((loop_off.to_owned(), "0".to_owned()));
-    }
-    let mut server = SlotgateProcess::start(env).await;
+    let (_proxy, mut server) = process_behind_slow_database(&app, Duration::from_millis(60), &[]).await;
 
-    let client = slotgate::pb::reservations_client::ReservationsClient::new(crate::helpers::connect(server.addr).await);
+    let client = ReservationsClient::new(connect(server.addr).await);
     let calls: Vec<_> = (0..8)
         .map(|u| {
             let mut client = client.clone();

@@ -8,7 +8,7 @@ use slotgate::{config::Strategy, metrics::Metrics, pb};
 use tonic::Code;
 
 use crate::{
-    bursts::{assert_exact_outcome, clicks},
+    bursts::{Decided, assert_exact_outcome, clicks},
     helpers::{TestApp, burst, by_hand, reason_of, reserve, slot_at, spawn_app_with},
 };
 
@@ -31,7 +31,7 @@ async fn duplicate_2000_is_exact(gate: Strategy) {
     let requests = clicks(std::slice::from_ref(&slot), 2_000, 3);
     let before = Metrics::read(&app.metrics.db_checkouts);
     let results = burst(app.addr, requests.clone(), 8).await;
-    assert_exact_outcome(&app, false, before, &requests, &results, &[slot]).await;
+    assert_exact_outcome(&app, Decided::InTheDatabase, before, &requests, &results, &[slot]).await;
 }
 
 async fn replays_duplicates_and_cancels_answer_as_the_gate_does(gate: Strategy) {

@@ -1,18 +1,14 @@
 //! Traces and metrics, checked from what a real OpenTelemetry collector
 //! (rotel, printing what it receives) got from a slotgate process.
 
-use std::{
-    collections::HashMap,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{collections::HashMap, path::PathBuf, process::Command, time::Duration};
 
 use crate::{
-    fault_kit::SlotgateProcess,
-    helpers::{burst, connect, reserve, slot_at, spawn_app_by_hand},
+    fault_kit::{Helper, SlotgateProcess, Stdout},
+    helpers::{Patience, burst, connect, eventually, free_port, reserve, slot_at, spawn_app_by_hand},
 };
 use slotgate::pb::reservations_client::ReservationsClient;
+use tokio::net::TcpStream;
 
 /// The rotel-agent binary: `SLOTGATE_ROTEL`, else the one in the Python
 /// package `rotel` (scripts/test.sh installs it).
@@ -28,42 +24,59 @@ fn rotel_agent() -> PathBuf {
     String::from_utf8(out.stdout).unwrap().trim().into()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// rotel on private ports, printing every span and metric it receives.
 struct Collector {
-    child: Child,
+    /// `None` once stopped.
+    rotel: Option<Helper>,
     pub grpc_port: u16,
+    /// What it received (its standard output).
+    received: PathBuf,
+    /// What it says of itself (its standard error).
     log: PathBuf,
 }
 
 impl Collector {
-    fn start() -> Self {
+    /// Starts rotel and waits until both its ports accept; a collector that
+    /// cannot start fails the test with its own error.
+    async fn start() -> Self {
         let (grpc_port, http_port) = (free_port(), free_port());
-        let log = std::env::temp_dir().join(format!("slotgate-rotel-{}-{grpc_port}.log", std::process::id()));
-        let child = Command::new(rotel_agent())
+        let file =
+            |what: &str| std::env::temp_dir().join(format!("slotgate-rotel-{}-{grpc_port}.{what}", std::process::id()));
+        let (received, log) = (file("received"), file("log"));
+        let mut command = Command::new(rotel_agent());
+        command
             .args(["start", "--exporter", "blackhole", "--debug-log", "traces", "--debug-log", "metrics"])
             .args(["--debug-log-verbosity", "detailed"])
             .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc_port}")])
-            .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http_port}")])
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start rotel-agent");
-        Self { child, grpc_port, log }
+            .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http_port}")]);
+        let mut rotel = Helper::spawn("rotel-agent", command, &log, Stdout::File(received.clone()));
+        rotel
+            .wait_ready(Patience::up_to(Duration::from_secs(10)), async || {
+                for port in [grpc_port, http_port] {
+                    if TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+                        return false;
+                    }
+                }
+                true
+            })
+            .await;
+        Self { rotel: Some(rotel), grpc_port, received, log }
     }
 
-    fn received(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+    /// What it has received so far. A collector that has stopped fails the
+    /// test with its own error rather than leaving spans missing.
+    fn received(&mut self) -> String {
+        if let Some(exit) = self.rotel.as_mut().and_then(Helper::exited) {
+            panic!("the collector stopped: {exit}");
+        }
+        std::fs::read_to_string(&self.received).unwrap_or_default()
     }
 }
 
 impl Drop for Collector {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.rotel = None;
+        let _ = std::fs::remove_file(&self.received);
         let _ = std::fs::remove_file(&self.log);
     }
 }
@@ -123,7 +136,7 @@ const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_collector_receives_the_calls_spans_joined_to_the_callers_trace_and_the_metrics() {
-    let collector = Collector::start();
+    let mut collector = Collector::start().await;
     let app = spawn_app_by_hand().await;
     let slot = slot_at("21:00");
     app.open(&[(slot.clone(), 40)]).await;
@@ -156,15 +169,19 @@ async fn a_collector_receives_the_calls_spans_joined_to_the_callers_trace_and_th
     // A graceful stop flushes what is still buffered.
     assert_eq!(server.terminate(Duration::from_secs(10)).await, Some(0), "slotgate exits 0 on SIGTERM");
 
-    let mut received = Vec::new();
-    for _ in 0..100 {
-        received = spans(&collector.received());
-        let rpcs = received.iter().filter(|s| s.name == "slotgate.v1.Reservations/CreateReservation").count();
-        if rpcs >= 61 && collector.received().contains("slotgate.db.pool.wait") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let patience = Patience::default().every(Duration::from_millis(100));
+    let (received, _) = eventually(
+        patience,
+        async || {
+            let text = collector.received();
+            (spans(&text), text)
+        },
+        |(received, text)| {
+            let rpcs = received.iter().filter(|s| s.name == "slotgate.v1.Reservations/CreateReservation").count();
+            rpcs >= 61 && text.contains("slotgate.db.pool.wait")
+        },
+    )
+    .await;
 
     // The joined call: its RPC span is a child of the caller's span, in the
     // caller's trace, and its work nests under it.
