@@ -5,6 +5,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    path::Path,
     process::Command,
 };
 
@@ -134,6 +135,7 @@ fn every_scenario_named_in_the_load_kit_is_defined() {
     let families: BTreeSet<&str> =
         seed.scenarios.iter().filter_map(|s| s.name.rsplit_once('-').map(|(family, _)| family)).collect();
     let mut files = vec![
+        "loadtest/README.md".to_owned(),
         "loadtest/compare.sh".to_owned(),
         "loadtest/results.py".to_owned(),
         "loadtest/k6/burst.js".to_owned(),
@@ -167,8 +169,78 @@ fn every_scenario_named_in_the_load_kit_is_defined() {
     assert!(unknown.is_empty(), "scenarios named but not in loadtest/scenarios.json: {unknown:?}");
 }
 
+/// The relative links of the load kit's markdown point at files that exist.
+#[test]
+fn markdown_links_resolve() {
+    for file in ["loadtest/README.md", "loadtest/RESULTS.md"] {
+        let text = read(file);
+        let dir = repo().join(file).parent().unwrap().to_owned();
+        let mut targets: Vec<&str> = text
+            .match_indices("](")
+            .map(|(at, _)| {
+                let rest = &text[at + 2..];
+                &rest[..rest.find(')').unwrap_or(rest.len())]
+            })
+            .collect();
+        // Reference definitions: "[label]: target".
+        targets.extend(text.lines().filter_map(|line| {
+            let line = line.trim_start();
+            let (label, target) = line.strip_prefix('[')?.split_once("]: ")?;
+            (!label.is_empty()).then(|| target.split_whitespace().next().unwrap_or(""))
+        }));
+        for target in targets {
+            let target = target.split_whitespace().next().unwrap_or("").trim_matches(['<', '>']);
+            if target.is_empty() || target.starts_with('#') || target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            let path = target.split('#').next().unwrap();
+            assert!(Path::new(&dir).join(path).exists(), "{file}: link to {target} does not resolve");
+        }
+    }
+}
+
 #[test]
 fn keys_after_finds_property_reads() {
     let keys = keys_after("a = SEED.capacity + X.SEED.no + SEED.party_size; SEED.", "SEED.");
     assert_eq!(keys, BTreeSet::from(["capacity", "party_size"]));
+}
+
+/// The README's table of the seed's scenarios says what the definition says.
+#[test]
+fn the_readmes_table_of_scenarios_is_the_definition() {
+    let readme = read("loadtest/README.md");
+    let seed = seed();
+    for said in [
+        format!("restaurant {}, {} {}, {} seats", seed.restaurant_id, seed.date, seed.time, seed.capacity),
+        format!("for a party of {}", seed.party_size),
+        format!("`{}` is its *headline* scenario", seed.headline),
+    ] {
+        assert!(readme.contains(&said), "loadtest/README.md must say {said:?}");
+    }
+    let definition = definition();
+    let rows: BTreeMap<String, Vec<String>> = readme
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<String> = line
+                .strip_prefix('|')?
+                .split('|')
+                .map(|c| c.trim().replace(',', ""))
+                .filter(|c| !c.is_empty())
+                .collect();
+            Some((cells.first()?.clone(), cells))
+        })
+        .collect();
+    for s in definition["scenarios"].as_array().unwrap() {
+        let name = s["name"].as_str().unwrap();
+        let row = rows.get(name).unwrap_or_else(|| panic!("loadtest/README.md: no table row for {name}"));
+        let (users, clicks) = (s["users"].as_u64().unwrap(), s["clicks"].as_u64().unwrap());
+        let expected = [
+            users.to_string(),
+            clicks.to_string(),
+            (users * clicks).to_string(),
+            s["winners"].to_string(),
+            format!("{:.1} s", s["seed_p95_s"].as_f64().unwrap()),
+        ];
+        assert_eq!(row[1..], expected, "loadtest/README.md's row for {name}");
+    }
 }
