@@ -14,9 +14,9 @@
 # plain PostgreSQL on the same tables with the same number of connections:
 # one conditional update + one insert per transaction.
 #
-# Every strategy runs with long pool and request timeouts, so every call
-# waits for its real answer rather than being shed: the figures are what the
-# strategy costs, not what the overload guards make of it.
+# Every strategy runs with long pool, Redis reply and request timeouts, so
+# every call waits for its real answer rather than being shed: the figures
+# are what the strategy costs, not what the overload guards make of it.
 #
 # Settings (environment): STRATEGIES ("redis db-lock fair-lock"), REPEATS
 # (3), RATES ("200 500 1000" calls/s), SOAK (10s per rate), POOL (16
@@ -76,7 +76,7 @@ trap 'stop_server' EXIT
 start_server() {
   local gate=$1 log="$work/server-$1.log"
   SLOTGATE_GATE=$gate SLOTGATE_LISTEN=$COMPARE_LISTEN SLOTGATE_REDIS_NAMESPACE="cmp$$-$gate" \
-    SLOTGATE_POOL_TIMEOUT_MS=120000 SLOTGATE_REQUEST_TIMEOUT_MS=120000 \
+    SLOTGATE_POOL_TIMEOUT_MS=120000 SLOTGATE_REDIS_COMMAND_TIMEOUT_MS=120000 SLOTGATE_REQUEST_TIMEOUT_MS=120000 \
     "$bin"/slotgate serve >"$log" 2>&1 &
   server=$!
   local host=${COMPARE_LISTEN%:*} port=${COMPARE_LISTEN##*:}
