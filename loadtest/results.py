@@ -2,6 +2,10 @@
 """Turns one compare.sh run (ghz JSON reports, pgbench's output, the load
 tool's plots) into loadtest/RESULTS.md and loadtest/results/*.svg.
 
+The seed's scenarios (names, slot, winners, the seed team's p95) come from
+their one definition, loadtest/scenarios.json; `results.py --scenarios`
+prints what compare.sh needs of it.
+
 Only the standard library: it runs wherever compare.sh runs.
 """
 
@@ -17,17 +21,45 @@ import re
 import shutil
 import subprocess
 
-# The seed team's p95 for each scenario (../shared/SEED.md): their first
-# version for the bursts, their best (third) version for duplicate-2000.
-SEED_P95_S = {
-    "burst-100": 5.0,
-    "burst-200": 7.9,
-    "burst-400": 15.8,
-    "burst-800": 31.3,
-    "duplicate-2000": 2.3,
-}
+DEFINITION = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scenarios.json")
 SEED = "seed team"
-PLOTTED = ("burst-800", "duplicate-2000", "spread")
+
+
+def definition(path=DEFINITION):
+    """The seed's scenarios: what this report and compare.sh use of them.
+
+    Fails at once, naming the key, when the definition lacks one.
+    """
+    with open(path) as f:
+        d = json.load(f)
+    try:
+        scenarios = [
+            {
+                "name": s["name"],
+                "users": int(s["users"]),
+                "clicks": int(s["clicks"]),
+                "winners": int(s["winners"]),
+                "seed_p95_s": float(s["seed_p95_s"]),
+            }
+            for s in d["scenarios"]
+        ]
+        seed = {
+            "capacity": int(d["capacity"]),
+            "party_size": int(d["party_size"]),
+            "headline": d["headline"],
+            "scenarios": scenarios,
+            "by_name": {s["name"]: s for s in scenarios},
+        }
+    except KeyError as e:
+        raise SystemExit(f"{path}: no {e} key") from None
+    # The scenarios shown in plots and cross-checked with k6: the largest
+    # (most users) of each click count.
+    largest = {}
+    for s in scenarios:
+        if s["clicks"] not in largest or s["users"] > largest[s["clicks"]]["users"]:
+            largest[s["clicks"]] = s
+    seed["highlighted"] = [s["name"] for s in scenarios if largest[s["clicks"]] is s]
+    return seed
 
 
 def load(path):
@@ -215,17 +247,37 @@ def pgbench(work):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--work", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--strategies", required=True)
-    ap.add_argument("--bursts", required=True)
-    ap.add_argument("--rates", required=True)
-    ap.add_argument("--pool", required=True)
-    ap.add_argument("--soak", required=True)
+    ap.add_argument("--scenarios", action="store_true",
+                    help="print, for compare.sh, the seed's capacity and party size, every scenario's name, "
+                         "and the highlighted ones (plotted, cross-checked with k6), one line each, and exit")
+    ap.add_argument("--work")
+    ap.add_argument("--out")
+    ap.add_argument("--strategies")
+    ap.add_argument("--bursts", help="the seed's scenarios that ran (default: all)")
+    ap.add_argument("--rates")
+    ap.add_argument("--pool")
+    ap.add_argument("--soak")
+    ap.add_argument("--spread-slots", type=int, default=1000)
     a = ap.parse_args()
+    seed = definition()
+    if a.scenarios:
+        print(seed["capacity"], seed["party_size"])
+        print(" ".join(s["name"] for s in seed["scenarios"]))
+        print(" ".join(seed["highlighted"]))
+        return
+    missing = [f"--{k}" for k in ("work", "out", "strategies", "rates", "pool", "soak") if getattr(a, k) is None]
+    if missing:
+        ap.error(f"{', '.join(missing)} required")
     gates = a.strategies.split()
-    bursts = a.bursts.split()
+    bursts = a.bursts.split() if a.bursts else [s["name"] for s in seed["scenarios"]]
+    unknown = [b for b in bursts if b not in seed["by_name"]]
+    if unknown:
+        ap.error(f"--bursts: {', '.join(unknown)} not in {DEFINITION}")
     rates = a.rates.split()
+    capacity, party = seed["capacity"], seed["party_size"]
+    plotted = [b for b in bursts if b in seed["highlighted"]] + ["spread"]
+    spread_slots = a.spread_slots
+    spread_parties = spread_slots * max(capacity // party, 1)
     plots = os.path.join(a.out, "results")
     shutil.rmtree(plots, ignore_errors=True)
     os.makedirs(plots)
@@ -242,9 +294,9 @@ def main():
     w("")
     w("Every figure comes from one run of `compare.sh`: `slotgate-load` (release) against a private release")
     w(f"slotgate per strategy, PostgreSQL pool of {a.pool} connections, fresh database, fresh Redis namespace.")
-    w("The pool and request timeouts are raised to 120 s for these runs, so every call waits for its real")
-    w("answer instead of being shed by the overload guards. The server's trivial RPC (health `Check`), fired")
-    w("by the same tool in the same shapes, is what gRPC alone costs on this machine.")
+    w("The pool, Redis reply and request timeouts are raised to 120 s for these runs, so every call waits")
+    w("for its real answer instead of being shed by the overload guards. The server's trivial RPC (health")
+    w("`Check`), fired by the same tool in the same shapes, is what gRPC alone costs on this machine.")
     w("")
     w("How to read the ratios: *p95 / trivial* is the p95 over the trivial RPC's p95 in the same shape (1.0x")
     w("would be free); *p95 / redis* compares a strategy with the product's gate; *seed / p95* is how many")
@@ -253,7 +305,7 @@ def main():
     w("")
 
     # --- bursts ---------------------------------------------------------
-    w("## The seed's bursts (one slot, 40 seats, parties of 4, every call at once)")
+    w(f"## The seed's bursts (one slot, {capacity} seats, parties of {party}, every call at once)")
     w("")
     repeats = len(glob.glob(os.path.join(a.work, f"{gates[0]}.{bursts[0]}.*.json")))
     w(f"Each scenario ran {repeats} times per path; the run with the median p95 is shown, with every run's p95 (lowest first).")
@@ -278,16 +330,16 @@ def main():
                 f"{ms(f['p50'])} | {ms(f['p95'])} | {ms(f['p99'])} | {ms(f['makespan'])} | {f['rps']:,.0f} | "
                 f"{ratio(f['p95'], trivial[0]['p95']) if trivial else 'n/a'} | "
                 f"{ratio(f['p95'], redis[0]['p95']) if redis and prefix != 'trivial' else 'n/a'} | "
-                f"{ratio(SEED_P95_S[scenario] * 1000, f['p95']) if prefix != 'trivial' else 'n/a'} | "
+                f"{ratio(seed['by_name'][scenario]['seed_p95_s'] * 1000, f['p95']) if prefix != 'trivial' else 'n/a'} | "
                 f"{', '.join(ms(e['p95']) for e in every)} |"
             )
             w(row)
-            if scenario == "duplicate-2000" and prefix != "trivial":
+            if scenario == seed["headline"] and prefix != "trivial":
                 headline.append(row)
-            if scenario in PLOTTED:
+            if scenario in plotted:
                 name = os.path.splitext(os.path.basename(path))[0]
                 copy_plots(a.work, name, f"{prefix}-{scenario}", plots, f"{label(prefix)}, {scenario}")
-        chart[scenario][SEED] = SEED_P95_S[scenario] * 1000
+        chart[scenario][SEED] = seed["by_name"][scenario]["seed_p95_s"] * 1000
     w("")
     chart_paths = [short(p) for p in paths] + [SEED]
     colours = ["#999999", "#3b6fb6", "#e08a2c", "#c0392b", "#6b4c9a", "#444444"][: len(chart_paths) - 1] + ["#222222"]
@@ -300,7 +352,7 @@ def main():
     w("Per-run plots (latency histogram; answers per 100 ms, where a stall would show as a gap):")
     w("")
     for prefix in paths:
-        for scenario in PLOTTED:
+        for scenario in plotted:
             stem = f"{prefix}-{scenario}"
             if os.path.exists(os.path.join(plots, f"{stem}-latency.svg")):
                 w(f"- {label(prefix)}, {scenario}: [latency](results/{stem}-latency.svg), "
@@ -309,18 +361,20 @@ def main():
 
     # --- spread ---------------------------------------------------------
     pg = pgbench(a.work)
-    w("## spread: winners' throughput over 1,000 slots")
+    w(f"## spread: winners' throughput over {spread_slots:,} slots")
     w("")
-    w("1,000 slots x 40 seats, 10,000 parties of 4 (every call a winner), 128 workers each sending when")
+    w(f"{spread_slots:,} slots x {capacity} seats, {spread_parties:,} parties of {party} (every call a winner), "
+      "128 workers each sending when")
     w("its last call answered. The baseline is plain PostgreSQL on slotgate's own tables, measured with")
     w(f"pgbench on the same run: {a.pool} connections (slotgate's pool size), each transaction one reservation")
-    w("insert and one conditional seat update (`reserved + 4 <= capacity`) on a random slot of 1,000, prepared")
+    w(f"insert and one conditional seat update (`reserved + {party} <= capacity`) on a random slot of {spread_slots:,}, "
+      "prepared")
     w("statements, the server's default durability (synchronous commit).")
     w("")
     w("CPU per call is measured from `/proc` over each spread run: the server process, every PostgreSQL")
     w("process, Redis, and the rest of the machine's busy time (the load tool, mostly), divided by the")
     w("calls; *busy* is the share of all the machine's cores in use. Both cover the whole run, opening the")
-    w("1,000 slots and the checks after it included (one `GetRemaining` per slot).")
+    w(f"{spread_slots:,} slots and the checks after it included (one `GetRemaining` per slot).")
     w("")
     w("| path | calls | winners | commits/s | p50 | p95 | p99 | / pgbench | CPU per call: server, PostgreSQL, Redis, rest | busy |")
     w("|---|---:|---|---:|---:|---:|---:|---:|---|---:|")
@@ -360,13 +414,16 @@ def main():
     w("")
 
     k6_rows = []
-    for scenario in ("burst-800", "duplicate-2000"):
+    k6_winners = []
+    for scenario in bursts:
         for call, prefix in (("create", gates[0]), ("health", "trivial")):
             path = os.path.join(a.work, f"k6.{scenario}.{call}.json")
             if not os.path.exists(path):
                 continue
             with open(path) as f:
                 m = json.load(f)["metrics"]
+            if seed["by_name"][scenario]["winners"] not in k6_winners:
+                k6_winners.append(seed["by_name"][scenario]["winners"])
             d = m["grpc_req_duration"]
             ours = median_run(a.work, prefix, scenario)[0]
             calls = sum(m.get(k, {}).get("count", 0) for k in ("booked", "refused", "health_ok", "unexpected"))
@@ -381,7 +438,8 @@ def main():
         w("")
         w("k6 (the seed team's tool, `loadtest/k6/burst.js`) as an independent client against the same")
         w(f"`--gate {gates[0]}` server: every virtual user opens its own connection and sends its calls at once.")
-        w("Its thresholds fail the run on anything but exactly 10 winners and zero unexpected codes. k6's")
+        w(f"Its thresholds fail the run on anything but exactly {' or '.join(map(str, k6_winners))} winners and "
+          "zero unexpected codes. k6's")
         w("JavaScript virtual users share this machine's cores with the server, so its latencies carry more of")
         w("the client's own cost: compare each k6 row with k6's own health `Check` row, as for slotgate-load.")
         w("")

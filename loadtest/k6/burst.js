@@ -1,26 +1,46 @@
 // The seed's bursts in k6 (the seed team's own tool), to cross-check what
 // slotgate-load reports with an independent client:
 //
-//   k6 run -e USERS=800 loadtest/k6/burst.js                 # burst-800
-//   k6 run -e USERS=2000 -e CLICKS=3 loadtest/k6/burst.js    # duplicate-2000
+//   k6 run -e SCENARIO=burst-800 loadtest/k6/burst.js        # the default
+//   k6 run -e SCENARIO=duplicate-2000 loadtest/k6/burst.js
 //
-// Each virtual user makes CLICKS simultaneous CreateReservation calls (party
-// of 4) into one fresh 40-seat slot that setup() opens. Refusals are
-// answers: the thresholds fail the run only on a wrong outcome (other than
-// exactly 10 winners, or an unexpected status), never on SOLD_OUT or
-// DUPLICATE. HOST (127.0.0.1:50051) and TOKEN (a bearer token when
-// authentication is on) come from -e. With -e CALL=health every call is the
-// health Check instead: what k6 and gRPC alone cost in the same shape.
+// The scenarios, the slot's capacity and the party size are read at init
+// from their one definition, loadtest/scenarios.json. Each virtual user
+// makes its scenario's clicks as simultaneous CreateReservation calls into
+// one fresh slot that setup() opens (a restaurant no earlier run used).
+// Refusals are answers: the thresholds fail the run only on a wrong outcome
+// (other than exactly the scenario's winners, or an unexpected status),
+// never on SOLD_OUT or DUPLICATE. HOST (127.0.0.1:50051) and TOKEN (a bearer
+// token when authentication is on) come from -e. With -e CALL=health every
+// call is the health Check instead: what k6 and gRPC alone cost in the same
+// shape.
 import grpc from 'k6/net/grpc';
 import { Counter } from 'k6/metrics';
 import { fail } from 'k6';
 
+// open() resolves a relative path from this script's directory.
+const SEED = JSON.parse(open('../scenarios.json'));
+const NAME = __ENV.SCENARIO || 'burst-800';
+const SCENARIO = SEED.scenarios.find((scenario) => scenario.name === NAME);
+if (!SCENARIO) {
+  throw new Error(`SCENARIO=${NAME}: one of ${SEED.scenarios.map((scenario) => scenario.name).join(', ')}`);
+}
 const HOST = __ENV.HOST || '127.0.0.1:50051';
-const USERS = parseInt(__ENV.USERS || '800', 10);
-const CLICKS = parseInt(__ENV.CLICKS || '1', 10);
-const CAPACITY = 40;
-const PARTY = 4;
+const USERS = count('users', SCENARIO.users);
+const CLICKS = count('clicks', SCENARIO.clicks);
+const WINNERS = count('winners', SCENARIO.winners);
+const CAPACITY = count('capacity', SEED.capacity);
+const PARTY = count('party_size', SEED.party_size);
 const HEALTH = __ENV.CALL === 'health';
+
+// A figure of the definition, which must be a whole number (a key renamed
+// there must stop the run, not make a threshold of NaN).
+function count(key, value) {
+  if (!Number.isInteger(value) || value < 0) {
+    throw new Error(`loadtest/scenarios.json: ${key} of ${NAME} is ${value}, not a whole number`);
+  }
+  return value;
+}
 
 const client = new grpc.Client();
 client.load(['../../proto/slotgate/v1', '.'], 'reservations.proto', 'health.proto');
@@ -36,7 +56,7 @@ export const options = {
   },
   thresholds: HEALTH
     ? { unexpected: ['count==0'] }
-    : { booked: [`count==${CAPACITY / PARTY}`], unexpected: ['count==0'] },
+    : { booked: [`count==${WINNERS}`], unexpected: ['count==0'] },
   summaryTrendStats: ['min', 'avg', 'med', 'p(90)', 'p(95)', 'p(99)', 'max'],
 };
 
@@ -46,7 +66,7 @@ function params() {
 
 export function setup() {
   // A restaurant no earlier run used, so the slot starts empty.
-  const slot = { restaurant_id: String(800000000 + (Date.now() % 100000000)), date: '2026-12-24', time: '19:00' };
+  const slot = { restaurant_id: String(800000000 + (Date.now() % 100000000)), date: SEED.date, time: SEED.time };
   client.connect(HOST, { plaintext: true });
   const opened = client.invoke('slotgate.v1.SlotAdmin/OpenSlots', { slots: [{ slot, capacity: CAPACITY }] }, params());
   if (opened.status !== grpc.StatusOK) fail(`OpenSlots: ${opened.error && opened.error.message}`);

@@ -1,47 +1,235 @@
-//! The ghz files under `loadtest/ghz/` are what a bastion runs: they must
-//! parse, and their call data must make exactly the seed's scenarios.
+//! The ghz files under `loadtest/ghz/` are what a bastion runs. They are
+//! generated from the seed's definition (`loadtest/scenarios.json`): one
+//! config per scenario, one call-data template per scenario family (the
+//! name before its last dash: `burst`, `duplicate`). These tests fail when a
+//! file differs from what the definition makes; with `SLOTGATE_WRITE_GHZ=1`
+//! set they write the files instead.
 
-use std::{collections::HashMap, path::PathBuf, process::Command};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    path::{Path, PathBuf},
+    process::Command,
+};
 
+use serde_json::json;
 use slotgate::domain::{Limits, NewReservation};
 
-use crate::ghz::{GhzConfig, render, reservation_from_json};
+use crate::{
+    ghz::{GhzConfig, render, reservation_from_json},
+    scenarios::{Scenario, Seed, seed},
+};
 
-fn repo() -> PathBuf {
+pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+/// A JSON string literal.
+fn quoted(text: &str) -> String {
+    json!(text).to_string()
+}
+
+/// `burst-800` -> `burst`: the scenarios of a family share one template.
+fn family(scenario: &Scenario) -> &str {
+    scenario.name.rsplit_once('-').map_or(&scenario.name, |(family, _)| family)
+}
+
+/// Every file under `loadtest/ghz/` the definition makes, by path from the
+/// repository root.
+fn generate(seed: &Seed) -> Result<BTreeMap<String, String>, String> {
+    let mut files = BTreeMap::new();
+    let mut clicks_of_family: HashMap<&str, usize> = HashMap::new();
+    for s in &seed.scenarios {
+        let family = family(s);
+        if *clicks_of_family.entry(family).or_insert(s.clicks) != s.clicks {
+            return Err(format!("{}: the {family} scenarios share one call-data template, so one click count", s.name));
+        }
+        let data_file = format!("loadtest/ghz/data/{family}.json");
+        // The clicks of one user share a user id, each with a request id
+        // of its own; ghz numbers requests from 0.
+        let user = match s.clicks {
+            1 => "{{.RequestNumber}}".to_owned(),
+            n => format!("{{{{div .RequestNumber {n}}}}}"),
+        };
+        let data = format!(
+            "{{\n  \"request_id\": {},\n  \"user_id\": {},\n  \"slot\": {{ \"restaurant_id\": {}, \"date\": {}, \"time\": {} }},\n  \"party_size\": {},\n  \"type\": \"RESERVATION_DEPOSIT\"\n}}\n",
+            quoted(&format!("{family}-{{{{.TimestampUnixNano}}}}-{{{{.RequestNumber}}}}")),
+            quoted(&format!("{family}-user-{user}")),
+            quoted(&seed.restaurant_id.to_string()),
+            quoted(&seed.date),
+            quoted(&seed.time),
+            seed.party_size,
+        );
+        files.insert(data_file.clone(), data);
+
+        let mut tags = vec![("scenario", s.name.clone()), ("users", s.users.to_string())];
+        if s.clicks > 1 {
+            tags.push(("clicks-per-user", s.clicks.to_string()));
+        }
+        tags.push(("expected-winners", s.winners.to_string()));
+        let tags: Vec<String> = tags.iter().map(|(k, v)| format!("{}: {}", quoted(k), quoted(v))).collect();
+        // Every call at once (concurrency = total), and refusals counted in
+        // the latency figures: they are most of a burst.
+        let config = format!(
+            "{{\n  \"name\": {name},\n  \"proto\": \"proto/slotgate/v1/reservations.proto\",\n  \"call\": \"slotgate.v1.Reservations.CreateReservation\",\n  \"host\": \"127.0.0.1:50051\",\n  \"insecure\": true,\n  \"total\": {total},\n  \"concurrency\": {total},\n  \"connections\": 8,\n  \"timeout\": \"20s\",\n  \"data-file\": {data_file},\n  \"count-errors\": true,\n  \"tags\": {{ {tags} }}\n}}\n",
+            name = quoted(&s.name),
+            total = s.calls(),
+            data_file = quoted(&data_file),
+            tags = tags.join(", "),
+        );
+        files.insert(format!("loadtest/ghz/{}.json", s.name), config);
+    }
+    Ok(files)
+}
+
+fn json_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn the_ghz_files_are_what_the_definition_makes() {
+    let files = generate(seed()).unwrap();
+    let write = std::env::var_os("SLOTGATE_WRITE_GHZ").is_some_and(|v| v == "1");
+    let mut wrong = Vec::new();
+    for (path, content) in &files {
+        let on_disk = std::fs::read_to_string(repo().join(path)).ok();
+        if on_disk.as_deref() == Some(content.as_str()) {
+            continue;
+        }
+        if write {
+            std::fs::write(repo().join(path), content).unwrap();
+            eprintln!("wrote {path}");
+        } else {
+            wrong.push(format!("{path} {}", if on_disk.is_some() { "differs" } else { "is missing" }));
+        }
+    }
+    let ghz = repo().join("loadtest/ghz");
+    for path in json_files(&ghz).into_iter().chain(json_files(&ghz.join("data"))) {
+        let path = path.strip_prefix(repo()).unwrap().to_string_lossy().into_owned();
+        if !files.contains_key(&path) {
+            wrong.push(format!("{path} belongs to no scenario of loadtest/scenarios.json: delete it"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "loadtest/ghz/ disagrees with loadtest/scenarios.json:\n  {}\n\
+         SLOTGATE_WRITE_GHZ=1 cargo test -p slotgate-load ghz_files writes what the definition makes",
+        wrong.join("\n  ")
+    );
+}
+
+#[test]
+fn a_family_shares_its_click_count() {
+    let mut seed: Seed = serde_json::from_str(crate::scenarios::DEFINITION).unwrap();
+    let first = seed.scenarios.iter().position(|s| s.clicks == 1).unwrap();
+    seed.scenarios[first].clicks = 2;
+    assert!(generate(&seed).unwrap_err().contains("one click count"));
+}
+
+/// What a ghz config's call data makes, request by request, checked against
+/// the scenario: valid requests, unique request ids, `users` users of
+/// `clicks` clicks each, all into `slot` with the seed's party size.
+fn check_call_data(file: &str, template: &str, s: &Scenario, slot: (i64, &str, &str)) {
+    let limits = Limits { max_party_size: 20, max_menu_items: 50 };
+    let mut clicks_of: HashMap<String, usize> = HashMap::new();
+    let mut request_ids = HashSet::new();
+    for n in 0..s.calls() as u64 {
+        let request = reservation_from_json(&render(template, n, "w0").unwrap()).unwrap();
+        NewReservation::parse(&request, limits).unwrap_or_else(|e| panic!("{file}: request {n} is invalid: {e}"));
+        let at = request.slot.as_ref().unwrap();
+        assert_eq!((at.restaurant_id, at.date.as_str(), at.time.as_str()), slot, "{file}: request {n}'s slot");
+        assert_eq!(request.party_size, seed().party_size, "{file}: party size");
+        assert!(request_ids.insert(request.request_id.clone()), "{file}: request id repeated");
+        *clicks_of.entry(request.user_id).or_default() += 1;
+    }
+    assert_eq!(clicks_of.len(), s.users, "{file}: users");
+    assert!(clicks_of.values().all(|&c| c == s.clicks), "{file}: {} clicks per user", s.clicks);
 }
 
 #[test]
 fn every_ghz_config_parses_and_its_call_data_makes_the_seed_scenario() {
-    let limits = Limits { max_party_size: 20, max_menu_items: 50 };
-    for (file, users, clicks) in [
-        ("burst-100.json", 100, 1),
-        ("burst-200.json", 200, 1),
-        ("burst-400.json", 400, 1),
-        ("burst-800.json", 800, 1),
-        ("duplicate-2000.json", 2_000, 3),
-    ] {
-        let config = GhzConfig::read(&repo().join("loadtest/ghz").join(file)).unwrap();
-        let total = (users * clicks) as u64;
+    let seed = seed();
+    for s in &seed.scenarios {
+        let file = format!("{}.json", s.name);
+        let config = GhzConfig::read(&repo().join("loadtest/ghz").join(&file)).unwrap();
+        let total = s.calls() as u64;
+        assert_eq!(config.name.as_deref(), Some(s.name.as_str()), "{file}");
         assert_eq!(config.total, Some(total), "{file}");
         assert_eq!(config.concurrency, Some(total as usize), "{file}: every call at once");
         assert_eq!(config.count_errors, Some(true), "{file}: refusals must count in the latency figures");
         assert_eq!(config.call.as_deref(), Some("slotgate.v1.Reservations.CreateReservation"));
+        let tags = config.tags.as_ref().unwrap();
+        assert_eq!(tags.get("expected-winners"), Some(&s.winners.to_string()), "{file}: tags");
         assert!(repo().join(config.proto.as_deref().unwrap()).is_file(), "{file}: proto path");
-        let data_file = repo().join(config.data_file.as_deref().unwrap());
-        let template = std::fs::read_to_string(&data_file).unwrap();
-
-        let mut clicks_of: HashMap<String, usize> = HashMap::new();
-        let mut request_ids = std::collections::HashSet::new();
-        for n in 0..total {
-            let request = reservation_from_json(&render(&template, n, "w0").unwrap()).unwrap();
-            NewReservation::parse(&request, limits).unwrap_or_else(|e| panic!("{file}: request {n} is invalid: {e}"));
-            assert!(request_ids.insert(request.request_id.clone()), "{file}: request id repeated");
-            *clicks_of.entry(request.user_id).or_default() += 1;
-        }
-        assert_eq!(clicks_of.len(), users, "{file}: users");
-        assert!(clicks_of.values().all(|&c| c == clicks), "{file}: {clicks} clicks per user");
+        let template = std::fs::read_to_string(repo().join(config.data_file.as_deref().unwrap())).unwrap();
+        check_call_data(&file, &template, s, (seed.restaurant_id, &seed.date, &seed.time));
     }
+}
+
+/// `loadtest/ghz/run.sh` with stand-ins for grpcurl and ghz that record
+/// what they were given: it must open the definition's slot (at the current
+/// minute) and hand ghz call data pointed at that same slot.
+#[test]
+fn run_sh_opens_the_definitions_slot_and_points_the_call_data_at_it() {
+    let seed = seed();
+    let work = std::env::temp_dir().join(format!("slotgate-run-sh-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let bin = work.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let stub = |name: &str, body: &str| {
+        let path = bin.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    stub("grpcurl", "printf '%s\\n' \"$@\" > \"$STUB_OUT/grpcurl.args\"\n");
+    stub(
+        "ghz",
+        "printf '%s\\n' \"$@\" > \"$STUB_OUT/ghz.args\"\n\
+         while [ $# -gt 0 ]; do [ \"$1\" = --data-file ] && cp \"$2\" \"$STUB_OUT/data.json\"; shift; done\n\
+         exit 0\n",
+    );
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    for s in &seed.scenarios {
+        let output = Command::new("sh")
+            .arg("loadtest/ghz/run.sh")
+            .arg(&s.name)
+            .arg("127.0.0.1:1")
+            .current_dir(repo())
+            .env("PATH", &path)
+            .env("STUB_OUT", &work)
+            .env_remove("SLOTGATE_TOKEN")
+            .env_remove("SLOT_DATE")
+            .env_remove("GRPCURL_FLAGS")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "run.sh {}: {}", s.name, String::from_utf8_lossy(&output.stderr));
+
+        let grpcurl = std::fs::read_to_string(work.join("grpcurl.args")).unwrap();
+        let grpcurl: Vec<&str> = grpcurl.lines().collect();
+        assert!(grpcurl.contains(&"slotgate.v1.SlotAdmin/OpenSlots"), "{grpcurl:?}");
+        let body = grpcurl[grpcurl.iter().position(|a| *a == "-d").unwrap() + 1];
+        let opened: serde_json::Value = serde_json::from_str(body).unwrap();
+        let slot = &opened["slots"][0];
+        assert_eq!(slot["capacity"], json!(seed.capacity), "run.sh {}: capacity", s.name);
+        assert_eq!(slot["slot"]["restaurant_id"], json!(seed.restaurant_id), "run.sh {}: restaurant", s.name);
+        assert_eq!(slot["slot"]["date"], json!(seed.date), "run.sh {}: date", s.name);
+        let time = slot["slot"]["time"].as_str().unwrap().to_owned();
+
+        let ghz = std::fs::read_to_string(work.join("ghz.args")).unwrap();
+        let ghz: Vec<&str> = ghz.lines().collect();
+        let config = ghz[ghz.iter().position(|a| *a == "--config").unwrap() + 1];
+        assert_eq!(Path::new(config), Path::new("loadtest/ghz").join(format!("{}.json", s.name)));
+        assert_eq!(ghz.last(), Some(&"127.0.0.1:1"), "the host comes last");
+        let template = std::fs::read_to_string(work.join("data.json")).unwrap();
+        check_call_data(&format!("run.sh {}", s.name), &template, s, (seed.restaurant_id, &seed.date, &time));
+    }
+    let _ = std::fs::remove_dir_all(&work);
 }
 
 #[test]

@@ -1,6 +1,6 @@
-//! `slotgate-load`: replays the seed's scenarios against a running slotgate,
-//! speaks ghz's options and report format, and checks that the outcome is
-//! exact.
+//! `slotgate-load`: replays the seed's scenarios (defined once, in
+//! `loadtest/scenarios.json`, built in) against a running slotgate, speaks
+//! ghz's options and report format, and checks that the outcome is exact.
 //!
 //! ```text
 //! slotgate-load --scenario duplicate-2000                 # the seed's burst, all at once
@@ -11,12 +11,15 @@
 //! slotgate-load --scenario duplicate-2000 --call grpc.health.v1.Health/Check   # what gRPC alone costs
 //! ```
 
+#[cfg(test)]
+mod consumers;
 mod fire;
 mod ghz;
 #[cfg(test)]
 mod ghz_files;
 mod plot;
 mod report;
+mod scenarios;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -31,6 +34,7 @@ use clap::Parser;
 use fire::{Call, Fire, Mode, Source};
 use ghz::GhzConfig;
 use report::Stats;
+use scenarios::seed;
 use serde_json::json;
 use slotgate::pb::{self, reservations_client::ReservationsClient, slot_admin_client::SlotAdminClient};
 use tonic::transport::Channel;
@@ -57,11 +61,11 @@ struct Args {
     /// A ghz JSON config file; flags given here win over it.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// burst-100, burst-200, burst-400, burst-800, duplicate-2000 (the
-    /// seed's; the default), spread (many slots, every call a winner), soak
-    /// (an arrival rate for a duration), or custom (only -n/-c/--rps/-d; the
+    /// One of the seed's scenarios (loadtest/scenarios.json; its headline
+    /// one by default), spread (many slots, every call a winner), soak (an
+    /// arrival rate for a duration), or custom (only -n/-c/--rps/-d; the
     /// default with --config).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(seed().all_names()))]
     scenario: Option<String>,
     /// The method: CreateReservation, or grpc.health.v1.Health/Check for the
     /// trivial reference call with the same load shape.
@@ -105,17 +109,20 @@ struct Args {
     /// A name for the report.
     #[arg(long)]
     name: Option<String>,
-    #[arg(long, default_value_t = 67)]
+    /// The restaurant of the seed's slot (defaults: loadtest/scenarios.json).
+    #[arg(long, default_value_t = seed().restaurant_id)]
     restaurant: i64,
-    #[arg(long, default_value = "2026-12-24")]
+    #[arg(long, default_value_t = seed().date.clone())]
     date: String,
     /// First slot time to try; a slot an earlier run filled is skipped for
     /// the next minute's.
-    #[arg(long, default_value = "19:00")]
+    #[arg(long, default_value_t = seed().time.clone())]
     time: String,
-    #[arg(long, default_value_t = 40)]
+    /// Seats per slot; the seed's scenarios then expect
+    /// min(users, capacity / party size) winners.
+    #[arg(long, default_value_t = seed().capacity)]
     capacity: i32,
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = seed().party_size, value_parser = clap::value_parser!(i32).range(1..))]
     party_size: i32,
     /// Slots for spread and soak (at least 1).
     #[arg(long)]
@@ -262,7 +269,23 @@ fn one_user_per_call(health: bool, run: u128, slots: Vec<pb::SlotRef>, party: i3
     })
 }
 
-async fn plan(args: &Args, config: &GhzConfig, addr: SocketAddr, md: &[(String, String)]) -> Result<Plan, String> {
+/// The scenario a run plays: `--scenario`, else custom with a ghz config,
+/// else the seed's headline scenario.
+fn scenario_of(args: &Args) -> String {
+    match (&args.scenario, &args.config) {
+        (Some(name), _) => name.clone(),
+        (None, Some(_)) => "custom".into(),
+        (None, None) => seed().headline.clone(),
+    }
+}
+
+async fn plan(
+    args: &Args,
+    scenario: &str,
+    config: &GhzConfig,
+    addr: SocketAddr,
+    md: &[(String, String)],
+) -> Result<Plan, String> {
     let call = args.call.clone().or_else(|| config.call.clone()).unwrap_or_else(|| CREATE.into());
     let health = match call.replace('.', "/").as_str() {
         c if c.ends_with("Reservations/CreateReservation") => false,
@@ -290,21 +313,9 @@ async fn plan(args: &Args, config: &GhzConfig, addr: SocketAddr, md: &[(String, 
     let run = run_id();
     let party = args.party_size;
 
-    let burst = |users: usize, clicks: usize| (users, clicks);
-    let scenario = args
-        .scenario
-        .clone()
-        .unwrap_or_else(|| if args.config.is_some() { "custom" } else { "duplicate-2000" }.to_owned());
-    let shape = match scenario.as_str() {
-        "burst-100" => Some(burst(100, 1)),
-        "burst-200" => Some(burst(200, 1)),
-        "burst-400" => Some(burst(400, 1)),
-        "burst-800" => Some(burst(800, 1)),
-        "duplicate-2000" => Some(burst(2_000, 3)),
-        _ => None,
-    };
-    if let Some((users, clicks)) = shape {
-        fire.total = Some((users * clicks) as u64);
+    if let Some(seeded) = seed().scenario(scenario) {
+        let (users, clicks) = (seeded.users, seeded.clicks);
+        fire.total = Some(seeded.calls() as u64);
         let slot = if health { None } else { Some(open_empty_slot(args, channel.clone(), md).await?) };
         let source: Source = match slot.clone() {
             None => Arc::new(|_, _| Ok(Call::Health)),
@@ -313,16 +324,22 @@ async fn plan(args: &Args, config: &GhzConfig, addr: SocketAddr, md: &[(String, 
                 Ok(create(format!("load-{run}-u{user}-c{click}"), format!("load-{run}-u{user}"), &slot, party))
             }),
         };
-        let winners = args.capacity / party;
+        // The definition's winners are those of its own slot; other seats or
+        // parties (--capacity, --party-size) make their own.
+        let winners = if (args.capacity, party) == (seed().capacity, seed().party_size) {
+            seeded.winners
+        } else {
+            (args.capacity / party).min(i32::try_from(users).unwrap_or(i32::MAX))
+        };
         return Ok(Plan {
             source,
             fire,
             slots: slot.into_iter().map(|s| (s, winners)).collect(),
             all_book: false,
-            sold_out: true,
+            sold_out: winners * party == args.capacity,
         });
     }
-    match scenario.as_str() {
+    match scenario {
         "spread" => {
             // Every call a winner: the slots hold exactly the users sent.
             // The figure is sustained commits per second, so by default a
@@ -381,9 +398,7 @@ async fn plan(args: &Args, config: &GhzConfig, addr: SocketAddr, md: &[(String, 
             };
             Ok(Plan { source, fire, slots: Vec::new(), all_book: false, sold_out: false })
         }
-        other => Err(format!(
-            "--scenario {other}: burst-100, burst-200, burst-400, burst-800, duplicate-2000, spread, soak or custom"
-        )),
+        other => Err(format!("--scenario {other}: one of {}", seed().all_names().join(", "))),
     }
 }
 
@@ -474,19 +489,15 @@ async fn run(args: Args) -> Result<bool, String> {
         (None, Some(map)) => map.clone().into_iter().collect(),
         (None, None) => Vec::new(),
     };
-    let name = args
-        .name
-        .clone()
-        .or_else(|| config.name.clone())
-        .or_else(|| args.scenario.clone())
-        .unwrap_or_else(|| "duplicate-2000".into());
+    let scenario = scenario_of(&args);
+    let name = args.name.clone().or_else(|| config.name.clone()).unwrap_or_else(|| scenario.clone());
     let format = args.format.clone().or_else(|| config.format.clone()).unwrap_or_else(|| "summary".into());
     let output = args.output.clone().or_else(|| config.output.clone().map(PathBuf::from));
 
     if config.count_errors == Some(false) {
         return Err("count-errors: false is not supported: every call counts in the latency figures".into());
     }
-    let plan = plan(&args, &config, addr, &metadata).await?;
+    let plan = plan(&args, &scenario, &config, addr, &metadata).await?;
     let mode = plan.fire.mode;
     let (total, connections) = (plan.fire.total, plan.fire.connections);
     eprintln!(
