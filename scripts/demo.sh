@@ -31,4 +31,5 @@ for _ in $(seq 1 50); do
 done
 echo "demo: slotgate serving on $SLOTGATE_LISTEN (log: $log)"
 
-"$bin"/slotgate-load --addr "$SLOTGATE_LISTEN" --scenario "${SCENARIO:-duplicate-2000}"
+# Without SCENARIO, the load tool fires the headline scenario (duplicate-2000).
+"$bin"/slotgate-load --addr "$SLOTGATE_LISTEN" ${SCENARIO:+--scenario "$SCENARIO"}

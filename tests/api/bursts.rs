@@ -122,9 +122,32 @@ async fn run(slots: Vec<pb::SlotRef>, users: usize, clicks_per_user: usize) {
     assert_exact_outcome(&app, Decided::AtTheGate, db_checkouts_before, &requests, &results, &slots).await;
 }
 
+/// One of the seed's scenarios as `loadtest/scenarios.json`, the load kit's
+/// one definition of them, has it: users, each clicking `clicks` times at
+/// once, into one slot of restaurant 67 (40 seats, parties of 4).
+pub struct Scenario {
+    pub users: usize,
+    pub clicks: usize,
+}
+
+pub fn scenario(name: &str) -> Scenario {
+    let all: serde_json::Value = serde_json::from_str(include_str!("../../loadtest/scenarios.json")).unwrap();
+    // The slot these tests open and the parties they book.
+    assert_eq!((&all["restaurant_id"], &all["capacity"], &all["party_size"]), (&67.into(), &40.into(), &4.into()));
+    let found = all["scenarios"].as_array().unwrap().iter().find(|s| s["name"] == name).expect("a defined scenario");
+    assert_eq!(found["winners"], 10, "{name}: the assertions here expect ten winners");
+    let count = |key: &str| found[key].as_u64().unwrap() as usize;
+    Scenario { users: count("users"), clicks: count("clicks") }
+}
+
+async fn run_scenario(name: &str, slot: pb::SlotRef) {
+    let Scenario { users, clicks } = scenario(name);
+    run(vec![slot], users, clicks).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn duplicate_2000_books_exactly_ten_parties_of_four_into_forty_seats() {
-    run(vec![slot_at("11:00")], 2_000, 3).await;
+    run_scenario("duplicate-2000", slot_at("11:00")).await;
 }
 
 /// The duplicate-2000 burst (2,000 distinct users, three clicks each, 6,000 calls at
@@ -135,25 +158,26 @@ async fn duplicate_2000_books_exactly_ten_parties_of_four_into_forty_seats() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_duplicate_burst_spread_over_50_slots_books_exactly_ten_parties_in_each() {
     let slots: Vec<_> = (0..50).map(|i| slot_at(&format!("{:02}:{:02}", 10 + i / 6, (i % 6) * 10))).collect();
-    run(slots, 40, 3).await;
+    let Scenario { users, clicks } = scenario("duplicate-2000");
+    run(slots, users / 50, clicks).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn burst_100_books_exactly_ten() {
-    run(vec![slot_at("12:00")], 100, 1).await;
+    run_scenario("burst-100", slot_at("12:00")).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn burst_200_books_exactly_ten() {
-    run(vec![slot_at("12:00")], 200, 1).await;
+    run_scenario("burst-200", slot_at("12:00")).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn burst_400_books_exactly_ten() {
-    run(vec![slot_at("12:00")], 400, 1).await;
+    run_scenario("burst-400", slot_at("12:00")).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn burst_800_books_exactly_ten() {
-    run(vec![slot_at("12:00")], 800, 1).await;
+    run_scenario("burst-800", slot_at("12:00")).await;
 }

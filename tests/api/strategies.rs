@@ -8,7 +8,7 @@ use slotgate::{config::Strategy, metrics::Metrics, pb};
 use tonic::Code;
 
 use crate::{
-    bursts::{Decided, assert_exact_outcome, clicks},
+    bursts::{Decided, Scenario, assert_exact_outcome, clicks, scenario},
     helpers::{TestApp, burst, by_hand, reason_of, reserve, slot_at, spawn_app_with},
 };
 
@@ -28,7 +28,8 @@ async fn duplicate_2000_is_exact(gate: Strategy) {
     let app = app_with(gate).await;
     let slot = slot_at("12:00");
     app.open(&[(slot.clone(), 40)]).await;
-    let requests = clicks(std::slice::from_ref(&slot), 2_000, 3);
+    let Scenario { users, clicks: per_user } = scenario("duplicate-2000");
+    let requests = clicks(std::slice::from_ref(&slot), users, per_user);
     let before = Metrics::read(&app.metrics.db_checkouts);
     let results = burst(app.addr, requests.clone(), 8).await;
     assert_exact_outcome(&app, Decided::InTheDatabase, before, &requests, &results, &[slot]).await;
