@@ -49,7 +49,10 @@ impl Collector {
             .args(["--debug-log-verbosity", "detailed"])
             .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc_port}")])
             .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http_port}")]);
-        let mut rotel = Helper::spawn("rotel-agent", command, &log, Stdout::File(received.clone()));
+        // Made first, so that its files go even if rotel cannot start.
+        let mut collector = Self { rotel: None, grpc_port, received, log };
+        let received = Stdout::File(collector.received.clone());
+        let mut rotel = Helper::spawn("rotel-agent", command, &collector.log, received);
         rotel
             .wait_ready(Patience::up_to(Duration::from_secs(10)), async || {
                 for port in [grpc_port, http_port] {
@@ -60,7 +63,8 @@ impl Collector {
                 true
             })
             .await;
-        Self { rotel: Some(rotel), grpc_port, received, log }
+        collector.rotel = Some(rotel);
+        collector
     }
 
     /// What it has received so far. A collector that has stopped fails the
