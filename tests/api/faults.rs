@@ -228,9 +228,20 @@ async fn assert_recovers(
     // No seat is lost for good: fresh users fill the slot exactly.
     let refill: Vec<_> =
         (0..200).map(|u| reserve(&format!("{name}-refill-{u}"), &format!("{name}-refill-{u}"), slot, 4)).collect();
-    let refilled = burst(app.addr, refill, 2).await;
+    let mut refilled = burst(app.addr, refill.clone(), 2).await;
+    // A caller retries what was refused for a passing reason (this test's
+    // short timeouts on a loaded machine); a retry gets the true answer.
+    for (request, answer) in refill.iter().zip(&mut refilled) {
+        for _ in 0..20 {
+            if !matches!(answer, Err(s) if s.code() == Code::Unavailable) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            *answer = app.create(request.clone()).await;
+        }
+    }
     let refill_winners = refilled.iter().filter(|r| r.is_ok()).count();
-    assert_eq!(refill_winners as i32, expected / 4, "{name}: refill winners");
+    assert_eq!(refill_winners as i32, expected / 4, "{name}: refill winners; answers {:?}", tally(&refilled));
     assert_eq!(app.db_slot(slot).await.1, capacity - capacity % 4, "{name}: slot full after the refill");
     assert_eq!(app.remaining(slot).await.remaining, capacity % 4);
 
