@@ -10,10 +10,10 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::{
-    Reservation, ReservedItem, StoreError,
+    ACTIVE, Reservation, ReservedItem, StoreError,
     menus::{Prices, unit_prices},
     prepared::prepared,
-    reservations::{ACTIVE, find_reservation},
+    reservations::find_reservation,
     strategies::{Checked, SeatLock, lock_and_check},
 };
 use crate::domain::{NewReservation, ReservationId, ReservationStatus, reservation_code};

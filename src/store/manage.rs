@@ -11,12 +11,7 @@ use diesel::{
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::{
-    Reservation, StoreError,
-    prepared::prepared,
-    reservations::{ACTIVE, find_reservation},
-    slots::SlotKeyRow,
-};
+use super::{ACTIVE, Reservation, StoreError, prepared::prepared, reservations::find_reservation, slots::SlotKeyRow};
 use crate::domain::{CancelReason, ReservationId, ReservationStatus, SlotKey};
 
 #[derive(Debug)]

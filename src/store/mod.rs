@@ -58,6 +58,9 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// Session advisory lock taken while migrating ("slotgate" in ASCII).
 const MIGRATION_LOCK: i64 = 0x736c_6f74_6761_7465;
 
+/// The statuses that hold seats, as SQL.
+const ACTIVE: &str = "('PENDING_DEPOSIT', 'CONFIRMED')";
+
 type Manager = AsyncDieselConnectionManager<AsyncPgConnection>;
 
 #[derive(Debug, thiserror::Error)]

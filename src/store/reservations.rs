@@ -13,9 +13,6 @@ use uuid::Uuid;
 use super::{StoreError, prepared::prepared, slots::SlotKeyRow};
 use crate::domain::{CancelReason, ReservationId, ReservationKind, ReservationStatus, SlotKey};
 
-/// The statuses that hold seats, as SQL.
-pub(super) const ACTIVE: &str = "('PENDING_DEPOSIT', 'CONFIRMED')";
-
 /// A reservation as stored, with its slot and items.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {

@@ -11,7 +11,7 @@ use diesel::{
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::{MIGRATION_LOCK, StoreError, prepared::prepared, reservations::ACTIVE};
+use super::{ACTIVE, MIGRATION_LOCK, StoreError, prepared::prepared};
 use crate::domain::{Holder, KnownRequest, ReservationId, SlotCapacity, SlotFigures, SlotKey};
 
 /// Transaction advisory lock that serialises `OpenSlots` calls, so two

@@ -9,7 +9,7 @@ use diesel::{
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use super::{prepared::prepared, reservations::ACTIVE};
+use super::{ACTIVE, prepared::prepared};
 use crate::domain::{NewReservation, ReservationId};
 
 /// The lock a database-only strategy decides under.
