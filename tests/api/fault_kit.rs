@@ -279,11 +279,19 @@ impl PrivateRedis {
             while true do local t = redis.call('TIME') if t[1] * 1000000 + t[2] - start > tonumber(ARGV[1]) * 1000 then break end end
             return 1";
         let mut conn = self.connection().await;
+        let mut probe = self.connection().await;
         let millis = stall.as_millis() as u64;
         let stalled = tokio::spawn(async move {
             redis::cmd("EVAL").arg(BUSY).arg(0).arg(millis).query_async::<i64>(&mut conn).await.expect("the stall");
         });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Begun once a PING from another connection goes unanswered (a
+        // loaded machine may take a while to get the script to Redis).
+        let answered = async || {
+            let ping = redis::cmd("PING");
+            tokio::time::timeout(Duration::from_millis(100), ping.query_async::<String>(&mut probe)).await.is_ok()
+        };
+        let patience = Patience::up_to(stall / 2).every(Duration::from_millis(5));
+        assert!(!eventually(patience, answered, |answered| !answered).await, "the stall did not begin");
         stalled
     }
 
