@@ -244,6 +244,9 @@ pub async fn spawn_app_by_hand() -> TestApp {
 /// assert exact outcomes under load; speed is the load tool's to measure.
 pub fn generous_timeouts(c: &mut Config) {
     c.pool_timeout = Duration::from_secs(60);
+    // A connect that times out marks Redis down, and checkouts then fail
+    // fast: opening the pool's connections mid-burst must not time out.
+    c.redis_connect_timeout = Duration::from_secs(60);
     c.redis_command_timeout = Duration::from_secs(60);
     c.request_timeout = Duration::from_secs(120);
 }

@@ -47,6 +47,7 @@ async fn sigterm_mid_burst_answers_everyone_loses_nothing_and_exits_zero() {
         ("SLOTGATE_SHUTDOWN_GRACE_MS", "10000"),
         ("SLOTGATE_POOL_TIMEOUT_MS", "60000"),
         ("SLOTGATE_REDIS_COMMAND_TIMEOUT_MS", "60000"),
+        ("SLOTGATE_REDIS_CONNECT_TIMEOUT_MS", "60000"),
         ("SLOTGATE_REQUEST_TIMEOUT_MS", "60000"),
     ];
     let (_proxy, mut server) = process_behind_slow_database(&app, Duration::from_millis(30), &settings).await;
