@@ -30,7 +30,8 @@
 //! - [`config`]: every setting, from flags and environment, one clap struct;
 //!   the [`config::Strategy`] that decides requests.
 //! - [`domain`]: validated request types, slot keys, ids, codes; no I/O.
-//! - [`gate`]: the Redis side: the script API (`mod.rs`), the key layout
+//! - [`gate`]: the Redis side: the scripts a reservation's way through
+//!   calls (`mod.rs`), counter upkeep (`upkeep.rs`), the key layout
 //!   (`keys.rs`), connections (`conn.rs`); the Lua scripts as `.lua` files.
 //! - [`store`]: the PostgreSQL side: the winner's transaction (`create.rs`),
 //!   reading reservations (`reservations.rs`), cancel, confirm, expire

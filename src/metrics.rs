@@ -4,7 +4,8 @@
 //!
 //! Metric names: `slotgate.rpc.duration` (histogram, s, by method and status),
 //! `slotgate.redis.pool.wait` and `slotgate.db.pool.wait` (histograms, s),
-//! `slotgate.redis.pool.connections` and `slotgate.db.pool.connections`
+//! `slotgate.redis.pool.connections` (only with the Redis gate, the one
+//! strategy that has a Redis pool) and `slotgate.db.pool.connections`
 //! (gauges, by state `in_use`/`idle`), `slotgate.gate.decisions` (counter, by
 //! outcome), `slotgate.holds.in_flight` (gauge), `slotgate.db.transactions`,
 //! `slotgate.db.checkouts`, `slotgate.counters.loaded`,

@@ -257,7 +257,8 @@ pub struct UserGuard {
 
 /// Every this many checks, users whose bucket has refilled are forgotten
 /// (a full bucket is an idle user: forgetting it changes nothing), so the
-/// map holds only users seen within one refill time.
+/// map holds about the users seen within one refill time (burst / rate),
+/// plus those seen since the last sweep.
 const GUARD_SWEEP_EVERY: u32 = 4_096;
 
 impl UserGuard {

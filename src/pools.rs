@@ -103,12 +103,18 @@ where
     /// A pooled connection, timed and traced.
     pub async fn get(&self) -> Result<PooledConnection<'_, M>, CheckoutError<M::Error>> {
         let started = Instant::now();
-        let patience = self.failures.patience(self.timeout);
+        let was_down = self.failures.is_down();
+        let patience = if was_down { WHILE_DOWN.min(self.timeout) } else { self.timeout };
         let got = tokio::time::timeout(patience, self.pool.get()).instrument((self.waits.span)()).await;
         self.waits.histogram.record(started.elapsed().as_secs_f64(), &[]);
         match got {
             Ok(Ok(conn)) => {
-                self.failures.connected();
+                // Only a checkout made while the dependency was down shows it
+                // is back: one that began before a connect failed says
+                // nothing about the connects since.
+                if was_down {
+                    self.failures.connected();
+                }
                 Ok(conn)
             }
             Ok(Err(RunError::User(e))) => Err(CheckoutError::Connect(e)),
@@ -134,15 +140,13 @@ impl ConnectFailures {
         Self { dependency, down: Arc::default() }
     }
 
-    /// How long a checkout may wait: the pool timeout, or [`WHILE_DOWN`]
-    /// while the dependency is down.
-    fn patience(&self, pool_timeout: Duration) -> Duration {
-        if self.down.load(Ordering::Relaxed) { WHILE_DOWN.min(pool_timeout) } else { pool_timeout }
+    fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
     }
 
-    /// A checkout succeeded: the dependency is up.
+    /// A checkout made while the dependency was down succeeded: it is up.
     fn connected(&self) {
-        if self.down.load(Ordering::Relaxed) && self.down.swap(false, Ordering::Relaxed) {
+        if self.down.swap(false, Ordering::Relaxed) {
             info!(dependency = self.dependency, "connected again");
         }
     }

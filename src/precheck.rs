@@ -1,7 +1,7 @@
 //! A tower layer for the checks that decide a call before the service sees
 //! it (authentication, the global rate limit): each check lets the call
-//! through, possibly adding to its extensions, or answers it at once. A
-//! refusal costs no allocation beyond its response.
+//! through, possibly adding to its extensions, or answers it at once,
+//! without a boxed future either way.
 
 use std::task::{Context, Poll};
 

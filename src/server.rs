@@ -246,15 +246,19 @@ impl Application {
             .tcp_keepalive(Some(Duration::from_secs(60)));
         let routes = self.routes(&mut server, health_service.clone())?;
 
+        // Everything spawned here stops when serving ends, or when this
+        // future is dropped half-way (a token is not cancelled by its drop).
         let stopped = CancellationToken::new();
+        let _stop_on_drop = stopped.clone().drop_guard();
         let intervals = lifecycle::Intervals {
             reconcile: c.reconcile_interval,
             expiry_sweep: c.expiry_sweep_interval,
             reap: c.reap_interval,
         };
-        let background = lifecycle::spawn(Arc::clone(&self.booking), intervals, stopped.child_token());
+        let background_stopped = stopped.child_token();
+        let background = lifecycle::spawn(Arc::clone(&self.booking), intervals, background_stopped.clone());
         // Probes that cannot speak TLS get health alone, in plaintext, on a
-        // listener of its own; it stops with the main one.
+        // listener of its own; it stops last, after the background passes.
         let probes = self.health_listener.map(|listener| {
             let stop = stopped.child_token();
             tokio::spawn(
@@ -281,8 +285,9 @@ impl Application {
         if !self.booking.drain(served.deadline.saturating_duration_since(Instant::now())).await {
             warn!("grace period over: admitted work still running is left to the lease reaper");
         }
-        stopped.cancel();
+        background_stopped.cancel();
         let _ = background.await;
+        stopped.cancel();
         if let Some(probes) = probes {
             let _ = probes.await;
         }

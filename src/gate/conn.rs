@@ -11,7 +11,7 @@ use redis::{
     cluster_async::ClusterConnection,
 };
 
-/// Where Redis is and how long to wait for it.
+/// How long to wait for Redis, and whether it is a cluster.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectSettings {
     /// Longest wait to open a connection.

@@ -4,10 +4,10 @@
 //! PostgreSQL is the final arbiter, so a counter that is wrong costs
 //! throughput, never an overbooking. The scripts are in the `.lua` files
 //! beside this module, each with a header naming its keys, arguments and
-//! replies. This file has what a request needs (acquire, finalize, release,
-//! give back); `upkeep` what keeps the counters true (warm, probe,
-//! reconcile, resize, expired holds); `keys` the key layout; [`conn`] the
-//! connections.
+//! replies. This file has what a reservation's way through needs (acquire,
+//! finalize, release, give back); `upkeep` what loads, reads and keeps the
+//! counters true (warm, remaining, probe, reconcile, resize, expired
+//! holds); `keys` the key layout; [`conn`] the connections.
 
 pub mod conn;
 mod keys;

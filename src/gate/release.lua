@@ -1,8 +1,8 @@
--- release: end a hold whose reservation was not committed, giving its seats
--- back. Acts only on a hold made by the attempt named by the nonce, so a
--- repeated or racing release gives seats back at most once, and an attempt
--- that is unsure whether its acquire ran (a lost reply) can undo it without
--- touching another attempt's hold.
+-- release: end a hold whose reservation was not committed, returning its
+-- seats to the counter. Acts only on a hold made by the attempt named by
+-- the nonce, so a repeated or racing release returns seats at most once,
+-- and an attempt that is unsure whether its acquire ran (a lost reply) can
+-- undo it without touching another attempt's hold.
 --
 -- KEYS[1] seats   KEYS[2] users   KEYS[3] ids   KEYS[4] holds
 -- KEYS[5] void marker of the attempt   (as acquire)
@@ -15,7 +15,7 @@
 --         stall, or on a connection Redis has not read yet). The marker
 --         makes that acquire take nothing whenever it runs, so the undo
 --         holds in either order.
--- Returns the seats given back (0 when this attempt held none).
+-- Returns the seats released (0 when this attempt held none).
 local id, user = ARGV[1], ARGV[2]
 
 if tonumber(ARGV[5]) > 0 then

@@ -1,6 +1,7 @@
 //! The gate's upkeep: loading counters from the database's figures,
-//! probing and reconciling them, capacity changes, and the holds whose
-//! lease ran out. Requests never wait on any of it.
+//! reading, probing and reconciling them, capacity changes, and the holds
+//! whose lease ran out. Requests meet only two of these: a request that
+//! finds its counter cold loads it (`warm`), and `GetRemaining` reads one.
 
 use redis::{RedisError, ScriptInvocation, Value};
 
@@ -32,9 +33,11 @@ pub struct ExpiredHold {
 impl ExpiredHold {
     /// Parses `party|user|deadline|nonce` (the user may contain '|').
     fn parse(id: &str, value: &str) -> Option<Self> {
-        let (_party, rest) = value.split_once('|')?;
+        let (party, rest) = value.split_once('|')?;
         let (rest, nonce) = rest.rsplit_once('|')?;
         let (user, _deadline) = rest.rsplit_once('|')?;
+        // A hold of another shape is not the gate's: refuse it whole.
+        party.parse::<i32>().ok()?;
         Some(Self { id: id.parse().ok()?, user: user.to_owned(), nonce: nonce.parse().ok()? })
     }
 }
