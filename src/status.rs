@@ -82,37 +82,44 @@ impl Refusal {
         self
     }
 
+    /// Adds a `BadRequest` naming the invalid field.
+    fn invalid(mut self, field: FieldError) -> Self {
+        self.invalid = Some(Box::new(field));
+        self
+    }
+
     /// Adds a `RetryInfo`: how long to wait before trying again.
     pub fn retry_after(mut self, wait: Duration) -> Self {
         self.retry_after = Some(wait);
         self
     }
 
-    fn details(&self) -> ErrorDetails {
-        let mut details = match &self.invalid {
-            Some(f) => ErrorDetails::with_bad_request_violation(&f.field, &f.description),
+    /// The status, its message and details moved in (a refusal is the hot
+    /// path of a burst: nothing is copied).
+    fn into_status(self) -> Status {
+        let mut details = match self.invalid {
+            Some(f) => ErrorDetails::with_bad_request_violation(f.field, f.description),
             None => ErrorDetails::new(),
         };
-        let metadata: HashMap<String, String> =
-            self.metadata.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+        let metadata: HashMap<String, String> = self.metadata.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         details.set_error_info(self.reason, DOMAIN, metadata);
         if let Some(wait) = self.retry_after {
             details.set_retry_info(Some(wait));
         }
-        details
+        Status::with_error_details(self.code, self.message, details)
     }
 
     /// The status, its reason recorded on the current call's span.
     pub fn status(self) -> Status {
         Span::current().record(REASON_FIELD, self.reason);
-        Status::with_error_details(self.code, &self.message, self.details())
+        self.into_status()
     }
 
     /// The status as the HTTP response a gRPC client reads it from, for the
     /// tower layers, with the reason as a [`Refused`] extension.
     pub fn response(self) -> Response<Body> {
         let why = self.reason;
-        let mut response = Status::with_error_details(self.code, &self.message, self.details()).into_http();
+        let mut response = self.into_status().into_http();
         response.extensions_mut().insert(Refused(why));
         response
     }
@@ -135,10 +142,9 @@ impl From<BookingError> for Status {
         use BookingError as E;
         let message = e.to_string();
         let refusal = match e {
-            E::Invalid(f) => Refusal {
-                invalid: Some(Box::new(f.clone())),
-                ..Refusal::new(Code::InvalidArgument, reason::INVALID_FIELD, f.to_string()).with("field", &f.field)
-            },
+            E::Invalid(f) => Refusal::new(Code::InvalidArgument, reason::INVALID_FIELD, f.to_string())
+                .with("field", &f.field)
+                .invalid(f),
             E::RequestIdReused => Refusal::new(Code::InvalidArgument, reason::REQUEST_ID_REUSED, message),
             E::SoldOut { remaining } => {
                 Refusal::new(Code::FailedPrecondition, reason::SOLD_OUT, message).with("remaining", remaining)
