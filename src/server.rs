@@ -12,6 +12,7 @@ use std::{
 use tokio::{net::TcpListener, sync::Semaphore, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tonic::{
+    server::NamedService,
     service::LayerExt,
     transport::{
         Certificate, Identity, Server, ServerTlsConfig,
@@ -19,6 +20,7 @@ use tonic::{
     },
 };
 use tonic_health::{
+    ServingStatus,
     pb::health_server::{Health, HealthServer},
     server::HealthReporter,
 };
@@ -228,7 +230,7 @@ impl Application {
     /// whatever is left is dropped (leases and the reaper then clean up).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartError> {
         let (health, health_service) = tonic_health::server::health_reporter();
-        set_serving(&health, true).await;
+        set_health(&health, ServingStatus::Serving).await;
         let c = &self.config;
         let mut server = Server::builder();
         if let Some(tls) = self.tls.clone() {
@@ -274,7 +276,7 @@ impl Application {
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         let served = routes.serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
-            set_serving(&health, false).await;
+            set_health(&health, ServingStatus::NotServing).await;
             info!(?drain_delay, "shutting down: health NOT_SERVING");
             tokio::time::sleep(drain_delay).await;
             info!(?grace, "refusing new calls; finishing calls in flight");
@@ -296,14 +298,10 @@ impl Application {
     }
 }
 
-async fn set_serving(health: &HealthReporter, serving: bool) {
-    if serving {
-        health.set_serving::<ReservationsServer<ReservationsService>>().await;
-        health.set_serving::<SlotAdminServer<AdminService>>().await;
-    } else {
-        health.set_not_serving::<ReservationsServer<ReservationsService>>().await;
-        health.set_not_serving::<SlotAdminServer<AdminService>>().await;
-    }
+/// Sets the health of both business services.
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status(<ReservationsServer<ReservationsService> as NamedService>::NAME, status).await;
+    health.set_service_status(<SlotAdminServer<AdminService> as NamedService>::NAME, status).await;
 }
 
 /// How serving ended, and when the grace period for what remains ends.
