@@ -5,7 +5,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::Path,
     process::Command,
 };
 
@@ -167,36 +166,6 @@ fn every_scenario_named_in_the_load_kit_is_defined() {
         }
     }
     assert!(unknown.is_empty(), "scenarios named but not in loadtest/scenarios.json: {unknown:?}");
-}
-
-/// The relative links of the load kit's markdown point at files that exist.
-#[test]
-fn markdown_links_resolve() {
-    for file in ["loadtest/README.md", "loadtest/RESULTS.md"] {
-        let text = read(file);
-        let dir = repo().join(file).parent().unwrap().to_owned();
-        let mut targets: Vec<&str> = text
-            .match_indices("](")
-            .map(|(at, _)| {
-                let rest = &text[at + 2..];
-                &rest[..rest.find(')').unwrap_or(rest.len())]
-            })
-            .collect();
-        // Reference definitions: "[label]: target".
-        targets.extend(text.lines().filter_map(|line| {
-            let line = line.trim_start();
-            let (label, target) = line.strip_prefix('[')?.split_once("]: ")?;
-            (!label.is_empty()).then(|| target.split_whitespace().next().unwrap_or(""))
-        }));
-        for target in targets {
-            let target = target.split_whitespace().next().unwrap_or("").trim_matches(['<', '>']);
-            if target.is_empty() || target.starts_with('#') || target.contains("://") || target.starts_with("mailto:") {
-                continue;
-            }
-            let path = target.split('#').next().unwrap();
-            assert!(Path::new(&dir).join(path).exists(), "{file}: link to {target} does not resolve");
-        }
-    }
 }
 
 #[test]

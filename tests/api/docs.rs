@@ -18,7 +18,8 @@ fn markdown_files(dir: &Path, found: &mut Vec<PathBuf>) {
     }
 }
 
-/// The targets of `[text](target)` links in `text`.
+/// The targets of the links in `text`: inline `[text](target)` and
+/// reference definitions `[label]: target`, angle brackets removed.
 fn link_targets(text: &str) -> Vec<&str> {
     let mut targets = Vec::new();
     let mut rest = text;
@@ -28,7 +29,11 @@ fn link_targets(text: &str) -> Vec<&str> {
         targets.push(rest[..end].split_whitespace().next().unwrap_or(""));
         rest = &rest[end..];
     }
-    targets
+    targets.extend(text.lines().filter_map(|line| {
+        let (label, target) = line.trim_start().strip_prefix('[')?.split_once("]: ")?;
+        (!label.is_empty()).then(|| target.split_whitespace().next().unwrap_or(""))
+    }));
+    targets.into_iter().map(|t| t.trim_matches(['<', '>'])).collect()
 }
 
 #[test]
@@ -58,6 +63,6 @@ fn every_relative_link_in_the_docs_resolves() {
 
 #[test]
 fn the_link_finder_finds_links_and_skips_other_brackets() {
-    let text = "See [api](docs/api.md#codes) and [x](https://e.org \"t\"); f(a)[0] stays.";
-    assert_eq!(link_targets(text), ["docs/api.md#codes", "https://e.org"]);
+    let text = "See [api](docs/api.md#codes) and [x](<https://e.org> \"t\"); f(a)[0] stays.\n[ref]: ../k8s/ \"k8s\"";
+    assert_eq!(link_targets(text), ["docs/api.md#codes", "https://e.org", "../k8s/"]);
 }
