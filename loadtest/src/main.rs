@@ -324,13 +324,10 @@ async fn plan(
                 Ok(create(format!("load-{run}-u{user}-c{click}"), format!("load-{run}-u{user}"), &slot, party))
             }),
         };
-        // The definition's winners are those of its own slot; other seats or
-        // parties (--capacity, --party-size) make their own.
-        let winners = if (args.capacity, party) == (seed().capacity, seed().party_size) {
-            seeded.winners
-        } else {
-            (args.capacity / party).min(i32::try_from(users).unwrap_or(i32::MAX))
-        };
+        // The definition's winners follow from its seats (checked when it is
+        // read), so other seats or parties (--capacity, --party-size) follow
+        // the same rule.
+        let winners = scenarios::winners(args.capacity, party, users);
         return Ok(Plan {
             source,
             fire,

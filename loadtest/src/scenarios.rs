@@ -9,6 +9,7 @@
 use std::sync::LazyLock;
 
 use serde::Deserialize;
+use slotgate::{domain::SlotKey, pb};
 
 /// `loadtest/scenarios.json`, as built into the binary.
 pub const DEFINITION: &str = include_str!("../scenarios.json");
@@ -43,6 +44,11 @@ impl Scenario {
     }
 }
 
+/// How many of `users` parties of `party_size` win `capacity` seats.
+pub fn winners(capacity: i32, party_size: i32, users: usize) -> i32 {
+    (capacity / party_size).min(i32::try_from(users).unwrap_or(i32::MAX))
+}
+
 /// Scenario names the tool has besides the seed's.
 pub const OWN: [&str; 3] = ["spread", "soak", "custom"];
 
@@ -75,20 +81,8 @@ impl Seed {
         if self.capacity <= 0 || self.party_size <= 0 {
             return Err("capacity and party_size must be positive".into());
         }
-        let hh_mm = self.time.len() == 5
-            && self
-                .time
-                .split_once(':')
-                .is_some_and(|(h, m)| h.parse::<u32>().is_ok_and(|h| h < 24) && m.parse::<u32>().is_ok_and(|m| m < 60));
-        if !hh_mm {
-            return Err(format!("time {:?} is not HH:MM", self.time));
-        }
-        let yyyy_mm_dd = self.date.len() == 10
-            && self.date.split('-').map(str::len).eq([4, 2, 2])
-            && self.date.split('-').all(|p| p.bytes().all(|b| b.is_ascii_digit()));
-        if !yyyy_mm_dd {
-            return Err(format!("date {:?} is not YYYY-MM-DD", self.date));
-        }
+        let slot = pb::SlotRef { restaurant_id: self.restaurant_id, date: self.date.clone(), time: self.time.clone() };
+        SlotKey::parse(Some(&slot), "slot").map_err(|e| format!("not a slot the server accepts: {e}"))?;
         let mut seen = std::collections::HashSet::new();
         for s in &self.scenarios {
             let name = &s.name;
@@ -103,7 +97,7 @@ impl Seed {
             if s.users == 0 || s.clicks == 0 {
                 return Err(format!("{name}: users and clicks must be positive"));
             }
-            let winners = (self.capacity / self.party_size).min(i32::try_from(s.users).unwrap_or(i32::MAX));
+            let winners = winners(self.capacity, self.party_size, s.users);
             if s.winners != winners {
                 return Err(format!(
                     "{name}: winners {} but {} seats in parties of {} among {} users make {winners}",
