@@ -182,7 +182,7 @@ say "pgbench: conditional update + insert per transaction, $POOL connections"
 psql -h "$PGHOST" -p "$PGPORT" -U postgres -d "$COMPARE_DB" -q <<SQL
 INSERT INTO restaurants (id) VALUES (999000001) ON CONFLICT DO NOTHING;
 INSERT INTO slots (restaurant_id, slot_date, slot_time, capacity)
-  SELECT 999000001, DATE '2026-12-24', TIME '00:00' + n * INTERVAL '1 minute', $CAPACITY
+  SELECT 999000001, DATE '2036-12-24', TIME '00:00' + n * INTERVAL '1 minute', $CAPACITY
   FROM generate_series(0, $SPREAD_SLOTS - 1) AS n;
 SQL
 first=$(psql -h "$PGHOST" -p "$PGPORT" -U postgres -d "$COMPARE_DB" -tAc \

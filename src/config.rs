@@ -104,10 +104,18 @@ pub struct Config {
     pub max_menu_items: i32,
 
     /// Lease of a hold: how long seats taken in Redis may stay uncommitted
-    /// before the reaper may end the hold. The winner's transaction is
-    /// bounded by half of it.
+    /// before the reaper may end the hold. Must be at least twice the
+    /// longest a winner can take between its hold and its commit (see
+    /// [`Config::check`]).
     #[arg(long = "hold-lease-ms", env = "SLOTGATE_HOLD_LEASE_MS", default_value = "30000", value_parser = parse_millis)]
     pub hold_lease: Duration,
+
+    /// Longest any statement, lock wait or idle spell inside a transaction
+    /// may take; PostgreSQL itself ends the session's transaction past it
+    /// (statement_timeout, lock_timeout, idle_in_transaction_session_timeout),
+    /// and the winner's transaction as a whole is bounded by it too.
+    #[arg(long = "db-transaction-timeout-ms", env = "SLOTGATE_DB_TRANSACTION_TIMEOUT_MS", default_value = "5000", value_parser = parse_millis)]
+    pub db_transaction_timeout: Duration,
 
     /// How long a new reservation may stay unpaid (PENDING_DEPOSIT).
     #[arg(long, env = "SLOTGATE_DEPOSIT_WINDOW_SECS", default_value_t = 600)]
@@ -229,6 +237,28 @@ pub struct Config {
 }
 
 impl Config {
+    /// Refuses settings that would break a guarantee. A hold's lease must be
+    /// comfortably longer than the longest a winner can take from its hold
+    /// to its commit (a pool wait, a Redis call, the transaction), or the
+    /// reaper could give back the seats of a transaction that then commits:
+    /// at least twice that.
+    pub fn check(&self) -> Result<(), String> {
+        let winner = self.pool_timeout * 2 + self.redis_command_timeout + self.db_transaction_timeout;
+        if self.hold_lease < winner * 2 {
+            return Err(format!(
+                "--hold-lease-ms ({} ms) must be at least twice the longest a winner may take from its hold to its \
+                 commit: 2 x (2 x --pool-timeout-ms + --redis-command-timeout-ms + --db-transaction-timeout-ms) \
+                 = {} ms",
+                self.hold_lease.as_millis(),
+                (winner * 2).as_millis()
+            ));
+        }
+        if self.db_transaction_timeout.is_zero() {
+            return Err("--db-transaction-timeout-ms must be above 0".into());
+        }
+        Ok(())
+    }
+
     /// The settings `slotgate serve` has with no flags: the defaults, as
     /// overridden by environment variables. Tests start from here and set
     /// what they need.

@@ -4,7 +4,11 @@
 //! - Built without connecting: the service starts while a dependency is down
 //!   and answers UNAVAILABLE until it is back.
 //! - No ping on checkout: it would add a round trip to every request. A
-//!   connection that failed is flagged by its manager and dropped instead.
+//!   connection that failed is flagged by its manager and dropped instead,
+//!   and one that is already known to be closed (the server ended it while
+//!   it sat idle: a failover, a restart, an administrator terminating
+//!   backends) is dropped at checkout and another taken, so no caller meets
+//!   it ([`Liveness`]).
 //! - Waiting for a pooled connection is this service's lock wait: every
 //!   checkout is a span of its own and a histogram sample.
 //! - Failing fast while a dependency is down. bb8 never hands a connect
@@ -28,6 +32,20 @@ use std::{
 use bb8::{ManageConnection, Pool, PooledConnection, RunError};
 use opentelemetry::metrics::Histogram;
 use tracing::{Instrument, Span, info, warn};
+
+/// A check of a pooled connection that costs no round trip.
+pub trait Liveness {
+    /// The connection is known to be closed (its peer ended it), so nothing
+    /// sent on it could arrive.
+    fn is_closed(&mut self) -> bool;
+}
+
+impl Liveness for diesel_async::AsyncPgConnection {
+    fn is_closed(&mut self) -> bool {
+        // A closed socket, or a transaction left broken: either way, unusable.
+        diesel_async::pooled_connection::PoolableConnection::is_broken(self)
+    }
+}
 
 /// How long a checkout waits while the dependency is down.
 pub const WHILE_DOWN: Duration = Duration::from_millis(100);
@@ -83,6 +101,7 @@ pub struct Pooled<M: ManageConnection> {
 impl<M> Pooled<M>
 where
     M: ManageConnection,
+    M::Connection: Liveness,
     M::Error: Display,
 {
     /// Builds the pool without connecting; `dependency` names it in logs.
@@ -105,7 +124,18 @@ where
         let started = Instant::now();
         let was_down = self.failures.is_down();
         let patience = if was_down { WHILE_DOWN.min(self.timeout) } else { self.timeout };
-        let got = tokio::time::timeout(patience, self.pool.get()).instrument((self.waits.span)()).await;
+        let checkout = async {
+            // Each connection found closed goes back broken (bb8 drops it),
+            // so this ends with a live one, a fresh connect, or the timeout.
+            loop {
+                let mut conn = self.pool.get().await?;
+                if !conn.is_closed() {
+                    return Ok(conn);
+                }
+                info!(dependency = self.failures.dependency, "dropped a pooled connection its server had closed");
+            }
+        };
+        let got = tokio::time::timeout(patience, checkout).instrument((self.waits.span)()).await;
         self.waits.histogram.record(started.elapsed().as_secs_f64(), &[]);
         match got {
             Ok(Ok(conn)) => {

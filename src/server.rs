@@ -61,6 +61,8 @@ pub enum StartError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("auth tokens: {0}")]
     Tokens(String),
+    #[error("settings: {0}")]
+    Settings(String),
 }
 
 /// A bound, ready-to-serve slotgate.
@@ -106,7 +108,12 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 /// gate's pool only when the gate decides.
 fn booking(config: &Config, metrics: &Arc<Metrics>, clock: Arc<dyn Clock>) -> Result<Booking, StartError> {
     let pool = |size| PoolSettings { size, timeout: config.pool_timeout };
-    let store = Store::new(&config.database.database_url, pool(config.database.db_pool_size), Arc::clone(metrics));
+    let store = Store::new(
+        &config.database.database_url,
+        pool(config.database.db_pool_size),
+        config.db_transaction_timeout,
+        Arc::clone(metrics),
+    );
     let decider = match config.strategy {
         Strategy::RedisGate => {
             let settings = GateSettings {
@@ -128,7 +135,7 @@ fn booking(config: &Config, metrics: &Arc<Metrics>, clock: Arc<dyn Clock>) -> Re
     let settings = Settings {
         deposit_window: Duration::from_secs(config.deposit_window_secs.into()),
         replay_wait: config.replay_wait,
-        hold_lease: config.hold_lease,
+        commit_bound: config.pool_timeout + config.db_transaction_timeout,
     };
     Ok(Booking::new(decider, store, settings, Arc::clone(metrics), clock))
 }
@@ -144,6 +151,7 @@ impl Application {
     /// [`Application::build`] with the clock deposit deadlines are read from
     /// (tests move a manual one).
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        config.check().map_err(StartError::Settings)?;
         if config.migrate_on_start {
             let applied = store::migrate(&config.database.database_url).await?;
             info!(applied, "database migrations up to date");

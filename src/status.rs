@@ -38,6 +38,7 @@ pub mod reason {
     pub const NOT_CANCELLABLE: &str = "NOT_CANCELLABLE";
     pub const NOT_CONFIRMABLE: &str = "NOT_CONFIRMABLE";
     pub const DEPOSIT_EXPIRED: &str = "DEPOSIT_EXPIRED";
+    pub const SLOT_STARTED: &str = "SLOT_STARTED";
     pub const CAPACITY_BELOW_RESERVED: &str = "CAPACITY_BELOW_RESERVED";
     pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
     pub const ADMIN_REQUIRED: &str = "ADMIN_REQUIRED";
@@ -165,6 +166,9 @@ impl From<BookingError> for Status {
                 Refusal::new(Code::FailedPrecondition, reason::NOT_CONFIRMABLE, message).with("status", s.as_str())
             }
             E::DepositExpired => Refusal::new(Code::FailedPrecondition, reason::DEPOSIT_EXPIRED, message),
+            E::SlotStarted(slot) => {
+                Refusal::new(Code::FailedPrecondition, reason::SLOT_STARTED, message).with("slot", slot)
+            }
             E::CapacityBelowReserved { slot, reserved } => {
                 Refusal::new(Code::FailedPrecondition, reason::CAPACITY_BELOW_RESERVED, message)
                     .with("slot", slot)

@@ -200,7 +200,7 @@ mod tests {
     #[test]
     fn a_template_renders_into_a_request() {
         let template = r#"{"request_id":"r-{{.RequestNumber}}","user_id":"u-{{.WorkerID}}",
-            "slot":{"restaurant_id":"67","date":"2026-12-24","time":"19:00"},"party_size":4,"type":"RESERVATION_DEPOSIT"}"#;
+            "slot":{"restaurant_id":"67","date":"2036-12-24","time":"19:00"},"party_size":4,"type":"RESERVATION_DEPOSIT"}"#;
         let request = reservation_from_json(&render(template, 7, "g0c3").unwrap()).unwrap();
         assert_eq!((request.request_id.as_str(), request.user_id.as_str()), ("r-7", "u-g0c3"));
         assert_eq!(request.slot.unwrap().restaurant_id, 67);

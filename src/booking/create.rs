@@ -9,17 +9,26 @@ use std::{
 
 use tracing::warn;
 
+use chrono::Days;
+
 use super::{Booking, BookingError, Decider};
 use crate::{
     domain::{NewReservation, ReservationId, SlotKey},
-    gate::{Admission, Gate, GateError, Overwrite, Release, attempt_nonce},
+    gate::{Admission, Gate, GateError, Overwrite, Release, Warm, attempt_nonce},
     metrics::Metrics,
-    store::{Inserted, Reservation, SeatLock, StoreError, Timestamps},
+    store::{Inserted, Reservation, SeatLock, StoreError, Timing},
 };
 
 /// How often a request re-loads a counter that vanished right after it was
-/// loaded (Redis flushed or evicting under memory pressure) before giving up.
+/// loaded (Redis flushed or evicting under memory pressure), or that turned
+/// out stale, before giving up.
 pub(super) const COLD_RETRIES: usize = 3;
+
+/// Polls of an attempt in flight before a retry also looks in the database:
+/// the first attempt may have committed and then failed to end its hold
+/// (Redis unreachable for a moment), which leaves the hold until its lease
+/// runs out although the answer is known.
+const POLLS_BEFORE_LOOKING: u32 = 5;
 
 /// One lock per slot whose counter is being loaded: the single flight.
 #[derive(Default)]
@@ -39,12 +48,17 @@ impl Booking {
     }
 
     async fn decide(&self, gate: &Gate, new: NewReservation) -> Result<Reservation, BookingError> {
+        // Keys of slots this old have expired from Redis (see the gate's key
+        // layout); the slot has long started in every time zone.
+        if new.slot.date < self.clock.now().date_naive() - Days::new(1) {
+            return Err(BookingError::SlotStarted(new.slot));
+        }
         let id = new.reservation_id();
         let fingerprint = new.fingerprint();
         let nonce = attempt_nonce();
         let give_up = Instant::now() + self.settings.replay_wait;
         let mut backoff = Duration::from_millis(2);
-        let mut loads = 0;
+        let (mut loads, mut polls) = (0, 0);
         loop {
             let admission = match gate.acquire(&new.slot, id, &new.user_id, new.party_size, fingerprint, nonce).await {
                 Ok(admission) => admission,
@@ -81,20 +95,40 @@ impl Booking {
                 Admission::Reused => return Err(BookingError::RequestIdReused),
                 Admission::Replay { held: false } => {
                     // Admitted before and no longer held: it committed.
-                    return match self.store.find_reservation(id).await? {
-                        Some(r) if r.fingerprint == fingerprint => Ok(r),
-                        Some(_) => Err(BookingError::RequestIdReused),
-                        None => {
-                            Err(StoreError::Corrupt(format!("redis knows reservation {id}, the database does not"))
-                                .into())
+                    match self.store.find_reservation(id).await? {
+                        Some(r) if r.fingerprint == fingerprint => return Ok(r),
+                        Some(_) => return Err(BookingError::RequestIdReused),
+                        // Entries left by a hold that was lost (a flush, an
+                        // eviction): nothing committed. The slot is reloaded
+                        // from the database and the request decided afresh.
+                        None if loads < COLD_RETRIES => {
+                            warn!(reservation = %id, "the gate knew a request the database does not; reloading its slot");
+                            loads += 1;
+                            if gate.distrust(&new.slot, id).await? {
+                                self.load_counter(gate, new.slot).await?;
+                            }
                         }
-                    };
+                        None => {
+                            return Err(StoreError::Corrupt(format!(
+                                "redis keeps knowing reservation {id}, the database does not"
+                            ))
+                            .into());
+                        }
+                    }
                 }
                 Admission::Replay { held: true } => {
                     // The first attempt is between admission and commit. Its
                     // outcome lands within one transaction: ask again shortly.
                     // (If it fails, its release forgets the id and the next
                     // acquire treats this retry as a fresh attempt.)
+                    polls += 1;
+                    if polls >= POLLS_BEFORE_LOOKING && polls % POLLS_BEFORE_LOOKING == 0 {
+                        match self.store.find_reservation(id).await? {
+                            Some(r) if r.fingerprint == fingerprint => return Ok(r),
+                            Some(_) => return Err(BookingError::RequestIdReused),
+                            None => {}
+                        }
+                    }
                     if Instant::now() + backoff > give_up {
                         return Err(BookingError::RequestInProgress);
                     }
@@ -105,9 +139,8 @@ impl Booking {
         }
     }
 
-    fn timestamps(&self) -> Timestamps {
-        let now = self.clock.now();
-        Timestamps { now, deposit_deadline: now + self.settings.deposit_window }
+    fn timing(&self) -> Timing {
+        Timing { offset: self.clock.offset(), deposit_window: self.settings.deposit_window }
     }
 
     /// The admitted path: one transaction, then end the hold either way.
@@ -118,27 +151,34 @@ impl Booking {
         id: ReservationId,
         nonce: u64,
     ) -> Result<Reservation, BookingError> {
-        // Bounded by half the lease: a transaction still running when the
-        // reaper looks at its hold could commit after the reaper released the
-        // seats. (If COMMIT was already sent, the outcome is unknown; the
-        // database still cannot overbook, and reconciliation mends the
-        // counter.)
-        let bound = self.settings.hold_lease / 2;
-        let inserted = tokio::time::timeout(bound, self.store.insert_reservation(new, self.timestamps(), None))
-            .await
-            .unwrap_or_else(|_| Err(StoreError::Unavailable(format!("no commit within {bound:?}"))));
-        if let Ok(Inserted::Created(reservation)) = inserted {
-            if let Err(e) = gate.finalize(&new.slot, id, nonce).await {
+        // Bounded well within the lease (the configuration guarantees it),
+        // and on the server too (the session's statement, lock and idle
+        // timeouts): a transaction still running when the reaper looks at
+        // its hold could commit after the reaper released the seats. (If
+        // COMMIT was already sent, the outcome is unknown; the database still
+        // cannot overbook, and the finalize of a commit the counter does not
+        // count makes the slot reload.)
+        let bound = self.settings.commit_bound;
+        let inserted =
+            tokio::time::timeout(bound, self.store.insert_reservation(new, self.timing(), None, Some(nonce)))
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Unavailable(format!("no commit within {bound:?}"))));
+        if let Ok(Inserted::Created { reservation, version }) = inserted {
+            if let Err(e) = gate.finalize(&new.slot, id, nonce, &new.user_id, version).await {
                 // The seats stay taken either way; only the hold record lingers.
                 warn!(error = %e, reservation = %id, "could not end the hold of a committed reservation");
             }
             return Ok(reservation);
         }
-        // Not committed: the hold is released. When the id names an active
+        // Not committed: the hold is released. When the id names a
         // reservation that exists (a replay after Redis lost its state), its
-        // user and fingerprint entries stay: they are true.
-        let keep = matches!(&inserted, Ok(Inserted::Existing(r)) if r.is_active());
-        let how = if keep { Release::KeepEntries } else { Release::Forget };
+        // fingerprint entry stays, and so does its user's entry if it is
+        // active: they are true.
+        let how = match &inserted {
+            Ok(Inserted::Existing(r)) if r.is_active() => Release::KeepEntries,
+            Ok(Inserted::Existing(_)) => Release::ForgetUser,
+            _ => Release::Forget,
+        };
         if let Err(e) = gate.release(&new.slot, id, &new.user_id, nonce, how).await {
             warn!(error = %e, reservation = %id, "could not release a hold; the counter stays low until reconciled");
         }
@@ -148,7 +188,7 @@ impl Booking {
     /// A database-only strategy: every request decided inside a PostgreSQL
     /// transaction under `lock`.
     async fn decide_in_database(&self, new: &NewReservation, lock: SeatLock) -> Result<Reservation, BookingError> {
-        let inserted = self.store.insert_reservation(new, self.timestamps(), Some(lock)).await?;
+        let inserted = self.store.insert_reservation(new, self.timing(), Some(lock), None).await?;
         settle(new, inserted)
     }
 
@@ -184,18 +224,24 @@ impl Booking {
         result
     }
 
+    /// Reads the slot's figures and loads them; figures that a newer change
+    /// overtook while they were read are read again.
     async fn load_counter_now(&self, gate: &Gate, slot: SlotKey) -> Result<(), BookingError> {
-        let figures = self.store.slot_figures(&slot).await?.ok_or(BookingError::SlotNotFound(slot))?;
-        Metrics::bump(&self.metrics.counters_loaded);
-        gate.warm(&slot, &figures, Overwrite::IfCold).await?;
-        Ok(())
+        for _ in 0..COLD_RETRIES {
+            let figures = self.store.slot_figures(&slot).await?.ok_or(BookingError::SlotNotFound(slot))?;
+            Metrics::bump(&self.metrics.counters_loaded);
+            if gate.warm(&slot, &figures, Overwrite::IfCold).await? != Warm::Stale {
+                return Ok(());
+            }
+        }
+        Err(GateError::Unavailable("the slot kept changing while its counter was loaded".into()).into())
     }
 }
 
 /// What a reservation's transaction found, as the caller's answer.
 fn settle(new: &NewReservation, inserted: Inserted) -> Result<Reservation, BookingError> {
     match inserted {
-        Inserted::Created(r) | Inserted::Existing(r) => Ok(r),
+        Inserted::Created { reservation: r, .. } | Inserted::Existing(r) => Ok(r),
         Inserted::SoldOut => Err(BookingError::SoldOut { remaining: 0 }),
         Inserted::SlotMissing => Err(BookingError::SlotNotFound(new.slot)),
         Inserted::MenuItemMissing(menu_id) => Err(BookingError::MenuItemNotFound(menu_id)),

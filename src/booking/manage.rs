@@ -34,8 +34,8 @@ impl Booking {
         let this = Arc::clone(self);
         self.run_to_completion(async move {
             match this.store.cancel_reservation(id, reason).await? {
-                Cancelled::Now(r) => {
-                    this.give_back(&r.slot, r.id, &r.user_id, r.party_size).await;
+                Cancelled::Now { reservation: r, version } => {
+                    this.give_back(&r.slot, r.id, &r.user_id, r.party_size, version).await;
                     Ok(Cancellation { reservation: r, already_cancelled: false })
                 }
                 Cancelled::Already(r) => Ok(Cancellation { reservation: r, already_cancelled: true }),
@@ -51,10 +51,10 @@ impl Booking {
     pub async fn confirm(self: &Arc<Self>, id: ReservationId) -> Result<Reservation, BookingError> {
         let this = Arc::clone(self);
         self.run_to_completion(async move {
-            match this.store.confirm_reservation(id, this.clock.now()).await? {
+            match this.store.confirm_reservation(id, this.clock.offset()).await? {
                 Confirmed::Now(r) | Confirmed::Already(r) => Ok(r),
-                Confirmed::ExpiredNow(r) => {
-                    this.give_back(&r.slot, r.id, &r.user_id, r.party_size).await;
+                Confirmed::ExpiredNow { reservation: r, version } => {
+                    this.give_back(&r.slot, r.id, &r.user_id, r.party_size, version).await;
                     Err(BookingError::DepositExpired)
                 }
                 Confirmed::NotPending(r) if r.status == ReservationStatus::Expired => Err(BookingError::DepositExpired),
@@ -71,9 +71,9 @@ impl Booking {
         const BATCH: i64 = 500;
         let mut expired = 0;
         loop {
-            let lapsed = self.store.expire_due(self.clock.now(), BATCH).await?;
+            let lapsed = self.store.expire_due(self.clock.offset(), BATCH).await?;
             for l in &lapsed {
-                self.give_back(&l.slot, l.id, &l.user_id, l.party_size).await;
+                self.give_back(&l.slot, l.id, &l.user_id, l.party_size, l.version).await;
             }
             expired += lapsed.len();
             if (lapsed.len() as i64) < BATCH {
@@ -82,11 +82,12 @@ impl Booking {
         }
     }
 
-    /// The database freed a reservation's seats; the counter gets them back
-    /// too. If Redis cannot be reached, the reconciler restores them later.
-    async fn give_back(&self, slot: &SlotKey, id: ReservationId, user: &str, party: i32) {
+    /// The database freed a reservation's seats, leaving its slot at
+    /// `version`; the counter gets them back too. If Redis cannot be
+    /// reached, the reconciler restores them later.
+    async fn give_back(&self, slot: &SlotKey, id: ReservationId, user: &str, party: i32, version: i64) {
         let Some(gate) = self.gate() else { return };
-        if let Err(e) = gate.give_back(slot, id, user, party).await {
+        if let Err(e) = gate.give_back(slot, id, user, party, version).await {
             warn!(error = %e, reservation = %id, "seats freed in the database but not yet in the counter");
         }
     }

@@ -52,6 +52,9 @@ pub enum BookingError {
     RequestInProgress,
     #[error("no slot {0}")]
     SlotNotFound(SlotKey),
+    /// The slot is dated before yesterday: it has started in every time zone.
+    #[error("slot {0} has already started")]
+    SlotStarted(SlotKey),
     #[error("no menu item {0} at this restaurant")]
     MenuItemNotFound(i64),
     #[error("no such reservation")]
@@ -83,10 +86,11 @@ pub struct Settings {
     pub deposit_window: Duration,
     /// How long a retry waits for the first attempt of its request id.
     pub replay_wait: Duration,
-    /// Lease of a hold. The winner's transaction must finish well within
-    /// it (see `create`), so a reaper never ends the hold of a transaction
-    /// that can still commit.
-    pub hold_lease: Duration,
+    /// Longest the winner's transaction may take, pool wait included. The
+    /// hold's lease is at least twice as long (the configuration is refused
+    /// otherwise), so a reaper never ends the hold of a transaction that can
+    /// still commit.
+    pub commit_bound: Duration,
 }
 
 /// Who decides a reservation request.

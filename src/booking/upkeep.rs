@@ -9,13 +9,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chrono::{Days, NaiveDate, Utc};
+use chrono::{NaiveDate, Utc};
 use tracing::warn;
 
 use super::{Booking, BookingError, create::COLD_RETRIES};
 use crate::{
     domain::{MenuUpload, Remaining, ReservationId, SlotCapacity, SlotFigures, SlotKey},
-    gate::{Gate, GateError, Overwrite, Probe, Reconciled, Release},
+    gate::{self, Gate, GateError, Overwrite, Probe, Reconciled, Release, Warm},
     store::{OpenOutcome, Opened},
 };
 
@@ -57,16 +57,18 @@ pub struct Warmed {
 /// Slots probed per Redis round trip during a reconcile or reaper pass.
 const PROBE_BATCH: usize = 500;
 
-/// The first date the counter passes look at by default: yesterday in UTC,
-/// so that every time zone's today is covered.
-fn yesterday() -> NaiveDate {
-    Utc::now().date_naive() - Days::new(1)
+/// The first date the counter passes look at by default: the oldest slot
+/// date whose keys may still be in Redis (older slots' keys have expired,
+/// holds and all), so every hold is reaped and every counter reconciled.
+fn oldest_kept() -> NaiveDate {
+    gate::oldest_kept(Utc::now().date_naive())
 }
 
 impl Booking {
     /// Creates slots or changes capacities, then brings their counters in
-    /// line: a new slot's counter is written, a changed one moved by the
-    /// difference (commutes with holds in flight), a cold one loaded.
+    /// line: a new slot's counter is written, a changed one brought to the
+    /// new capacity (commutes with holds in flight; see `resize.lua`), a
+    /// cold one loaded.
     pub async fn open_slots(self: &Arc<Self>, slots: Vec<SlotCapacity>) -> Result<Vec<Opened>, BookingError> {
         let this = Arc::clone(self);
         self.run_to_completion(async move {
@@ -80,11 +82,11 @@ impl Booking {
             for o in &opened {
                 match o.previous_capacity {
                     None => {
-                        let figures = SlotFigures { capacity: o.capacity, ..Default::default() };
+                        let figures = SlotFigures { capacity: o.capacity, version: o.version, ..Default::default() };
                         gate.warm(&o.slot, &figures, Overwrite::Always).await?;
                     }
-                    Some(previous) => {
-                        if !gate.resize(&o.slot, o.capacity, o.capacity - previous).await? {
+                    Some(_) => {
+                        if !gate.resize(&o.slot, o.capacity, o.version).await? {
                             this.load_counter(gate, o.slot).await?;
                         }
                     }
@@ -106,10 +108,14 @@ impl Booking {
         let (mut warmed, mut already_warm) = (0, 0);
         if let Some(gate) = self.gate() {
             for (slot, figures) in self.store.slots_from(from).await? {
-                if gate.warm(&slot, &figures, Overwrite::IfCold).await? {
-                    warmed += 1;
-                } else {
-                    already_warm += 1;
+                match gate.warm(&slot, &figures, Overwrite::IfCold).await? {
+                    Warm::Written => warmed += 1,
+                    Warm::AlreadyWarm => already_warm += 1,
+                    // A change overtook the figures read: load them again.
+                    Warm::Stale => {
+                        self.load_counter(gate, slot).await?;
+                        warmed += 1;
+                    }
                 }
             }
         }
@@ -143,7 +149,7 @@ impl Booking {
     }
 
     /// Rewrites drifted counters of the warm slots dated `from` or later
-    /// (default: yesterday, UTC).
+    /// (default: every slot whose keys may still be in Redis).
     ///
     /// Order matters: each slot's epoch is read before its database figures,
     /// and the rewrite only happens if the epoch has not moved since and no
@@ -152,13 +158,13 @@ impl Booking {
     pub async fn reconcile(&self, from: Option<NaiveDate>) -> Result<Reconciliation, BookingError> {
         let started = Instant::now();
         let Some(gate) = self.gate() else { return Ok(Reconciliation::default()) };
-        let from = from.unwrap_or_else(yesterday);
+        let from = from.unwrap_or_else(oldest_kept);
         let probed = self.probe_from(gate, from).await?;
         let figures: HashMap<SlotKey, SlotFigures> = self.store.slots_from(Some(from)).await?.into_iter().collect();
 
         let mut report = Reconciliation::default();
         for (slot, probe) in probed {
-            let (Some(left), Some(epoch)) = (probe.left, probe.epoch.as_deref()) else { continue };
+            let (Some(_), Some(epoch)) = (probe.left, probe.epoch.as_deref()) else { continue };
             report.checked += 1;
             if probe.holds > 0 {
                 report.busy += 1;
@@ -166,13 +172,9 @@ impl Booking {
             }
             // Deleted meanwhile, or created after the key list: next pass.
             let Some(figures) = figures.get(&slot) else { continue };
+            // The script compares every entry, not only the counts, before it
+            // rewrites anything.
             let want = i64::from(figures.capacity - figures.reserved);
-            let looks_right = left == want
-                && probe.capacity == Some(i64::from(figures.capacity))
-                && probe.users == figures.holders.len() as i64;
-            if looks_right {
-                continue;
-            }
             match gate.reconcile(&slot, epoch, figures).await? {
                 Reconciled::Corrected { left_before } => report.corrections.push(Correction {
                     slot,
@@ -193,15 +195,18 @@ impl Booking {
     }
 
     /// Ends every hold whose lease has run out: the process that took it died
-    /// or lost Redis before finalizing or releasing it. A hold whose
-    /// reservation committed is finalized (the seats stay taken); any other
-    /// is released. Both are done with the hold's own nonce, so several
-    /// replicas reaping at once, or the owner waking up late, end each hold
-    /// once.
+    /// or lost Redis before finalizing or releasing it. A hold is finalized
+    /// (the seats stay taken) only when its own attempt committed its
+    /// reservation in its own slot; any other is released: a request id
+    /// reused in another slot, or a second attempt of an id that another
+    /// attempt committed, took seats that nothing books. Both are done with
+    /// the hold's own nonce, so several replicas reaping at once, or the
+    /// owner waking up late, end each hold once. Every slot whose keys may
+    /// still be in Redis is looked at, however old.
     pub async fn reap(&self) -> Result<Reaped, BookingError> {
         let Some(gate) = self.gate() else { return Ok(Reaped::default()) };
         let mut expired = Vec::new();
-        for (slot, probe) in self.probe_from(gate, yesterday()).await? {
+        for (slot, probe) in self.probe_from(gate, oldest_kept()).await? {
             if probe.holds > 0 {
                 expired.extend(gate.expired_holds(&slot).await?.into_iter().map(|hold| (slot, hold)));
             }
@@ -210,14 +215,22 @@ impl Booking {
             return Ok(Reaped::default());
         }
         let ids: Vec<ReservationId> = expired.iter().map(|(_, hold)| hold.id).collect();
-        let committed = self.store.existing_ids(&ids).await?;
+        let committed = self.store.committed(&ids).await?;
         let mut reaped = Reaped::default();
         for (slot, hold) in expired {
-            if committed.contains(&hold.id) {
-                if gate.finalize(&slot, hold.id, hold.nonce).await? {
+            let row = committed.get(&hold.id).filter(|row| row.slot == slot);
+            if let Some(row) = row.filter(|row| row.attempt == Some(hold.nonce)) {
+                if gate.finalize(&slot, hold.id, hold.nonce, &hold.user, row.slot_version).await? {
                     reaped.finalized += 1;
                 }
-            } else if gate.release(&slot, hold.id, &hold.user, hold.nonce, Release::Forget).await? > 0 {
+                continue;
+            }
+            let how = match row {
+                Some(row) if row.active => Release::KeepEntries,
+                Some(_) => Release::ForgetUser,
+                None => Release::Forget,
+            };
+            if gate.release(&slot, hold.id, &hold.user, hold.nonce, how).await? > 0 {
                 reaped.released += 1;
             }
         }

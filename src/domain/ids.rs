@@ -39,14 +39,24 @@ impl FromStr for ReservationId {
 }
 
 /// The short human-facing code printed on a booking, e.g. `SG-7K2M-9QXD-4B1T`:
-/// the id's top 60 bits in Crockford base32 (no I, L, O, U to misread). Those
-/// bits include the UUID's version nibble, which is the same in every id, so
-/// 56 of them tell codes apart. Made before the insert, so the winner's
-/// transaction needs no second statement to fill it in; the database keeps
-/// it unique.
-pub fn reservation_code(id: ReservationId) -> String {
+/// 60 bits in Crockford base32 (no I, L, O, U to misread). With `salt` 0
+/// they are the id's own hash bits (the 60 bits at its top, skipping the
+/// version nibble every id shares); a code another reservation already has
+/// is replaced by one made with the next salt. Made before the insert, so
+/// the winner's transaction needs no second statement to fill it in; the
+/// database keeps it unique, and the code a reservation got is stored with
+/// it.
+pub fn reservation_code(id: ReservationId, salt: u32) -> String {
     const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-    let bits = (id.0.as_u128() >> 68) as u64;
+    let raw = id.0.as_u128();
+    let bits = if salt == 0 {
+        // 48 bits above the version nibble, then the 12 below it.
+        (((raw >> 80) as u64) << 12) | ((raw >> 64) as u64 & 0xfff)
+    } else {
+        let mut seed = id.0.as_bytes().to_vec();
+        seed.extend_from_slice(&salt.to_be_bytes());
+        fnv1a64(&seed) as u64 >> 4
+    };
     let mut code = String::from("SG");
     for i in 0..12 {
         if i % 4 == 0 {
@@ -86,11 +96,23 @@ mod tests {
 
     #[test]
     fn a_code_has_three_groups_of_four_unambiguous_characters() {
-        let code = reservation_code(ReservationId::for_request("", "req-1"));
+        let id = ReservationId::for_request("", "req-1");
+        let code = reservation_code(id, 0);
         assert_eq!(code.len(), "SG-XXXX-XXXX-XXXX".len(), "{code}");
         assert!(code.starts_with("SG-"));
         assert!(!code[3..].contains(['I', 'L', 'O', 'U']));
-        assert_ne!(code, reservation_code(ReservationId::for_request("", "req-2")));
+        assert_ne!(code, reservation_code(ReservationId::for_request("", "req-2"), 0));
+        assert_ne!(code, reservation_code(id, 1), "a salt makes another code");
+    }
+
+    #[test]
+    fn a_code_uses_sixty_bits_of_the_id_and_none_of_its_version_nibble() {
+        // Ids differing only in the bits next to the version nibble still
+        // get different codes; the nibble itself changes nothing.
+        let base = uuid::Uuid::from_u128(0x1234_5678_9abc_5def_8000_0000_0000_0000);
+        let code = |u: u128| reservation_code(ReservationId(uuid::Uuid::from_u128(u)), 0);
+        assert_ne!(code(base.as_u128()), code(base.as_u128() ^ (1 << 64)));
+        assert_eq!(code(base.as_u128()), code(base.as_u128() ^ (0xf << 76)));
     }
 
     #[test]

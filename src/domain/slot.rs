@@ -43,6 +43,9 @@ impl SlotKey {
 pub struct SlotFigures {
     pub capacity: i32,
     pub reserved: i32,
+    /// The slot's version in the database when these figures were read:
+    /// every change of `capacity` or `reserved` moves it up.
+    pub version: i64,
     /// Every active reservation's user.
     pub holders: Vec<Holder>,
     /// Every reservation of the slot, whatever its status: a replay of any

@@ -144,3 +144,12 @@ impl ManageConnection for GateConnectionManager {
         conn.broken
     }
 }
+
+impl crate::pools::Liveness for GateConnection {
+    /// Redis's multiplexed connection tells no closed socket apart before a
+    /// command fails on it; such a command is sent again on another
+    /// connection (see the gate's `invoke`).
+    fn is_closed(&mut self) -> bool {
+        self.broken
+    }
+}

@@ -1,17 +1,61 @@
 -- figures: shared by warm.lua and reconcile.lua, which the gate loads with
--- this file in front of them (it is not a script of its own).
+-- this file (and versions.lua) in front of them; not a script of its own.
 --
--- write_figures(users, ids) writes the database's figures, as both scripts
--- take them in ARGV: ARGV[4] n, the number of active reservations, then n
--- pairs of (user id, reservation id) into `users`, then (reservation id,
--- fingerprint) pairs, to the end, into `ids`.
-local function write_figures(users, ids)
-  local holders_end = 4 + 2 * tonumber(ARGV[4])
-  for i = 5, holders_end, 2 do
+-- Both take the database's figures in ARGV the same way:
+--   ARGV[2] capacity   ARGV[3] seats reserved   ARGV[4] the slot's version
+--   ARGV[5] when the slot's keys expire (Unix seconds)
+--   ARGV[6] n, the number of active reservations, then n pairs of (user id,
+--   reservation id), then pairs of (reservation id, fingerprint) for every
+--   reservation of the slot whatever its status, to the end: so duplicates
+--   and replays are told apart by the gate again, not by the database.
+local FIRST_HOLDER = 7
+
+local function holders_end()
+  return FIRST_HOLDER - 1 + 2 * tonumber(ARGV[6])
+end
+
+-- Writes the whole state of the slot from the figures: the counter, its
+-- versions, the users and ids entries; `epoch` as given. The slot's keys
+-- expire at ARGV[5]. Each of the users and ids hashes also gets an entry
+-- under the empty field (no user or reservation id is empty): a sentinel,
+-- so a script that finds it missing knows the key was lost (evicted,
+-- deleted) since it was loaded, and has the slot loaded again.
+local function write_figures(seats, users, ids, holds, epoch)
+  redis.call('DEL', users, ids)
+  redis.call('HSET', users, '', '1')
+  redis.call('HSET', ids, '', '1')
+  local cap = tonumber(ARGV[2])
+  redis.call('HSET', seats, 'left', cap - tonumber(ARGV[3]), 'cap', cap, 'epoch', epoch,
+    'ver', ARGV[4], 'seen', ARGV[4])
+  redis.call('HDEL', seats, 'capv')
+  for i = FIRST_HOLDER, holders_end(), 2 do
     redis.call('HSET', users, ARGV[i], ARGV[i + 1])
   end
-  for i = holders_end + 1, #ARGV, 2 do
+  for i = holders_end() + 1, #ARGV, 2 do
     redis.call('HSET', ids, ARGV[i], ARGV[i + 1])
   end
+  for _, key in ipairs({seats, users, ids, holds}) do
+    redis.call('EXPIREAT', key, ARGV[5])
+  end
+end
+
+-- Whether the users and ids entries are exactly those of the figures.
+local function entries_match(users, ids)
+  local n = tonumber(ARGV[6])
+  if redis.call('HEXISTS', users, '') == 0 or redis.call('HEXISTS', ids, '') == 0
+      or redis.call('HLEN', users) ~= n + 1 or redis.call('HLEN', ids) ~= (#ARGV - holders_end()) / 2 + 1 then
+    return false
+  end
+  for i = FIRST_HOLDER, holders_end(), 2 do
+    if redis.call('HGET', users, ARGV[i]) ~= ARGV[i + 1] then
+      return false
+    end
+  end
+  for i = holders_end() + 1, #ARGV, 2 do
+    if redis.call('HGET', ids, ARGV[i]) ~= ARGV[i + 1] then
+      return false
+    end
+  end
+  return true
 end
 

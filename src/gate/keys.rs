@@ -5,16 +5,35 @@
 //!
 //! ```text
 //! {ns}:{67:2026-01-16:11:00}:seats   hash  left, cap, epoch
-//! {ns}:{67:2026-01-16:11:00}:users   hash  user id -> reservation id
-//! {ns}:{67:2026-01-16:11:00}:ids     hash  reservation id -> fingerprint
+//! {ns}:{67:2026-01-16:11:00}:users   hash  user id -> reservation id; '' -> 1 (sentinel)
+//! {ns}:{67:2026-01-16:11:00}:ids     hash  reservation id -> fingerprint; '' -> 1 (sentinel)
 //! {ns}:{67:2026-01-16:11:00}:holds   hash  reservation id -> party|user|lease deadline|nonce
 //! {ns}:{67:2026-01-16:11:00}:void:N  string, for one hold lease: attempt N gave up on a lost
 //!                                    reply; its acquire, if it still runs, takes nothing
 //! ```
+//!
+//! The sentinels (the empty field, which no user or reservation id is) are
+//! written with the slot's figures: a script that finds one missing knows
+//! that key was lost since, and has the whole slot loaded again.
+//!
+//! A slot's keys expire at the start (UTC) of the [`KEEP_DAYS`]th day after
+//! the slot's date: after the slot's local day has ended in every time zone,
+//! with a day to spare, so Redis's memory does not grow with every past
+//! slot. Booking a slot dated before yesterday is refused, so no request
+//! brings an expired slot's keys back.
 
+use chrono::{Days, NaiveDate};
 use redis::{Script, ScriptInvocation};
 
 use crate::domain::SlotKey;
+
+/// Days after a slot's date at whose start (UTC) its keys expire.
+pub const KEEP_DAYS: u64 = 3;
+
+/// The earliest slot date whose keys may still be in Redis on `today`.
+pub fn oldest_kept(today: NaiveDate) -> NaiveDate {
+    today - Days::new(KEEP_DAYS - 1)
+}
 
 /// The four keys of one slot, in the order the scripts expect them, and
 /// the prefix they share.
@@ -24,6 +43,8 @@ pub(super) struct SlotKeys {
     pub users: String,
     pub ids: String,
     pub holds: String,
+    /// When the keys expire, in Unix seconds.
+    pub expire_at: i64,
 }
 
 impl SlotKeys {
@@ -34,6 +55,9 @@ impl SlotKeys {
             users: format!("{prefix}:users"),
             ids: format!("{prefix}:ids"),
             holds: format!("{prefix}:holds"),
+            expire_at: (slot.date + Days::new(KEEP_DAYS))
+                .and_hms_opt(0, 0, 0)
+                .map_or(i64::MAX, |t| t.and_utc().timestamp()),
             prefix,
         }
     }
@@ -50,5 +74,25 @@ impl SlotKeys {
         let mut invocation = script.key(&self.seats);
         invocation.key(&self.users).key(&self.ids).key(&self.holds);
         invocation
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slots_keys_outlive_its_day_everywhere_and_the_oldest_kept_date_matches() {
+        let date = NaiveDate::from_ymd_opt(2026, 1, 16).unwrap();
+        let slot = SlotKey { restaurant_id: 67, date, time: chrono::NaiveTime::from_hms_opt(23, 30, 0).unwrap() };
+        let keys = SlotKeys::new("ns", &slot);
+        // 23:30 at UTC-12 is 11:30 UTC the next day; the keys last a day more.
+        let latest_end = (date + Days::new(2)).and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp();
+        assert!(keys.expire_at > latest_end);
+        // On the day the keys expire, the slot is no longer kept; the day
+        // before, it is.
+        let expiry_day = date + Days::new(KEEP_DAYS);
+        assert!(oldest_kept(expiry_day) > date);
+        assert_eq!(oldest_kept(expiry_day - Days::new(1)), date);
     }
 }

@@ -19,10 +19,13 @@ use bb8::PooledConnection;
 use redis::{RedisError, Script, ScriptInvocation};
 use tracing::{Instrument, field::Empty, info_span};
 
-pub use self::upkeep::{ExpiredHold, Overwrite, Probe, Reconciled};
 use self::{
     conn::{ConnectSettings, GateConnectionManager, is_connection_failure},
     keys::SlotKeys,
+};
+pub use self::{
+    keys::oldest_kept,
+    upkeep::{ExpiredHold, Overwrite, Probe, Reconciled, Warm},
 };
 use crate::{
     domain::{ReservationId, SlotKey},
@@ -74,6 +77,9 @@ pub enum Release {
     /// Keep the id's user and fingerprint entries: the id names a
     /// reservation that exists and is active.
     KeepEntries,
+    /// Drop the user's entry, keep the id's: the id names a reservation
+    /// that exists but has ended (cancelled, expired).
+    ForgetUser,
     /// Drop them too: nothing was booked.
     Forget,
     /// The attempt's acquire reply was lost: forget, and mark the attempt
@@ -96,8 +102,18 @@ pub enum GateError {
 
 impl From<RedisError> for GateError {
     fn from(e: RedisError) -> Self {
-        if is_connection_failure(&e) { Self::Unavailable(e.to_string()) } else { Self::Protocol(e.to_string()) }
+        if is_connection_failure(&e) || is_out_of_memory(&e) {
+            Self::Unavailable(e.to_string())
+        } else {
+            Self::Protocol(e.to_string())
+        }
     }
+}
+
+/// Redis refused a write because it reached `maxmemory` (with the
+/// `noeviction` policy slotgate needs): retryable once memory is freed.
+fn is_out_of_memory(e: &RedisError) -> bool {
+    e.code() == Some("OOM") || e.to_string().contains("OOM command not allowed")
 }
 
 /// Pool, connection and lease settings of the gate.
@@ -117,11 +133,19 @@ pub fn attempt_nonce() -> u64 {
     std::collections::hash_map::RandomState::new().hash_one(0u8)
 }
 
+/// Every script call is idempotent for its attempt (acquire and release by
+/// the attempt's nonce, finalize and give back by the hold and the user's
+/// entry, resize and the loads by the slot's version), so a call whose
+/// connection dropped is sent again on another: after Redis restarts, every
+/// idle pooled connection is dead and fails at once, so up to one more than
+/// the pool holds are tried. A call that timed out is not sent again: Redis
+/// may be stalled, and the caller's undo takes over.
 struct Scripts {
     acquire: Script,
     release: Script,
     finalize: Script,
     give_back: Script,
+    distrust: Script,
     warm: Script,
     resize: Script,
     reconcile: Script,
@@ -133,6 +157,8 @@ pub struct Gate {
     pool: Pooled<GateConnectionManager>,
     namespace: String,
     lease_ms: u64,
+    /// Connections a call whose connection dropped tries (see [`Scripts`]).
+    tries: usize,
     scripts: Scripts,
 }
 
@@ -151,14 +177,24 @@ impl Gate {
             pool: Pooled::new(manager, "redis", settings.pool, waits),
             namespace: namespace.to_owned(),
             lease_ms: settings.lease.as_millis() as u64,
+            tries: settings.pool.size as usize + 1,
             scripts: Scripts {
                 acquire: Script::new(include_str!("acquire.lua")),
                 release: Script::new(include_str!("release.lua")),
-                finalize: Script::new(include_str!("finalize.lua")),
-                give_back: Script::new(include_str!("give_back.lua")),
-                warm: Script::new(concat!(include_str!("figures.lua"), include_str!("warm.lua"))),
-                resize: Script::new(include_str!("resize.lua")),
-                reconcile: Script::new(concat!(include_str!("figures.lua"), include_str!("reconcile.lua"))),
+                finalize: Script::new(concat!(include_str!("versions.lua"), include_str!("finalize.lua"))),
+                give_back: Script::new(concat!(include_str!("versions.lua"), include_str!("give_back.lua"))),
+                distrust: Script::new(include_str!("distrust.lua")),
+                warm: Script::new(concat!(
+                    include_str!("versions.lua"),
+                    include_str!("figures.lua"),
+                    include_str!("warm.lua")
+                )),
+                resize: Script::new(concat!(include_str!("versions.lua"), include_str!("resize.lua"))),
+                reconcile: Script::new(concat!(
+                    include_str!("versions.lua"),
+                    include_str!("figures.lua"),
+                    include_str!("reconcile.lua")
+                )),
                 expired_holds: Script::new(include_str!("expired_holds.lua")),
             },
         })
@@ -179,12 +215,21 @@ impl Gate {
         self.pool.state()
     }
 
-    /// Runs one script invocation on a pooled connection.
+    /// Runs one script invocation on a pooled connection; see [`Scripts`]
+    /// for when it is sent again.
     async fn invoke<T: redis::FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> Result<T, GateError> {
-        let mut conn = self.conn().await?;
-        let result = invocation.invoke_async(&mut conn.conn).await;
-        conn.note(&result);
-        Ok(result?)
+        let mut tries = 1;
+        loop {
+            let mut conn = self.conn().await?;
+            let result = invocation.invoke_async(&mut conn.conn).await;
+            conn.note(&result);
+            match result {
+                Err(e) if e.is_connection_dropped() && !e.is_timeout() && tries < self.tries => {
+                    tries += 1;
+                }
+                result => return Ok(result?),
+            }
+        }
     }
 
     /// Decides one request: see `acquire.lua`. `nonce` names this attempt
@@ -210,7 +255,8 @@ impl Gate {
                         .arg(party)
                         .arg(fingerprint)
                         .arg(self.lease_ms)
-                        .arg(nonce),
+                        .arg(nonce)
+                        .arg(k.expire_at),
                 )
                 .await?;
             let number =
@@ -239,12 +285,30 @@ impl Gate {
         decision
     }
 
-    /// The reservation committed: end the hold of attempt `nonce`, keep its
-    /// seats.
-    pub async fn finalize(&self, slot: &SlotKey, id: ReservationId, nonce: u64) -> Result<bool, GateError> {
+    /// The reservation committed, leaving the slot at `version`: end the
+    /// hold of attempt `nonce`, keep its seats. Returns whether it ended one.
+    pub async fn finalize(
+        &self,
+        slot: &SlotKey,
+        id: ReservationId,
+        nonce: u64,
+        user: &str,
+        version: i64,
+    ) -> Result<bool, GateError> {
         let k = self.keys(slot);
         let ended: i64 = self
-            .invoke(self.scripts.finalize.key(&k.seats).key(&k.holds).arg(id.to_string()).arg(nonce))
+            .invoke(
+                self.scripts
+                    .finalize
+                    .key(&k.seats)
+                    .key(&k.users)
+                    .key(&k.holds)
+                    .arg(id.to_string())
+                    .arg(nonce)
+                    .arg(user)
+                    .arg(version)
+                    .arg(k.expire_at),
+            )
             .instrument(info_span!("gate.finalize", slot = %slot))
             .await?;
         Ok(ended == 1)
@@ -262,7 +326,11 @@ impl Gate {
         how: Release,
     ) -> Result<i64, GateError> {
         let k = self.keys(slot);
-        let forget = how != Release::KeepEntries;
+        let forget = match how {
+            Release::KeepEntries => 0,
+            Release::Forget | Release::Void => 1,
+            Release::ForgetUser => 2,
+        };
         let void_ms = if how == Release::Void { self.lease_ms.max(1) } else { 0 };
         self.invoke(
             k.invoke(&self.scripts.release)
@@ -270,17 +338,45 @@ impl Gate {
                 .arg(id.to_string())
                 .arg(user)
                 .arg(nonce)
-                .arg(u8::from(forget))
+                .arg(forget)
                 .arg(void_ms),
         )
         .await
     }
 
-    /// A committed reservation ended (cancelled, expired): gives its seats
-    /// back to the counter, once. Returns the seats given back.
-    pub async fn give_back(&self, slot: &SlotKey, id: ReservationId, user: &str, party: i32) -> Result<i64, GateError> {
+    /// A committed reservation ended (cancelled, expired), leaving the slot
+    /// at `version`: gives its seats back to the counter, once. Returns the
+    /// seats given back.
+    pub async fn give_back(
+        &self,
+        slot: &SlotKey,
+        id: ReservationId,
+        user: &str,
+        party: i32,
+        version: i64,
+    ) -> Result<i64, GateError> {
         let k = self.keys(slot);
-        self.invoke(self.scripts.give_back.key(&k.seats).key(&k.users).arg(id.to_string()).arg(user).arg(party)).await
+        self.invoke(
+            self.scripts
+                .give_back
+                .key(&k.seats)
+                .key(&k.users)
+                .arg(id.to_string())
+                .arg(user)
+                .arg(party)
+                .arg(version)
+                .arg(k.expire_at),
+        )
+        .await
+    }
+
+    /// The gate knows request `id` but the database has no row of it and
+    /// no hold is in flight: makes the slot cold (see `distrust.lua`), so
+    /// the next request reloads it. Returns whether it did.
+    pub async fn distrust(&self, slot: &SlotKey, id: ReservationId) -> Result<bool, GateError> {
+        let k = self.keys(slot);
+        let cold: i64 = self.invoke(self.scripts.distrust.key(&k.seats).key(&k.holds).arg(id.to_string())).await?;
+        Ok(cold == 1)
     }
 }
 

@@ -7,16 +7,18 @@
 -- KEYS[1] seats   KEYS[2] users   KEYS[3] ids   KEYS[4] holds
 -- KEYS[5] void marker of the attempt   (as acquire)
 -- ARGV[1] reservation id   ARGV[2] user id   ARGV[3] nonce of the attempt
--- ARGV[4] forget: 1 also drops the id's user and fingerprint entries
---         (nothing was booked); 0 keeps them (the id names a reservation
---         that exists and is active)
+-- ARGV[4] what goes with the hold:
+--         0 nothing: the id names an active reservation, its entries are true
+--         1 the user's and the id's entries: nothing was booked
+--         2 the user's entry only: the id names a reservation that ended
+--           (cancelled, expired), so its fingerprint entry is still true
 -- ARGV[5] void for this many milliseconds (0: not): the attempt's reply was
 --         lost, so its acquire may still be on its way (queued behind a
 --         stall, or on a connection Redis has not read yet). The marker
 --         makes that acquire take nothing whenever it runs, so the undo
 --         holds in either order.
 -- Returns the seats released (0 when this attempt held none).
-local id, user = ARGV[1], ARGV[2]
+local id, user, forget = ARGV[1], ARGV[2], ARGV[4]
 
 if tonumber(ARGV[5]) > 0 then
   redis.call('SET', KEYS[5], '1', 'PX', ARGV[5])
@@ -24,6 +26,14 @@ end
 
 local hold = redis.call('HGET', KEYS[4], id)
 if not hold then
+  -- No attempt holds this id. Entries of it that should go but are still
+  -- here were made by a hold that was lost (a flush, an eviction): the
+  -- counter may still count its seats. Make the slot cold, so the next
+  -- request loads it again from the database.
+  if forget ~= '0' and (redis.call('HGET', KEYS[2], user) == id
+      or (forget == '1' and redis.call('HEXISTS', KEYS[3], id) == 1)) then
+    redis.call('HDEL', KEYS[1], 'left')
+  end
   return 0
 end
 local party, nonce = string.match(hold, '^(%d+)|.*|(%d+)$')
@@ -39,10 +49,10 @@ if redis.call('HEXISTS', KEYS[1], 'left') == 1 then
   redis.call('HINCRBY', KEYS[1], 'left', tonumber(party))
   redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 end
-if ARGV[4] == '1' then
-  if redis.call('HGET', KEYS[2], user) == id then
-    redis.call('HDEL', KEYS[2], user)
-  end
+if forget ~= '0' and redis.call('HGET', KEYS[2], user) == id then
+  redis.call('HDEL', KEYS[2], user)
+end
+if forget == '1' then
   redis.call('HDEL', KEYS[3], id)
 end
 return tonumber(party)

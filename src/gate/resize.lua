@@ -1,15 +1,26 @@
--- resize: a slot's capacity changed in the database by `delta`; move the
--- counter by the same amount. Adding is commutative with acquire and release,
--- so no hold in flight is disturbed. A counter that goes below zero (capacity
--- lowered under seats being held) just reads as sold out.
+-- resize: a slot's capacity changed in the database; move the counter by
+-- the difference between the new capacity and the one it has. Absolute, and
+-- applied only if newer than the capacity the counter already has, so a
+-- repeated call, two changes arriving out of order, or a load that already
+-- read the new capacity move nothing twice. Holds in flight are undisturbed;
+-- a counter that goes below zero (capacity lowered under seats being held)
+-- reads as sold out.
 --
 -- KEYS[1] seats (as acquire)
--- ARGV[1] new capacity   ARGV[2] delta (new capacity - old capacity)
--- Returns 1 if the counter was moved, 0 if the slot is cold.
+-- ARGV[1] new capacity   ARGV[2] the slot's version after the change
+-- ARGV[3] keys' expiry
+-- Returns 1 if the counter is warm (moved, or newer already), 0 if cold.
+-- (Loaded after versions.lua.)
+local v = tonumber(ARGV[2])
+note_seen(KEYS[1], v, ARGV[3])
 if redis.call('HEXISTS', KEYS[1], 'left') == 0 then
   return 0
 end
-redis.call('HINCRBY', KEYS[1], 'left', tonumber(ARGV[2]))
-redis.call('HSET', KEYS[1], 'cap', ARGV[1])
+if v <= version_of(KEYS[1], 'ver') or v <= version_of(KEYS[1], 'capv') then
+  return 1
+end
+local cap = tonumber(redis.call('HGET', KEYS[1], 'cap'))
+redis.call('HINCRBY', KEYS[1], 'left', tonumber(ARGV[1]) - cap)
+redis.call('HSET', KEYS[1], 'cap', ARGV[1], 'capv', v)
 redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 return 1

@@ -52,6 +52,18 @@ pub struct Probe {
     pub users: i64,
 }
 
+/// What [`Gate::warm`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Warm {
+    Written,
+    /// The slot was warm already (or, when overwriting, a newer change had
+    /// reached it): nothing written.
+    AlreadyWarm,
+    /// The slot is cold, but a change newer than the figures was reported
+    /// meanwhile: read them again.
+    Stale,
+}
+
 /// Whether [`Gate::warm`] may overwrite a counter that exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Overwrite {
@@ -61,10 +73,10 @@ pub enum Overwrite {
     Always,
 }
 
-/// Appends the holders and fingerprints as `warm.lua` and `reconcile.lua`
-/// read them: a count of holders, the holders' (user, id) pairs, then
-/// (id, fingerprint) pairs.
-fn push_figures(invocation: &mut ScriptInvocation<'_>, figures: &SlotFigures) {
+/// Appends the figures as `warm.lua` and `reconcile.lua` read them (see
+/// `figures.lua`).
+fn push_figures(invocation: &mut ScriptInvocation<'_>, figures: &SlotFigures, expire_at: i64) {
+    invocation.arg(figures.capacity).arg(figures.reserved).arg(figures.version).arg(expire_at);
     invocation.arg(figures.holders.len());
     for holder in &figures.holders {
         invocation.arg(&holder.user).arg(holder.id.to_string());
@@ -75,15 +87,19 @@ fn push_figures(invocation: &mut ScriptInvocation<'_>, figures: &SlotFigures) {
 }
 
 impl Gate {
-    /// Loads a slot's state from the database's figures; returns false if
-    /// it was warm already (and `overwrite` was not asked for).
-    pub async fn warm(&self, slot: &SlotKey, figures: &SlotFigures, overwrite: Overwrite) -> Result<bool, GateError> {
+    /// Loads a slot's state from the database's figures; see [`Warm`].
+    pub async fn warm(&self, slot: &SlotKey, figures: &SlotFigures, overwrite: Overwrite) -> Result<Warm, GateError> {
         let k = self.keys(slot);
         let mut invocation = k.invoke(&self.scripts.warm);
-        invocation.arg(u8::from(overwrite == Overwrite::Always)).arg(figures.capacity).arg(figures.reserved);
-        push_figures(&mut invocation, figures);
+        invocation.arg(u8::from(overwrite == Overwrite::Always));
+        push_figures(&mut invocation, figures, k.expire_at);
         let wrote: i64 = self.invoke(&invocation).await?;
-        Ok(wrote == 1)
+        match wrote {
+            0 => Ok(Warm::AlreadyWarm),
+            1 => Ok(Warm::Written),
+            2 => Ok(Warm::Stale),
+            _ => Err(GateError::Protocol(format!("warm: unknown status {wrote}"))),
+        }
     }
 
     /// Reads the counter state of many slots: one small pipeline per slot
@@ -126,8 +142,8 @@ impl Gate {
     pub async fn reconcile(&self, slot: &SlotKey, epoch: &str, figures: &SlotFigures) -> Result<Reconciled, GateError> {
         let k = self.keys(slot);
         let mut invocation = k.invoke(&self.scripts.reconcile);
-        invocation.arg(epoch).arg(figures.capacity).arg(figures.reserved);
-        push_figures(&mut invocation, figures);
+        invocation.arg(epoch);
+        push_figures(&mut invocation, figures, k.expire_at);
         let (status, left_before): (i64, i64) = self.invoke(&invocation).await?;
         Ok(match status {
             0 => Reconciled::Corrected { left_before },
@@ -151,11 +167,13 @@ impl Gate {
             .collect()
     }
 
-    /// Moves a warm counter by a capacity change; returns false if cold.
-    pub async fn resize(&self, slot: &SlotKey, capacity: i32, delta: i32) -> Result<bool, GateError> {
+    /// Brings a warm counter to a capacity the slot got at `version` (see
+    /// `resize.lua`); returns false if the slot is cold.
+    pub async fn resize(&self, slot: &SlotKey, capacity: i32, version: i64) -> Result<bool, GateError> {
         let k = self.keys(slot);
-        let moved: i64 = self.invoke(self.scripts.resize.key(&k.seats).arg(capacity).arg(delta)).await?;
-        Ok(moved == 1)
+        let warm: i64 =
+            self.invoke(self.scripts.resize.key(&k.seats).arg(capacity).arg(version).arg(k.expire_at)).await?;
+        Ok(warm == 1)
     }
 
     /// Seats left and capacity, or `None` when the slot is cold. A counter

@@ -3,21 +3,27 @@
 //! transaction, so `reserved` always equals the seats of active
 //! reservations.
 
-use chrono::{DateTime, Utc};
 use diesel::{
     OptionalExtension, QueryableByName,
-    sql_types::{BigInt, Integer, Text, Timestamptz, Uuid as SqlUuid},
+    sql_types::{Array, BigInt, Integer, Text, Uuid as SqlUuid},
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::{ACTIVE, Reservation, StoreError, prepared::prepared, reservations::find_reservation, slots::SlotKeyRow};
-use crate::domain::{CancelReason, ReservationId, ReservationStatus, SlotKey};
+use crate::{
+    clock::Offset,
+    domain::{CancelReason, ReservationId, ReservationStatus, SlotKey},
+};
 
 #[derive(Debug)]
 pub enum Cancelled {
-    /// This call cancelled it and freed its seats in the database.
-    Now(Reservation),
+    /// This call cancelled it and freed its seats in the database; the slot
+    /// is at `version` after it.
+    Now {
+        reservation: Reservation,
+        version: i64,
+    },
     /// It was cancelled before; nothing changed.
     Already(Reservation),
     /// It is neither active nor cancelled (expired): no seats to free.
@@ -32,8 +38,11 @@ pub enum Confirmed {
     /// It was confirmed before; nothing changed.
     Already(Reservation),
     /// Its deposit deadline had passed: this call expired it and freed its
-    /// seats in the database.
-    ExpiredNow(Reservation),
+    /// seats in the database; the slot is at `version` after it.
+    ExpiredNow {
+        reservation: Reservation,
+        version: i64,
+    },
     /// Cancelled or expired before: nothing to confirm.
     NotPending(Reservation),
     Missing,
@@ -46,6 +55,8 @@ pub struct Lapsed {
     pub slot: SlotKey,
     pub user_id: String,
     pub party_size: i32,
+    /// The slot's version after the sweep freed these seats.
+    pub version: i64,
 }
 
 /// A reservation a statement moved to another status, and the seats it held.
@@ -79,76 +90,93 @@ pub async fn cancel_reservation(
             .get_result(conn)
             .await
             .optional()?;
-            if let Some(f) = &freed {
-                free_seats(conn, f.slot_id, f.party_size).await?;
+            match &freed {
+                Some(f) => Ok::<_, diesel::result::Error>(Some(free_seats(conn, f.slot_id, f.party_size).await?)),
+                None => Ok(None),
             }
-            Ok::<_, diesel::result::Error>(freed.is_some())
         })
         .await?;
-    Ok(match find_reservation(conn, id).await? {
-        None => Cancelled::Missing,
-        Some(r) if changed => Cancelled::Now(r),
-        Some(r) if r.status == ReservationStatus::Cancelled => Cancelled::Already(r),
-        Some(r) => Cancelled::NotActive(r),
+    Ok(match (find_reservation(conn, id).await?, changed) {
+        (None, _) => Cancelled::Missing,
+        (Some(reservation), Some(version)) => Cancelled::Now { reservation, version },
+        (Some(r), None) if r.status == ReservationStatus::Cancelled => Cancelled::Already(r),
+        (Some(r), None) => Cancelled::NotActive(r),
     })
 }
 
 /// Frees a reservation's seats in the database (its slot's `reserved` goes
-/// down), inside the transaction that ended the reservation.
-async fn free_seats(conn: &mut AsyncPgConnection, slot_id: i64, seats: i32) -> Result<(), diesel::result::Error> {
-    prepared("UPDATE slots SET reserved = reserved - $2, updated_at = now() WHERE id = $1")
-        .bind::<BigInt, _>(slot_id)
-        .bind::<Integer, _>(seats)
-        .execute(conn)
-        .await?;
-    Ok(())
+/// down), inside the transaction that ended the reservation. Returns the
+/// slot's version after it.
+async fn free_seats(conn: &mut AsyncPgConnection, slot_id: i64, seats: i32) -> Result<i64, diesel::result::Error> {
+    #[derive(QueryableByName)]
+    struct Version {
+        #[diesel(sql_type = BigInt)]
+        version: i64,
+    }
+    let row: Version = prepared(
+        "UPDATE slots SET reserved = reserved - $2, version = version + 1, updated_at = now()
+         WHERE id = $1 RETURNING version",
+    )
+    .bind::<BigInt, _>(slot_id)
+    .bind::<Integer, _>(seats)
+    .get_result(conn)
+    .await?;
+    Ok(row.version)
 }
 
-/// Confirms a pending reservation, or expires it if its deadline is past
-/// `now`, in one transaction (its seats are freed with the expiry).
+/// Confirms a pending reservation, or expires it if its deadline has passed
+/// (by the database's clock, shifted by `offset`), in one transaction (its seats are freed with the expiry).
 pub async fn confirm_reservation(
     conn: &mut AsyncPgConnection,
     id: ReservationId,
-    now: DateTime<Utc>,
+    offset: Offset,
 ) -> Result<Confirmed, StoreError> {
     let moved = conn
         .transaction(async |conn| {
             let moved: Option<Moved> = prepared(
                 "UPDATE reservations
-                 SET status = CASE WHEN deposit_deadline > $2 THEN 'CONFIRMED' ELSE 'EXPIRED' END,
+                 SET status = CASE WHEN deposit_deadline > now() + $2 * interval '1 microsecond'
+                                   THEN 'CONFIRMED' ELSE 'EXPIRED' END,
                      updated_at = now()
                  WHERE id = $1 AND status = 'PENDING_DEPOSIT'
                  RETURNING status, slot_id, party_size",
             )
             .bind::<SqlUuid, _>(id.0)
-            .bind::<Timestamptz, _>(now)
+            .bind::<BigInt, _>(offset.micros())
             .get_result(conn)
             .await
             .optional()?;
-            if let Some(m) = moved.as_ref().filter(|m| m.status == "EXPIRED") {
-                free_seats(conn, m.slot_id, m.party_size).await?;
-            }
-            Ok::<_, diesel::result::Error>(moved.map(|m| m.status))
+            let Some(m) = moved else { return Ok::<_, diesel::result::Error>(None) };
+            let freed =
+                if m.status == "EXPIRED" { Some(free_seats(conn, m.slot_id, m.party_size).await?) } else { None };
+            Ok(Some(freed))
         })
         .await?;
-    Ok(match (find_reservation(conn, id).await?, moved.as_deref()) {
+    Ok(match (find_reservation(conn, id).await?, moved) {
         (None, _) => Confirmed::Missing,
-        (Some(r), Some("CONFIRMED")) => Confirmed::Now(r),
-        (Some(r), Some(_)) => Confirmed::ExpiredNow(r),
+        (Some(r), Some(None)) => Confirmed::Now(r),
+        (Some(reservation), Some(Some(version))) => Confirmed::ExpiredNow { reservation, version },
         (Some(r), None) if r.status == ReservationStatus::Confirmed => Confirmed::Already(r),
         (Some(r), None) => Confirmed::NotPending(r),
     })
 }
 
-/// Expires up to `limit` unpaid reservations whose deadline is past `now`
-/// and frees their seats, in one statement. `SKIP LOCKED` lets several
+/// Expires up to `limit` unpaid reservations whose deadline has passed (by
+/// the database's clock, shifted by `offset`; see [`crate::clock`]) and
+/// frees their seats, in one transaction. `SKIP LOCKED` lets several
 /// replicas sweep at once without waiting on, or double-counting, each
 /// other's rows.
-pub async fn expire_due(
-    conn: &mut AsyncPgConnection,
-    now: DateTime<Utc>,
-    limit: i64,
-) -> Result<Vec<Lapsed>, StoreError> {
+///
+/// Slot rows are locked in id order before they are updated, the order
+/// `OpenSlots` locks them in, so the two never deadlock.
+pub async fn expire_due(conn: &mut AsyncPgConnection, offset: Offset, limit: i64) -> Result<Vec<Lapsed>, StoreError> {
+    #[derive(QueryableByName)]
+    struct Due {
+        #[diesel(sql_type = SqlUuid)]
+        id: Uuid,
+        #[diesel(sql_type = BigInt)]
+        slot_id: i64,
+    }
     #[derive(QueryableByName)]
     struct Row {
         #[diesel(sql_type = SqlUuid)]
@@ -159,32 +187,59 @@ pub async fn expire_due(
         party_size: i32,
         #[diesel(embed)]
         slot: SlotKeyRow,
+        #[diesel(sql_type = BigInt)]
+        version: i64,
     }
-    let rows: Vec<Row> = prepared(
-        "WITH due AS (
-             SELECT id FROM reservations
-             WHERE status = 'PENDING_DEPOSIT' AND deposit_deadline <= $1
-             ORDER BY deposit_deadline
-             LIMIT $2
-             FOR UPDATE SKIP LOCKED
-         ), lapsed AS (
-             UPDATE reservations r SET status = 'EXPIRED', updated_at = now()
-             FROM due WHERE r.id = due.id
-             RETURNING r.id, r.slot_id, r.user_id, r.party_size
-         ), freed AS (
-             UPDATE slots s SET reserved = s.reserved - f.seats, updated_at = now()
-             FROM (SELECT slot_id, sum(party_size)::int AS seats FROM lapsed GROUP BY slot_id) f
-             WHERE s.id = f.slot_id
-         )
-         SELECT l.id, l.user_id, l.party_size, s.restaurant_id, s.slot_date, s.slot_time
-         FROM lapsed l JOIN slots s ON s.id = l.slot_id",
-    )
-    .bind::<Timestamptz, _>(now)
-    .bind::<BigInt, _>(limit)
-    .load(conn)
-    .await?;
+    let rows: Vec<Row> = conn
+        .transaction(async |conn| {
+            let due: Vec<Due> = prepared(
+                "SELECT id, slot_id FROM reservations
+                 WHERE status = 'PENDING_DEPOSIT' AND deposit_deadline <= now() + $1 * interval '1 microsecond'
+                 ORDER BY deposit_deadline
+                 LIMIT $2
+                 FOR UPDATE SKIP LOCKED",
+            )
+            .bind::<BigInt, _>(offset.micros())
+            .bind::<BigInt, _>(limit)
+            .load(conn)
+            .await?;
+            if due.is_empty() {
+                return Ok(Vec::new());
+            }
+            let ids: Vec<Uuid> = due.iter().map(|d| d.id).collect();
+            let slot_ids: Vec<i64> = due.iter().map(|d| d.slot_id).collect();
+            prepared("SELECT id FROM slots WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+                .bind::<Array<BigInt>, _>(&slot_ids)
+                .execute(conn)
+                .await?;
+            prepared(
+                "WITH lapsed AS (
+                     UPDATE reservations r SET status = 'EXPIRED', updated_at = now()
+                     WHERE r.id = ANY($1)
+                     RETURNING r.id, r.slot_id, r.user_id, r.party_size
+                 ), freed AS (
+                     UPDATE slots s
+                     SET reserved = s.reserved - f.seats, version = s.version + 1, updated_at = now()
+                     FROM (SELECT slot_id, sum(party_size)::int AS seats FROM lapsed GROUP BY slot_id) f
+                     WHERE s.id = f.slot_id
+                     RETURNING s.id, s.version
+                 )
+                 SELECT l.id, l.user_id, l.party_size, s.restaurant_id, s.slot_date, s.slot_time, f.version
+                 FROM lapsed l JOIN slots s ON s.id = l.slot_id JOIN freed f ON f.id = l.slot_id",
+            )
+            .bind::<Array<SqlUuid>, _>(&ids)
+            .load(conn)
+            .await
+        })
+        .await?;
     Ok(rows
         .into_iter()
-        .map(|r| Lapsed { id: ReservationId(r.id), slot: r.slot.key(), user_id: r.user_id, party_size: r.party_size })
+        .map(|r| Lapsed {
+            id: ReservationId(r.id),
+            slot: r.slot.key(),
+            user_id: r.user_id,
+            party_size: r.party_size,
+            version: r.version,
+        })
         .collect())
 }

@@ -24,30 +24,31 @@ pub mod reservations;
 pub mod slots;
 pub mod strategies;
 
-use std::{collections::HashSet, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use bb8::PooledConnection;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 use diesel::{
     result::{DatabaseErrorKind, Error as DieselError},
     sql_types::BigInt,
 };
 use diesel_async::{
-    AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl,
-    pooled_connection::AsyncDieselConnectionManager,
+    AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection,
+    pooled_connection::{AsyncDieselConnectionManager, ManagerConfig},
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use tracing::{Instrument, field::Empty, info_span};
 
 use self::prepared::prepared;
 pub use self::{
-    create::{Inserted, Timestamps},
+    create::{Inserted, Timing},
     manage::{Cancelled, Confirmed, Lapsed},
-    reservations::{Reservation, ReservedItem},
+    reservations::{Committed, Reservation, ReservedItem},
     slots::{OpenOutcome, Opened},
     strategies::SeatLock,
 };
 use crate::{
+    clock::Offset,
     domain::{CancelReason, MenuUpload, NewReservation, ReservationId, SlotCapacity, SlotFigures, SlotKey},
     metrics::Metrics,
     pools::{CheckoutError, PoolSettings, PoolState, Pooled, WaitRecording},
@@ -95,9 +96,30 @@ impl From<DieselError> for StoreError {
             }
             // A rollback that could not be sent: the connection is gone.
             DieselError::BrokenTransactionManager => Self::Unavailable("connection lost mid-transaction".into()),
+            // Two transactions waited on each other (PostgreSQL ended one),
+            // or a session limit ran out (statement, lock wait, idle in a
+            // transaction): nothing was written; retryable. diesel keeps no
+            // SQLSTATE for these either.
+            DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, info) => {
+                Self::Unavailable(info.message().to_owned())
+            }
+            DieselError::DatabaseError(DatabaseErrorKind::Unknown, info) if is_retryable(info.message()) => {
+                Self::Unavailable(info.message().to_owned())
+            }
             e => Self::Query(e),
         }
     }
+}
+
+fn is_retryable(message: &str) -> bool {
+    [
+        "deadlock detected",
+        "canceling statement due to statement timeout",
+        "canceling statement due to lock timeout",
+        "idle-in-transaction timeout",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
 }
 
 fn is_server_going_away(message: &str) -> bool {
@@ -130,14 +152,35 @@ pub struct Store {
     metrics: Arc<Metrics>,
 }
 
+/// The session limits every pooled connection sets when it opens, so that
+/// no statement, lock wait or open transaction of slotgate's outlasts
+/// `transaction` on the server, whatever happens to the client: PostgreSQL
+/// itself ends it and rolls it back.
+fn session_setup(transaction: Duration) -> String {
+    let ms = transaction.as_millis().max(1);
+    format!("SET statement_timeout = {ms}; SET lock_timeout = {ms}; SET idle_in_transaction_session_timeout = {ms}")
+}
+
 impl Store {
     /// Builds the pool without connecting (connections open on demand), so
     /// the service starts while PostgreSQL is down and recovers by itself.
     /// (diesel-async marks a connection broken after a failed query, so the
-    /// pool never hands out one it knows is dead.)
-    pub fn new(database_url: &str, pool: PoolSettings, metrics: Arc<Metrics>) -> Self {
+    /// pool never hands out one it knows is dead.) Each connection's session
+    /// is bounded by `transaction` (see [`session_setup`]).
+    pub fn new(database_url: &str, pool: PoolSettings, transaction: Duration, metrics: Arc<Metrics>) -> Self {
         let waits = WaitRecording { span: || info_span!("db.pool.wait"), histogram: metrics.db_pool_wait.clone() };
-        Self { pool: Pooled::new(Manager::new(database_url), "database", pool, waits), metrics }
+        let setup = session_setup(transaction);
+        let mut config = ManagerConfig::default();
+        config.custom_setup = Box::new(move |url| {
+            let (url, setup) = (url.to_owned(), setup.clone());
+            Box::pin(async move {
+                let mut conn = AsyncPgConnection::establish(&url).await?;
+                conn.batch_execute(&setup).await.map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                Ok(conn)
+            })
+        });
+        let manager = Manager::new_with_config(database_url, config);
+        Self { pool: Pooled::new(manager, "database", pool, waits), metrics }
     }
 
     /// Every database access goes through here, so `db_checkouts` counts
@@ -159,35 +202,36 @@ impl Store {
     pub async fn insert_reservation(
         &self,
         new: &NewReservation,
-        times: Timestamps,
+        timing: Timing,
         lock: Option<SeatLock>,
+        attempt: Option<u64>,
     ) -> Result<Inserted, StoreError> {
         let mut conn = self.conn().await?;
         Metrics::bump(&self.metrics.store_transactions);
         let span = info_span!("db.transaction", slot = %new.slot, party_size = new.party_size, outcome = Empty);
-        let inserted = create::insert_reservation(&mut conn, new, times, lock).instrument(span.clone()).await;
+        let inserted = create::insert_reservation(&mut conn, new, timing, lock, attempt).instrument(span.clone()).await;
         span.record("outcome", inserted.as_ref().map_or("ERROR", Inserted::name));
         inserted
     }
 
-    pub async fn confirm_reservation(&self, id: ReservationId, now: DateTime<Utc>) -> Result<Confirmed, StoreError> {
-        manage::confirm_reservation(&mut *self.conn().await?, id, now).await
+    pub async fn confirm_reservation(&self, id: ReservationId, offset: Offset) -> Result<Confirmed, StoreError> {
+        manage::confirm_reservation(&mut *self.conn().await?, id, offset).await
     }
 
     pub async fn cancel_reservation(&self, id: ReservationId, reason: CancelReason) -> Result<Cancelled, StoreError> {
         manage::cancel_reservation(&mut *self.conn().await?, id, reason).await
     }
 
-    pub async fn expire_due(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<Lapsed>, StoreError> {
-        manage::expire_due(&mut *self.conn().await?, now, limit).await
+    pub async fn expire_due(&self, offset: Offset, limit: i64) -> Result<Vec<Lapsed>, StoreError> {
+        manage::expire_due(&mut *self.conn().await?, offset, limit).await
     }
 
     pub async fn find_reservation(&self, id: ReservationId) -> Result<Option<Reservation>, StoreError> {
         reservations::find_reservation(&mut *self.conn().await?, id).await
     }
 
-    pub async fn existing_ids(&self, ids: &[ReservationId]) -> Result<HashSet<ReservationId>, StoreError> {
-        reservations::existing_ids(&mut *self.conn().await?, ids).await
+    pub async fn committed(&self, ids: &[ReservationId]) -> Result<HashMap<ReservationId, Committed>, StoreError> {
+        reservations::committed(&mut *self.conn().await?, ids).await
     }
 
     pub async fn slot_figures(&self, slot: &SlotKey) -> Result<Option<SlotFigures>, StoreError> {

@@ -1,16 +1,17 @@
-//! Reading reservations: one by id, with its items, and which ids exist.
+//! Reading reservations: one by id, with its items, and what the rows of
+//! some ids say.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use diesel::{
     OptionalExtension, QueryableByName,
-    sql_types::{Array, BigInt, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid},
+    sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid},
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::{StoreError, prepared::prepared, slots::SlotKeyRow};
+use super::{ACTIVE, StoreError, prepared::prepared, slots::SlotKeyRow};
 use crate::domain::{CancelReason, ReservationId, ReservationKind, ReservationStatus, SlotKey};
 
 /// A reservation as stored, with its slot and items.
@@ -137,18 +138,55 @@ pub async fn find_reservation(
     row.into_reservation(items.into_iter().map(Into::into).collect()).map(Some)
 }
 
-/// Which of `ids` have a reservation row (committed, whatever its status).
-pub async fn existing_ids(
+/// What the database holds for a reservation id a hold names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub slot: SlotKey,
+    /// The attempt whose transaction committed it (`None` when a
+    /// database-only strategy made it).
+    pub attempt: Option<u64>,
+    pub active: bool,
+    /// Its slot's version now.
+    pub slot_version: i64,
+}
+
+/// The reservation rows of `ids` (committed, whatever their status).
+pub async fn committed(
     conn: &mut AsyncPgConnection,
     ids: &[ReservationId],
-) -> Result<HashSet<ReservationId>, StoreError> {
+) -> Result<HashMap<ReservationId, Committed>, StoreError> {
     #[derive(QueryableByName)]
-    struct Id {
+    struct Row {
         #[diesel(sql_type = SqlUuid)]
         id: Uuid,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        attempt: Option<i64>,
+        #[diesel(sql_type = Bool)]
+        active: bool,
+        #[diesel(embed)]
+        slot: SlotKeyRow,
+        #[diesel(sql_type = BigInt)]
+        version: i64,
     }
     let uuids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
-    let found: Vec<Id> =
-        prepared("SELECT id FROM reservations WHERE id = ANY($1)").bind::<Array<SqlUuid>, _>(&uuids).load(conn).await?;
-    Ok(found.into_iter().map(|r| ReservationId(r.id)).collect())
+    let found: Vec<Row> = prepared(format!(
+        "SELECT r.id, r.attempt, r.status IN {ACTIVE} AS active, s.restaurant_id, s.slot_date, s.slot_time, s.version
+         FROM reservations r JOIN slots s ON s.id = r.slot_id
+         WHERE r.id = ANY($1)"
+    ))
+    .bind::<Array<SqlUuid>, _>(&uuids)
+    .load(conn)
+    .await?;
+    Ok(found
+        .into_iter()
+        .map(|r| {
+            let committed = Committed {
+                slot: r.slot.key(),
+                attempt: r.attempt.map(|a| a as u64),
+                active: r.active,
+                slot_version: r.version,
+            };
+            (ReservationId(r.id), committed)
+        })
+        .collect())
 }

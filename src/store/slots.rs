@@ -25,6 +25,8 @@ pub struct Opened {
     pub reserved: i32,
     /// The capacity before this call; `None` for a slot it created.
     pub previous_capacity: Option<i32>,
+    /// The slot's version after this call.
+    pub version: i64,
 }
 
 #[derive(Debug)]
@@ -64,6 +66,8 @@ struct SlotRow {
     capacity: i32,
     #[diesel(sql_type = Integer)]
     reserved: i32,
+    #[diesel(sql_type = BigInt)]
+    version: i64,
 }
 
 impl SlotRow {
@@ -91,7 +95,8 @@ struct FigureRow {
 /// and the holders agree.
 fn figures_query(filter: &str) -> String {
     format!(
-        "SELECT s.restaurant_id, s.slot_date, s.slot_time, s.capacity, s.reserved, r.user_id, r.id, r.fingerprint,
+        "SELECT s.restaurant_id, s.slot_date, s.slot_time, s.capacity, s.reserved, s.version,
+                r.user_id, r.id, r.fingerprint,
                 r.status IN {ACTIVE} AS active
          FROM slots s
          LEFT JOIN reservations r ON r.slot_id = s.id
@@ -105,8 +110,12 @@ fn group_figures(rows: Vec<FigureRow>) -> Vec<(SlotKey, SlotFigures)> {
     for row in rows {
         let key = row.slot.key();
         if out.last().is_none_or(|(k, _)| *k != key) {
-            let figures =
-                SlotFigures { capacity: row.slot.capacity, reserved: row.slot.reserved, ..Default::default() };
+            let figures = SlotFigures {
+                capacity: row.slot.capacity,
+                reserved: row.slot.reserved,
+                version: row.slot.version,
+                ..Default::default()
+            };
             out.push((key, figures));
         }
         if let (Some(user), Some(id), Some(fp), Some(active), Some((_, figures))) =
@@ -179,7 +188,7 @@ pub async fn open_slots(conn: &mut AsyncPgConnection, slots: &[SlotCapacity]) ->
             // capacities below are committed, so `reserved` cannot move under
             // the check.
             let existing: Vec<Existing> = prepared(
-                "SELECT s.id, s.restaurant_id, s.slot_date, s.slot_time, s.capacity, s.reserved
+                "SELECT s.id, s.restaurant_id, s.slot_date, s.slot_time, s.capacity, s.reserved, s.version
                  FROM slots s
                  JOIN unnest($1::bigint[], $2::date[], $3::time[]) AS v(r, d, t)
                    ON s.restaurant_id = v.r AND s.slot_date = v.d AND s.slot_time = v.t
@@ -202,7 +211,8 @@ pub async fn open_slots(conn: &mut AsyncPgConnection, slots: &[SlotCapacity]) ->
                         return Ok(OpenOutcome::BelowReserved { slot: s.slot, reserved: e.reserved });
                     }
                     Some(Existing { id, slot: e }) => {
-                        if e.capacity != s.capacity {
+                        let changed = e.capacity != s.capacity;
+                        if changed {
                             changed_ids.push(*id);
                             changed_caps.push(s.capacity);
                         }
@@ -211,6 +221,8 @@ pub async fn open_slots(conn: &mut AsyncPgConnection, slots: &[SlotCapacity]) ->
                             capacity: s.capacity,
                             reserved: e.reserved,
                             previous_capacity: Some(e.capacity),
+                            // The UPDATE below moves it by one.
+                            version: e.version + i64::from(changed),
                         });
                     }
                     None => {
@@ -220,13 +232,14 @@ pub async fn open_slots(conn: &mut AsyncPgConnection, slots: &[SlotCapacity]) ->
                             capacity: s.capacity,
                             reserved: 0,
                             previous_capacity: None,
+                            version: 1,
                         });
                     }
                 }
             }
             if !changed_ids.is_empty() {
                 prepared(
-                    "UPDATE slots s SET capacity = v.cap, updated_at = now()
+                    "UPDATE slots s SET capacity = v.cap, version = s.version + 1, updated_at = now()
                      FROM unnest($1::bigint[], $2::int[]) AS v(id, cap) WHERE s.id = v.id",
                 )
                 .bind::<Array<BigInt>, _>(&changed_ids)

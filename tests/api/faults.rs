@@ -34,8 +34,8 @@ use tonic::{Code, Status};
 use crate::{
     fault_kit::{FaultProxy, PrivatePostgres, PrivateRedis, SlotgateProcess},
     helpers::{
-        Patience, TestApp, burst, by_hand, eventually, reason_of, release_together, reserve, slot_at, spawn_app_with,
-        tally,
+        Patience, TestApp, burst, by_hand, eventually, reason_of, release_together, reserve, shortest_lease, slot_at,
+        spawn_app_with, tally,
     },
 };
 
@@ -56,7 +56,10 @@ async fn spawn_healing_app(tweak: impl FnOnce(&mut Config)) -> TestApp {
         // The server's own deadline is past the client's, so the client's
         // patience is what counts.
         c.request_timeout = 2 * CLIENT_DEADLINE;
-        c.hold_lease = Duration::from_millis(1_000);
+        c.pool_timeout = Duration::from_millis(250);
+        c.redis_command_timeout = c.redis_command_timeout.min(Duration::from_millis(500));
+        c.db_transaction_timeout = Duration::from_millis(1_000);
+        shortest_lease(c);
         c.reap_interval = Duration::from_millis(100);
         c.reconcile_interval = Duration::from_millis(200);
     })
@@ -305,7 +308,13 @@ async fn postgres_stopped_and_restarted_mid_burst() {
 async fn slotgate_killed_mid_burst_and_started_again() {
     let app = spawn_healing_app(|_| {}).await;
     let mut env = app.env();
-    env.extend([("SLOTGATE_HOLD_LEASE_MS".to_owned(), "1000".to_owned())]);
+    let millis = |d: Duration| d.as_millis().to_string();
+    env.extend([
+        ("SLOTGATE_HOLD_LEASE_MS".to_owned(), millis(app.config.hold_lease)),
+        ("SLOTGATE_POOL_TIMEOUT_MS".to_owned(), millis(app.config.pool_timeout)),
+        ("SLOTGATE_REDIS_COMMAND_TIMEOUT_MS".to_owned(), millis(app.config.redis_command_timeout)),
+        ("SLOTGATE_DB_TRANSACTION_TIMEOUT_MS".to_owned(), millis(app.config.db_transaction_timeout)),
+    ]);
     let mut server = SlotgateProcess::start(env).await;
     let scenario = Scenario { name: "slotgate kill -9", tag: "sk", after: 5, server: Server::Killed };
     let addr = server.addr;
@@ -352,7 +361,9 @@ async fn an_acquire_whose_reply_is_lost_takes_no_seats_for_good() {
         // loaded machine), the reaper does once the hold's lease is over.
         // It runs by hand below: a background pass during the stall would
         // hold the pooled connection the request needs.
-        c.hold_lease = Duration::from_secs(2);
+        c.pool_timeout = Duration::from_millis(200);
+        c.db_transaction_timeout = Duration::from_millis(500);
+        shortest_lease(c);
         by_hand(c);
     })
     .await;

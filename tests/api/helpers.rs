@@ -200,7 +200,7 @@ pub struct TestApp {
     _db: TestDb,
     pub namespace: String,
     pub redis_url: String,
-    config: Config,
+    pub config: Config,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -249,6 +249,13 @@ pub fn generous_timeouts(c: &mut Config) {
     c.redis_connect_timeout = Duration::from_secs(60);
     c.redis_command_timeout = Duration::from_secs(60);
     c.request_timeout = Duration::from_secs(120);
+    shortest_lease(c);
+}
+
+/// Sets the hold lease to the shortest the configuration accepts (see
+/// `Config::check`) for the timeouts set so far: fault tests heal sooner.
+pub fn shortest_lease(c: &mut Config) {
+    c.hold_lease = 2 * (2 * c.pool_timeout + c.redis_command_timeout + c.db_transaction_timeout);
 }
 
 /// Turns the background loops off.
@@ -493,7 +500,7 @@ pub async fn eventually<T>(patience: Patience, mut read: impl AsyncFnMut() -> T,
 
 /// A slot at `time` of the restaurant (67) and date every test books into.
 pub fn slot_at(time: &str) -> pb::SlotRef {
-    pb::SlotRef { restaurant_id: 67, date: "2026-12-24".into(), time: time.into() }
+    pb::SlotRef { restaurant_id: 67, date: "2036-12-24".into(), time: time.into() }
 }
 
 /// A valid deposit reservation request.
@@ -589,4 +596,18 @@ pub fn tally(results: &[Result<pb::Reservation, Status>]) -> BTreeMap<String, us
         *counts.entry(key).or_default() += 1;
     }
     counts
+}
+
+/// The seeds a model test runs: `SLOTGATE_MODEL_SEED` alone if set, else
+/// `SLOTGATE_MODEL_CASES` (default `cases`) seeds counting up from a
+/// random start, different on every run (each is printed with a failure).
+pub fn model_seeds(cases: u64) -> Vec<u64> {
+    if let Ok(seed) = std::env::var("SLOTGATE_MODEL_SEED") {
+        return vec![seed.parse().expect("SLOTGATE_MODEL_SEED is a number")];
+    }
+    let cases = std::env::var("SLOTGATE_MODEL_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(cases);
+    use std::hash::BuildHasher;
+    // Seeded from the OS once per process: a new start on every run.
+    let start = std::collections::hash_map::RandomState::new().hash_one(0u8) >> 16;
+    (start..start + cases).collect()
 }

@@ -9,6 +9,7 @@ mod cluster;
 mod deposits;
 mod discovery;
 mod docs;
+mod exactness;
 mod fault_kit;
 mod faults;
 mod helpers;

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use diesel_async::RunQueryDsl;
 use slotgate::{booking::Reaped, pb};
 
 use crate::helpers::{Patience, TestApp, eventually, reserve, slot_at, spawn_app_by_hand, spawn_app_with};
@@ -11,7 +12,7 @@ const ORPHAN: &str = "9b2e6a4c-0d1f-4a8e-9c3b-6f5d4e3c2b1a";
 
 /// Leaves what acquire leaves for an admitted request whose process then
 /// died: seats taken, user and id recorded, a hold with its lease deadline.
-async fn orphan_hold(app: &TestApp, slot: &pb::SlotRef, id: &str, user: &str, party: i32, deadline_ms: u64) {
+pub async fn orphan_hold(app: &TestApp, slot: &pb::SlotRef, id: &str, user: &str, party: i32, deadline_ms: u64) {
     let mut redis = app.redis().await;
     redis::pipe()
         .cmd("HINCRBY")
@@ -62,11 +63,21 @@ async fn an_expired_hold_whose_reservation_committed_keeps_its_seats() {
     app.open(&[(slot.clone(), 40)]).await;
     let booked = app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap();
     // As if the process died between its commit and its finalize: the hold
-    // is back, and the seats it took are the committed ones.
+    // of the attempt that committed is back, and the seats it took are the
+    // committed ones.
+    #[derive(diesel::QueryableByName)]
+    struct Attempt {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        attempt: i64,
+    }
+    let row: Attempt = diesel::sql_query(format!("SELECT attempt FROM reservations WHERE id = '{}'", booked.id))
+        .get_result(&mut app.database().await)
+        .await
+        .unwrap();
     redis::cmd("HSET")
         .arg(app.key(&slot, "holds"))
         .arg(&booked.id)
-        .arg("4|alice|1|77")
+        .arg(format!("4|alice|1|{}", row.attempt as u64))
         .query_async::<()>(&mut app.redis().await)
         .await
         .unwrap();

@@ -9,7 +9,7 @@ use tonic::Code;
 
 use crate::{
     bursts::{Decided, Scenario, assert_exact_outcome, clicks, scenario},
-    helpers::{TestApp, burst, by_hand, reason_of, reserve, slot_at, spawn_app_with},
+    helpers::{TestApp, burst, by_hand, reason_of, reserve, shortest_lease, slot_at, spawn_app_with},
 };
 
 async fn app_with(gate: Strategy) -> TestApp {
@@ -19,6 +19,7 @@ async fn app_with(gate: Strategy) -> TestApp {
         // (this is about answers, not speed).
         c.pool_timeout = Duration::from_secs(120);
         c.request_timeout = Duration::from_secs(120);
+        shortest_lease(c);
         by_hand(c);
     })
     .await

@@ -205,7 +205,7 @@ async fn a_collector_receives_the_calls_spans_joined_to_the_callers_trace_and_th
             acquire.attrs["outcome"].as_str(),
             acquire.attrs["remaining"].as_str()
         ),
-        ("67:2026-12-24:21:00", "1", "ADMITTED", "39")
+        ("67:2036-12-24:21:00", "1", "ADMITTED", "39")
     );
     assert_eq!(
         child("redis.pool.wait").parent,

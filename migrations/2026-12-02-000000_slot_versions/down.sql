@@ -1,0 +1,2 @@
+ALTER TABLE reservations DROP COLUMN attempt;
+ALTER TABLE slots DROP COLUMN version;
