@@ -238,17 +238,16 @@ pub struct Config {
 
 impl Config {
     /// Refuses settings that would break a guarantee. A hold's lease must be
-    /// comfortably longer than the longest a winner can take from its hold
-    /// to its commit (a pool wait, a Redis call, the transaction), or the
-    /// reaper could give back the seats of a transaction that then commits:
-    /// at least twice that.
+    /// comfortably longer than the longest a winner can take from the
+    /// moment its hold is made to its commit (the acquire's reply, a pool
+    /// wait, the transaction), or the reaper could give back the seats of a
+    /// transaction that then commits: at least twice that.
     pub fn check(&self) -> Result<(), String> {
-        let winner = self.pool_timeout * 2 + self.redis_command_timeout + self.db_transaction_timeout;
+        let winner = self.redis_command_timeout + self.pool_timeout + self.db_transaction_timeout;
         if self.hold_lease < winner * 2 {
             return Err(format!(
                 "--hold-lease-ms ({} ms) must be at least twice the longest a winner may take from its hold to its \
-                 commit: 2 x (2 x --pool-timeout-ms + --redis-command-timeout-ms + --db-transaction-timeout-ms) \
-                 = {} ms",
+                 commit: 2 x (--redis-command-timeout-ms + --pool-timeout-ms + --db-transaction-timeout-ms) = {} ms",
                 self.hold_lease.as_millis(),
                 (winner * 2).as_millis()
             ));
@@ -315,6 +314,20 @@ mod tests {
         assert!(parse_namespace("a{b").is_err());
         assert!(parse_namespace("").is_err());
         assert_eq!(parse_namespace("t-1.x_y").unwrap(), "t-1.x_y");
+    }
+
+    #[test]
+    fn a_lease_shorter_than_twice_a_winners_longest_way_to_its_commit_is_refused() {
+        let mut config = Config::from_env();
+        assert_eq!(config.check(), Ok(()), "the defaults hold");
+        // 2 x (1 s + 2 s + 5 s) = 16 s.
+        config.hold_lease = Duration::from_millis(15_999);
+        let refused = config.check().unwrap_err();
+        assert!(refused.contains("--hold-lease-ms") && refused.contains("16000 ms"), "{refused}");
+        config.hold_lease = Duration::from_secs(16);
+        assert_eq!(config.check(), Ok(()));
+        config.db_transaction_timeout = Duration::from_secs(6);
+        assert!(config.check().is_err(), "a longer transaction needs a longer lease");
     }
 
     #[test]

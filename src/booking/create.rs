@@ -104,7 +104,7 @@ impl Booking {
                         None if loads < COLD_RETRIES => {
                             warn!(reservation = %id, "the gate knew a request the database does not; reloading its slot");
                             loads += 1;
-                            if gate.distrust(&new.slot, id).await? {
+                            if gate.distrust(&new.slot, id, &new.user_id).await? {
                                 self.load_counter(gate, new.slot).await?;
                             }
                         }
@@ -154,15 +154,24 @@ impl Booking {
         // Bounded well within the lease (the configuration guarantees it),
         // and on the server too (the session's statement, lock and idle
         // timeouts): a transaction still running when the reaper looks at
-        // its hold could commit after the reaper released the seats. (If
-        // COMMIT was already sent, the outcome is unknown; the database still
-        // cannot overbook, and the finalize of a commit the counter does not
-        // count makes the slot reload.)
+        // its hold could commit after the reaper released the seats.
         let bound = self.settings.commit_bound;
         let inserted =
             tokio::time::timeout(bound, self.store.insert_reservation(new, self.timing(), None, Some(nonce)))
                 .await
                 .unwrap_or_else(|_| Err(StoreError::Unavailable(format!("no commit within {bound:?}"))));
+        // A lost answer (a timeout, a connection cut after COMMIT was sent)
+        // is asked about: a commit that landed is finalized like any other,
+        // and one the database cannot say anything about yet leaves its hold
+        // to the reaper, which asks again once the lease is over.
+        let inserted = match inserted {
+            Err(StoreError::Unavailable(e)) => match self.outcome_of(new, id, nonce).await {
+                Some(Ok((reservation, version))) => Ok(Inserted::Created { reservation, version }),
+                Some(Err(())) => Err(StoreError::Unavailable(e)),
+                None => return Err(StoreError::Unavailable(e).into()),
+            },
+            inserted => inserted,
+        };
         if let Ok(Inserted::Created { reservation, version }) = inserted {
             if let Err(e) = gate.finalize(&new.slot, id, nonce, &new.user_id, version).await {
                 // The seats stay taken either way; only the hold record lingers.
@@ -183,6 +192,26 @@ impl Booking {
             warn!(error = %e, reservation = %id, "could not release a hold; the counter stays low until reconciled");
         }
         settle(new, inserted?)
+    }
+
+    /// Whether this attempt's transaction committed after all, when its
+    /// answer was lost: `Some(Ok(..))` with the reservation and its slot's
+    /// version if it did, `Some(Err(()))` if it did not, `None` when the
+    /// database cannot say now either.
+    async fn outcome_of(
+        &self,
+        new: &NewReservation,
+        id: ReservationId,
+        nonce: u64,
+    ) -> Option<Result<(Reservation, i64), ()>> {
+        let committed = self.store.committed(&[id]).await.ok()?;
+        match committed.get(&id) {
+            Some(row) if row.slot == new.slot && row.attempt == Some(nonce) => {
+                let reservation = self.store.find_reservation(id).await.ok()??;
+                Some(Ok((reservation, row.slot_version)))
+            }
+            _ => Some(Err(())),
+        }
     }
 
     /// A database-only strategy: every request decided inside a PostgreSQL
@@ -224,14 +253,26 @@ impl Booking {
         result
     }
 
-    /// Reads the slot's figures and loads them; figures that a newer change
-    /// overtook while they were read are read again.
+    /// Reads the slot's figures and loads them. Figures that a newer change
+    /// overtook while they were read are read again; if they are still
+    /// older than that change, which committed before it was reported, the
+    /// database's versions went back (a restore), and they are loaded as
+    /// they are.
     async fn load_counter_now(&self, gate: &Gate, slot: SlotKey) -> Result<(), BookingError> {
+        let mut overtaken_by = None;
         for _ in 0..COLD_RETRIES {
             let figures = self.store.slot_figures(&slot).await?.ok_or(BookingError::SlotNotFound(slot))?;
             Metrics::bump(&self.metrics.counters_loaded);
-            if gate.warm(&slot, &figures, Overwrite::IfCold).await? != Warm::Stale {
-                return Ok(());
+            let mode = match overtaken_by {
+                Some(seen) if figures.version < seen => {
+                    warn!(%slot, seen, version = figures.version, "the slot's version went back in the database");
+                    Overwrite::IfColdVersionsWentBack
+                }
+                _ => Overwrite::IfCold,
+            };
+            match gate.warm(&slot, &figures, mode).await? {
+                Warm::Stale { seen } => overtaken_by = Some(seen),
+                Warm::Written | Warm::AlreadyWarm => return Ok(()),
             }
         }
         Err(GateError::Unavailable("the slot kept changing while its counter was loaded".into()).into())

@@ -112,7 +112,7 @@ impl Booking {
                     Warm::Written => warmed += 1,
                     Warm::AlreadyWarm => already_warm += 1,
                     // A change overtook the figures read: load them again.
-                    Warm::Stale => {
+                    Warm::Stale { .. } => {
                         self.load_counter(gate, slot).await?;
                         warmed += 1;
                     }

@@ -56,8 +56,10 @@ end
 left = tonumber(left)
 -- The users or ids key was lost since the slot was loaded (its sentinel is
 -- gone, see figures.lua): their answers cannot be trusted. Make the slot
--- cold, so it is loaded again, whole.
-if redis.call('HEXISTS', KEYS[2], '') == 0 or redis.call('HEXISTS', KEYS[3], '') == 0 then
+-- cold, so it is loaded again, whole. (A counter without a version was
+-- loaded by an older slotgate, which wrote no sentinels.)
+if (redis.call('HEXISTS', KEYS[2], '') == 0 or redis.call('HEXISTS', KEYS[3], '') == 0)
+    and redis.call('HEXISTS', KEYS[1], 'ver') == 1 then
   redis.call('HDEL', KEYS[1], 'left')
   return {1, ''}
 end

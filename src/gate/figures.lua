@@ -15,18 +15,19 @@ local function holders_end()
 end
 
 -- Writes the whole state of the slot from the figures: the counter, its
--- versions, the users and ids entries; `epoch` as given. The slot's keys
+-- versions (`seen` as given), the users and ids entries; `epoch` as given.
+-- The slot's keys
 -- expire at ARGV[5]. Each of the users and ids hashes also gets an entry
 -- under the empty field (no user or reservation id is empty): a sentinel,
 -- so a script that finds it missing knows the key was lost (evicted,
 -- deleted) since it was loaded, and has the slot loaded again.
-local function write_figures(seats, users, ids, holds, epoch)
+local function write_figures(seats, users, ids, holds, epoch, seen)
   redis.call('DEL', users, ids)
   redis.call('HSET', users, '', '1')
   redis.call('HSET', ids, '', '1')
   local cap = tonumber(ARGV[2])
   redis.call('HSET', seats, 'left', cap - tonumber(ARGV[3]), 'cap', cap, 'epoch', epoch,
-    'ver', ARGV[4], 'seen', ARGV[4])
+    'ver', ARGV[4], 'seen', seen)
   redis.call('HDEL', seats, 'capv')
   for i = FIRST_HOLDER, holders_end(), 2 do
     redis.call('HSET', users, ARGV[i], ARGV[i + 1])

@@ -17,11 +17,14 @@ if hold and string.match(hold, '|(%d+)$') == ARGV[2] then
   return 1
 end
 -- No hold of this attempt. If the counter was loaded before this commit
--- and does not count its seats (the user's entry would name it), the hold
--- was lost with a flush or an eviction: the counter reads high. Make the
--- slot cold, so the next request loads figures that include this commit.
+-- and does not count its seats, the hold was lost (a flush, an eviction, a
+-- load that ran before the commit): the counter reads high. It does not
+-- count them when the user's entry names another reservation, or when
+-- another attempt of this id holds seats of its own (that attempt will
+-- find the row and give its seats back). Make the slot cold, so the next
+-- request loads figures that include this commit.
 if redis.call('HEXISTS', KEYS[1], 'left') == 1 and v > version_of(KEYS[1], 'ver')
-    and redis.call('HGET', KEYS[2], ARGV[3]) ~= id then
+    and (redis.call('HGET', KEYS[2], ARGV[3]) ~= id or hold) then
   redis.call('HDEL', KEYS[1], 'left')
 end
 return 0

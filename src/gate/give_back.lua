@@ -10,7 +10,8 @@
 -- or the slot is cold: its next load reads the change from the database).
 -- (Loaded after versions.lua.)
 note_seen(KEYS[1], tonumber(ARGV[4]), ARGV[5])
-if redis.call('HEXISTS', KEYS[1], 'left') == 1 and redis.call('HEXISTS', KEYS[2], '') == 0 then
+if redis.call('HEXISTS', KEYS[1], 'left') == 1 and redis.call('HEXISTS', KEYS[2], '') == 0
+    and redis.call('HEXISTS', KEYS[1], 'ver') == 1 then
   -- The users key was lost (its sentinel is gone, see figures.lua): whether
   -- the counter counts this reservation is unknown. Make the slot cold; its
   -- next load reads the change from the database.

@@ -370,12 +370,13 @@ impl Gate {
         .await
     }
 
-    /// The gate knows request `id` but the database has no row of it and
-    /// no hold is in flight: makes the slot cold (see `distrust.lua`), so
-    /// the next request reloads it. Returns whether it did.
-    pub async fn distrust(&self, slot: &SlotKey, id: ReservationId) -> Result<bool, GateError> {
+    /// The gate knows request `id` of `user` but the database has no row of
+    /// it and no hold is in flight: makes the slot cold (see
+    /// `distrust.lua`), so the next request reloads it. Returns whether it
+    /// did.
+    pub async fn distrust(&self, slot: &SlotKey, id: ReservationId, user: &str) -> Result<bool, GateError> {
         let k = self.keys(slot);
-        let cold: i64 = self.invoke(self.scripts.distrust.key(&k.seats).key(&k.holds).arg(id.to_string())).await?;
+        let cold: i64 = self.invoke(k.invoke(&self.scripts.distrust).arg(id.to_string()).arg(user)).await?;
         Ok(cold == 1)
     }
 }

@@ -1,8 +1,12 @@
 -- reconcile: rewrite a slot's state from the database's figures, but only if
 -- nothing moved since those figures could have been read: no hold in flight
--- (its transaction may commit any moment), the epoch as read before the
--- database was, and no change newer than the figures reported. Safe to run
--- at any time, from any replica.
+-- (its transaction may commit any moment) and the epoch as read before the
+-- database was. Safe to run at any time, from any replica. (It does not
+-- refuse figures older than a change the gate has seen, as a load does: a
+-- change that reached the gate without moving the epoch did nothing to the
+-- counter, and the next pass corrects what the figures missed; refusing
+-- would leave a slot uncorrected for good if the database's versions went
+-- back.)
 --
 -- KEYS[1] seats   KEYS[2] users   KEYS[3] ids   KEYS[4] holds   (as acquire)
 -- ARGV[1] epoch, as read before the database read
@@ -16,8 +20,7 @@ if not left then
   return {3, 0}
 end
 left = tonumber(left)
-if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] or redis.call('HLEN', KEYS[4]) > 0
-    or version_of(KEYS[1], 'seen') > tonumber(ARGV[4]) then
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] or redis.call('HLEN', KEYS[4]) > 0 then
   return {2, left}
 end
 
@@ -30,5 +33,6 @@ if left == cap - tonumber(ARGV[3]) and tonumber(redis.call('HGET', KEYS[1], 'cap
   return {1, left}
 end
 
-write_figures(KEYS[1], KEYS[2], KEYS[3], KEYS[4], redis.call('HINCRBY', KEYS[1], 'epoch', 1))
+local seen = math.max(version_of(KEYS[1], 'seen'), tonumber(ARGV[4]))
+write_figures(KEYS[1], KEYS[2], KEYS[3], KEYS[4], redis.call('HINCRBY', KEYS[1], 'epoch', 1), seen)
 return {0, left}

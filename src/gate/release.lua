@@ -29,8 +29,10 @@ if not hold then
   -- No attempt holds this id. Entries of it that should go but are still
   -- here were made by a hold that was lost (a flush, an eviction): the
   -- counter may still count its seats. Make the slot cold, so the next
-  -- request loads it again from the database.
-  if forget ~= '0' and (redis.call('HGET', KEYS[2], user) == id
+  -- request loads it again from the database. (Not for an attempt whose
+  -- reply was lost: it may never have run, and the entries may be another
+  -- attempt's, committed.)
+  if forget ~= '0' and tonumber(ARGV[5]) == 0 and (redis.call('HGET', KEYS[2], user) == id
       or (forget == '1' and redis.call('HEXISTS', KEYS[3], id) == 1)) then
     redis.call('HDEL', KEYS[1], 'left')
   end

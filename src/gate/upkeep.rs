@@ -59,18 +59,26 @@ pub enum Warm {
     /// The slot was warm already (or, when overwriting, a newer change had
     /// reached it): nothing written.
     AlreadyWarm,
-    /// The slot is cold, but a change newer than the figures was reported
-    /// meanwhile: read them again.
-    Stale,
+    /// The slot is cold, but a change newer than the figures (version
+    /// `seen`) was reported meanwhile: read them again.
+    Stale {
+        seen: i64,
+    },
 }
 
-/// Whether [`Gate::warm`] may overwrite a counter that exists.
+/// When [`Gate::warm`] writes (see `warm.lua`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Overwrite {
-    /// Only a cold slot is written (another loader may have won).
+    /// Only a cold slot is written (another loader may have won), and only
+    /// with figures at least as new as every change reported.
     IfCold,
-    /// The slot was just created: no counter it may have can be true.
+    /// The slot was just created: a counter it may have is overwritten
+    /// unless it is at least as new as the figures.
     Always,
+    /// Only a cold slot, even with figures older than a change reported:
+    /// the figures were read again after a stale reply and are still older,
+    /// so the database's versions went back (a restore, a reseed).
+    IfColdVersionsWentBack,
 }
 
 /// Appends the figures as `warm.lua` and `reconcile.lua` read them (see
@@ -91,14 +99,19 @@ impl Gate {
     pub async fn warm(&self, slot: &SlotKey, figures: &SlotFigures, overwrite: Overwrite) -> Result<Warm, GateError> {
         let k = self.keys(slot);
         let mut invocation = k.invoke(&self.scripts.warm);
-        invocation.arg(u8::from(overwrite == Overwrite::Always));
+        let mode = match overwrite {
+            Overwrite::IfCold => 0,
+            Overwrite::Always => 1,
+            Overwrite::IfColdVersionsWentBack => 2,
+        };
+        invocation.arg(mode);
         push_figures(&mut invocation, figures, k.expire_at);
-        let wrote: i64 = self.invoke(&invocation).await?;
-        match wrote {
+        let (status, seen): (i64, i64) = self.invoke(&invocation).await?;
+        match status {
             0 => Ok(Warm::AlreadyWarm),
             1 => Ok(Warm::Written),
-            2 => Ok(Warm::Stale),
-            _ => Err(GateError::Protocol(format!("warm: unknown status {wrote}"))),
+            2 => Ok(Warm::Stale { seen }),
+            _ => Err(GateError::Protocol(format!("warm: unknown status {status}"))),
         }
     }
 

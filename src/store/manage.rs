@@ -208,7 +208,11 @@ pub async fn expire_due(conn: &mut AsyncPgConnection, offset: Offset, limit: i64
             }
             let ids: Vec<Uuid> = due.iter().map(|d| d.id).collect();
             let slot_ids: Vec<i64> = due.iter().map(|d| d.slot_id).collect();
-            prepared("SELECT id FROM slots WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            // NO KEY UPDATE, the lock the UPDATE below takes anyway: FOR
+            // UPDATE would also wait for every winner inserting into the
+            // slot (their foreign key takes KEY SHARE on its row), and new
+            // winners would keep overtaking it through a burst.
+            prepared("SELECT id FROM slots WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
                 .bind::<Array<BigInt>, _>(&slot_ids)
                 .execute(conn)
                 .await?;

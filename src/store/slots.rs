@@ -142,27 +142,45 @@ pub async fn slot_figures(conn: &mut AsyncPgConnection, slot: &SlotKey) -> Resul
     Ok(group_figures(rows).pop().map(|(_, f)| f))
 }
 
-/// The keys of every slot dated `from` or later.
+/// The keys of every slot dated `from` or later. A background read (see
+/// [`UNBOUNDED`]).
 pub async fn slot_keys_from(conn: &mut AsyncPgConnection, from: NaiveDate) -> Result<Vec<SlotKey>, StoreError> {
-    let keys: Vec<SlotKeyRow> =
-        prepared("SELECT restaurant_id, slot_date, slot_time FROM slots WHERE slot_date >= $1 ORDER BY id")
-            .bind::<Date, _>(from)
-            .load(conn)
-            .await?;
+    let keys: Vec<SlotKeyRow> = conn
+        .transaction(async |conn| {
+            prepared(UNBOUNDED).execute(conn).await?;
+            prepared("SELECT restaurant_id, slot_date, slot_time FROM slots WHERE slot_date >= $1 ORDER BY id")
+                .bind::<Date, _>(from)
+                .load(conn)
+                .await
+        })
+        .await?;
     Ok(keys.iter().map(SlotKeyRow::key).collect())
 }
 
 /// Every slot dated `from` or later (default: the database's current date).
+/// A background read of every reservation of those slots (see
+/// [`UNBOUNDED`]).
 pub async fn slots_from(
     conn: &mut AsyncPgConnection,
     from: Option<NaiveDate>,
 ) -> Result<Vec<(SlotKey, SlotFigures)>, StoreError> {
-    let rows: Vec<FigureRow> = prepared(figures_query("s.slot_date >= COALESCE($1, CURRENT_DATE)"))
-        .bind::<Nullable<Date>, _>(from)
-        .load(conn)
+    let rows: Vec<FigureRow> = conn
+        .transaction(async |conn| {
+            prepared(UNBOUNDED).execute(conn).await?;
+            prepared(figures_query("s.slot_date >= COALESCE($1, CURRENT_DATE)"))
+                .bind::<Nullable<Date>, _>(from)
+                .load(conn)
+                .await
+        })
         .await?;
     Ok(group_figures(rows))
 }
+
+/// The background passes (warm, reconcile, reap) read in a transaction of
+/// their own with no statement timeout: the session's bound is for the work
+/// of requests, and a pass over every slot of a large deployment may rightly
+/// take longer. Those reads take no locks.
+const UNBOUNDED: &str = "SET LOCAL statement_timeout = 0";
 
 /// Creates slots or changes capacities, all or nothing.
 pub async fn open_slots(conn: &mut AsyncPgConnection, slots: &[SlotCapacity]) -> Result<OpenOutcome, StoreError> {

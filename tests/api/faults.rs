@@ -56,7 +56,6 @@ async fn spawn_healing_app(tweak: impl FnOnce(&mut Config)) -> TestApp {
         // The server's own deadline is past the client's, so the client's
         // patience is what counts.
         c.request_timeout = 2 * CLIENT_DEADLINE;
-        c.pool_timeout = Duration::from_millis(250);
         c.redis_command_timeout = c.redis_command_timeout.min(Duration::from_millis(500));
         c.db_transaction_timeout = Duration::from_millis(1_000);
         shortest_lease(c);

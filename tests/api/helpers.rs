@@ -255,7 +255,7 @@ pub fn generous_timeouts(c: &mut Config) {
 /// Sets the hold lease to the shortest the configuration accepts (see
 /// `Config::check`) for the timeouts set so far: fault tests heal sooner.
 pub fn shortest_lease(c: &mut Config) {
-    c.hold_lease = 2 * (2 * c.pool_timeout + c.redis_command_timeout + c.db_transaction_timeout);
+    c.hold_lease = 2 * (c.redis_command_timeout + c.pool_timeout + c.db_transaction_timeout);
 }
 
 /// Turns the background loops off.
@@ -599,15 +599,66 @@ pub fn tally(results: &[Result<pb::Reservation, Status>]) -> BTreeMap<String, us
 }
 
 /// The seeds a model test runs: `SLOTGATE_MODEL_SEED` alone if set, else
-/// `SLOTGATE_MODEL_CASES` (default `cases`) seeds counting up from a
-/// random start, different on every run (each is printed with a failure).
-pub fn model_seeds(cases: u64) -> Vec<u64> {
+/// as many as the variable `count` says (default `cases`), counting up from
+/// a random start, different on every run (each is printed with a failure).
+pub fn model_seeds(count: &str, cases: u64) -> Vec<u64> {
     if let Ok(seed) = std::env::var("SLOTGATE_MODEL_SEED") {
         return vec![seed.parse().expect("SLOTGATE_MODEL_SEED is a number")];
     }
-    let cases = std::env::var("SLOTGATE_MODEL_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(cases);
+    let cases = std::env::var(count).ok().and_then(|n| n.parse().ok()).unwrap_or(cases);
     use std::hash::BuildHasher;
     // Seeded from the OS once per process: a new start on every run.
     let start = std::collections::hash_map::RandomState::new().hash_one(0u8) >> 16;
     (start..start + cases).collect()
+}
+
+/// splitmix64, for the model tests: small, fast, and the same sequence for
+/// the same seed everywhere.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// What the database says of every slot, for the model tests' audits.
+#[derive(QueryableByName)]
+pub struct SlotAudit {
+    /// `HH:MM`.
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub time: String,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pub capacity: i32,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pub reserved: i32,
+    /// The seats of its active reservations.
+    #[diesel(sql_type = BigInt)]
+    pub active: i64,
+    /// Users holding more than one active reservation in it.
+    #[diesel(sql_type = BigInt)]
+    pub doubled: i64,
+}
+
+/// Every slot of the database, in time order.
+pub async fn audit_slots(conn: &mut AsyncPgConnection) -> Result<Vec<SlotAudit>, diesel::result::Error> {
+    sql_query(
+        "SELECT to_char(s.slot_time, 'HH24:MI') AS time, s.capacity, s.reserved,
+                (SELECT COALESCE(sum(r.party_size), 0)::bigint FROM reservations r
+                 WHERE r.slot_id = s.id AND r.status IN ('PENDING_DEPOSIT', 'CONFIRMED')) AS active,
+                (SELECT count(*) FROM (SELECT r.user_id FROM reservations r
+                 WHERE r.slot_id = s.id AND r.status IN ('PENDING_DEPOSIT', 'CONFIRMED')
+                 GROUP BY r.user_id HAVING count(*) > 1) d) AS doubled
+         FROM slots s ORDER BY s.slot_time",
+    )
+    .load(conn)
+    .await
 }

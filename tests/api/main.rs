@@ -6,6 +6,7 @@ mod admin;
 mod bursts;
 mod cancel;
 mod cluster;
+mod concurrent;
 mod deposits;
 mod discovery;
 mod docs;

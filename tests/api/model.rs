@@ -18,7 +18,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use slotgate::pb;
 use tonic::Code;
 
-use crate::helpers::{TestApp, by_hand, reason_of, reserve, slot_at, spawn_app_with};
+use crate::helpers::{Rng, TestApp, audit_slots, by_hand, reason_of, reserve, slot_at, spawn_app_with};
 
 const STEPS: usize = 80;
 /// Cases per run in the ordinary suite.
@@ -29,24 +29,6 @@ const USERS: u64 = 8;
 /// The menu pre-orders pick from; item 9 is never on it.
 const MENU: [(i64, i64); 2] = [(1, 4_000), (2, 2_500)];
 const MISSING_ITEM: i64 = 9;
-
-/// splitmix64: small, fast, and the same sequence for the same seed
-/// everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// One step. Steps that act on an earlier request name the label (the
 /// generated position) of the `Create` that sent it, and do nothing if that
@@ -457,24 +439,7 @@ async fn check(app: &TestApp, probe: &mut Probe, model: &Model) -> Result<(), Fa
         model.booked.values().map(|b| (b.id.clone(), b.status.db().to_owned())).collect();
     ensure!(actual == expected, "reservations: database {actual:?}, model {expected:?}");
 
-    #[derive(QueryableByName)]
-    struct Figures {
-        #[diesel(sql_type = diesel::sql_types::Integer)]
-        capacity: i32,
-        #[diesel(sql_type = diesel::sql_types::Integer)]
-        reserved: i32,
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        active: i64,
-    }
-    let figures: Vec<Figures> = sql_query(
-        "SELECT s.capacity, s.reserved,
-                (SELECT COALESCE(sum(r.party_size), 0)::bigint FROM reservations r
-                 WHERE r.slot_id = s.id AND r.status IN ('PENDING_DEPOSIT', 'CONFIRMED')) AS active
-         FROM slots s ORDER BY s.slot_time",
-    )
-    .load(&mut probe.database)
-    .await
-    .map_err(|e| Failure(e.to_string()))?;
+    let figures = audit_slots(&mut probe.database).await.map_err(|e| Failure(e.to_string()))?;
     let mut counters = redis::pipe();
     for slot in &slots() {
         counters.cmd("HGET").arg(app.key(slot, "seats")).arg("left");
@@ -482,6 +447,7 @@ async fn check(app: &TestApp, probe: &mut Probe, model: &Model) -> Result<(), Fa
     let lefts: Vec<Option<i32>> = counters.query_async(&mut probe.redis).await.map_err(|e| Failure(e.to_string()))?;
     for (i, (f, left)) in figures.iter().zip(lefts).enumerate() {
         let (capacity, taken) = (model.capacity[i], model.seats_taken(i));
+        ensure!(f.doubled == 0, "slot {i}: a user holds two reservations");
         ensure!(
             (f.capacity, f.reserved, f.active) == (capacity, taken, i64::from(taken)),
             "slot {i} in the database: {:?}, model {:?}",
@@ -549,7 +515,7 @@ async fn shrink(mut ops: Vec<Step>) -> (Vec<Step>, usize, Failure) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn random_sequences_keep_every_invariant_after_every_step() {
-    let seeds = crate::helpers::model_seeds(DEFAULT_CASES);
+    let seeds = crate::helpers::model_seeds("SLOTGATE_MODEL_CASES", DEFAULT_CASES);
     println!("sequential model: {} cases, seeds {}..", seeds.len(), seeds[0]);
     for seed in seeds {
         let ops = generate(&mut Rng(seed));

@@ -49,8 +49,8 @@ async fn sigterm_mid_burst_answers_everyone_loses_nothing_and_exits_zero() {
         ("SLOTGATE_REDIS_COMMAND_TIMEOUT_MS", "60000"),
         ("SLOTGATE_REDIS_CONNECT_TIMEOUT_MS", "60000"),
         ("SLOTGATE_REQUEST_TIMEOUT_MS", "60000"),
-        // The shortest lease these timeouts allow (2 x (2 x 60 + 60 + 5) s).
-        ("SLOTGATE_HOLD_LEASE_MS", "370000"),
+        // The shortest lease these timeouts allow (2 x (60 + 60 + 5) s).
+        ("SLOTGATE_HOLD_LEASE_MS", "250000"),
     ];
     let (_proxy, mut server) = process_behind_slow_database(&app, Duration::from_millis(30), &settings).await;
 
