@@ -8,11 +8,15 @@
 -- KEYS[4] holds  hash reservation id -> "party|user|lease_deadline_ms|nonce"
 -- KEYS[5] void   marker of this attempt, set by release.lua when the attempt
 --                gave up on a lost reply before this script ran
+-- KEYS[6] (one Redis only; absent with a Redis Cluster, where it would live
+--         in another hash slot) the request's record: the slot its id was
+--         admitted in, whatever slot this is
 -- ARGV[1] reservation id   ARGV[2] user id   ARGV[3] party size
 -- ARGV[4] fingerprint      ARGV[5] lease in milliseconds
 -- ARGV[6] nonce of this attempt: only the attempt that made a hold (or the
 --         lease reaper) may release it, never a retry of the same request
 -- ARGV[7] when the slot's keys expire (Unix seconds)
+-- ARGV[8] this slot's name, as the request's record holds it
 --
 -- Returns {code, detail}:
 --   {0, left}   ADMITTED: seats taken, hold recorded, left after taking.
@@ -26,7 +30,8 @@
 --   {4, held}   REPLAY: this request id was admitted before with the same
 --               payload (or the user's entry names this very id); held = 1
 --               while its transaction is still in flight
---   {5, ''}     REUSED: this request id was admitted with another payload
+--   {5, ''}     REUSED: this request id was admitted with another payload,
+--               here or (KEYS[6]) in another slot
 --   {6, ''}     VOID: this attempt was given up before it ran (nobody
 --               waits for this reply); nothing taken
 -- A refusal writes nothing (but for dropping a counter found untrustworthy).
@@ -47,6 +52,13 @@ if known then
     return {0, tostring(math.max(now_left, 0))}
   end
   return {4, hold and '1' or '0'}
+end
+
+if KEYS[6] then
+  local elsewhere = redis.call('GET', KEYS[6])
+  if elsewhere and elsewhere ~= ARGV[8] then
+    return {5, ''}
+  end
 end
 
 local left = redis.call('HGET', KEYS[1], 'left')
@@ -86,5 +98,8 @@ redis.call('HSET', KEYS[3], id, ARGV[4])
 redis.call('HSET', KEYS[4], id, party .. '|' .. user .. '|' .. deadline .. '|' .. ARGV[6])
 for i = 2, 4 do
   redis.call('EXPIREAT', KEYS[i], ARGV[7])
+end
+if KEYS[6] then
+  redis.call('SET', KEYS[6], ARGV[8], 'EXAT', ARGV[7])
 end
 return {0, tostring(left - party)}

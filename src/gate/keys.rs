@@ -10,6 +10,8 @@
 //! {ns}:{67:2026-01-16:11:00}:holds   hash  reservation id -> party|user|lease deadline|nonce
 //! {ns}:{67:2026-01-16:11:00}:void:N  string, for one hold lease: attempt N gave up on a lost
 //!                                    reply; its acquire, if it still runs, takes nothing
+//! {ns}:request:{reservation id}       string, one Redis only: the slot the id was admitted in,
+//!                                    so the id reused in another slot is refused there too
 //! ```
 //!
 //! The sentinels (the empty field, which no user or reservation id is) are
@@ -39,6 +41,8 @@ pub fn oldest_kept(today: NaiveDate) -> NaiveDate {
 /// the prefix they share.
 pub(super) struct SlotKeys {
     prefix: String,
+    /// The slot as the request records name it.
+    pub name: String,
     pub seats: String,
     pub users: String,
     pub ids: String,
@@ -51,6 +55,7 @@ impl SlotKeys {
     pub fn new(namespace: &str, slot: &SlotKey) -> Self {
         let prefix = format!("{namespace}:{{{slot}}}");
         Self {
+            name: slot.to_string(),
             seats: format!("{prefix}:seats"),
             users: format!("{prefix}:users"),
             ids: format!("{prefix}:ids"),
@@ -66,6 +71,12 @@ impl SlotKeys {
     /// slot's hash tag like the other keys.
     pub fn void(&self, nonce: u64) -> String {
         format!("{}:void:{nonce}", self.prefix)
+    }
+
+    /// The record of the request that names reservation `id`: outside the
+    /// slot's hash tag, so only for one Redis, not a Cluster.
+    pub fn request(namespace: &str, id: impl std::fmt::Display) -> String {
+        format!("{namespace}:request:{id}")
     }
 
     /// An invocation of `script` with all four keys (seats, users, ids,

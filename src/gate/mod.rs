@@ -159,6 +159,9 @@ pub struct Gate {
     lease_ms: u64,
     /// Connections a call whose connection dropped tries (see [`Scripts`]).
     tries: usize,
+    /// One Redis, not a Cluster: acquire also reads and writes the
+    /// request's record, which lives outside the slot's hash slot.
+    request_records: bool,
     scripts: Scripts,
 }
 
@@ -178,6 +181,7 @@ impl Gate {
             namespace: namespace.to_owned(),
             lease_ms: settings.lease.as_millis() as u64,
             tries: settings.pool.size as usize + 1,
+            request_records: !settings.connect.cluster,
             scripts: Scripts {
                 acquire: Script::new(include_str!("acquire.lua")),
                 release: Script::new(include_str!("release.lua")),
@@ -246,19 +250,21 @@ impl Gate {
         let span = info_span!("gate.acquire", slot = %slot, party_size = party, outcome = Empty, remaining = Empty);
         let decision = async {
             let k = self.keys(slot);
-            let (code, detail): (i64, String) = self
-                .invoke(
-                    k.invoke(&self.scripts.acquire)
-                        .key(k.void(nonce))
-                        .arg(id.to_string())
-                        .arg(user)
-                        .arg(party)
-                        .arg(fingerprint)
-                        .arg(self.lease_ms)
-                        .arg(nonce)
-                        .arg(k.expire_at),
-                )
-                .await?;
+            let mut invocation = k.invoke(&self.scripts.acquire);
+            invocation.key(k.void(nonce));
+            if self.request_records {
+                invocation.key(SlotKeys::request(&self.namespace, id));
+            }
+            invocation
+                .arg(id.to_string())
+                .arg(user)
+                .arg(party)
+                .arg(fingerprint)
+                .arg(self.lease_ms)
+                .arg(nonce)
+                .arg(k.expire_at)
+                .arg(&k.name);
+            let (code, detail): (i64, String) = self.invoke(&invocation).await?;
             let number =
                 || detail.parse::<i64>().map_err(|_| GateError::Protocol(format!("acquire: bad detail {detail:?}")));
             Ok(match code {
@@ -332,16 +338,13 @@ impl Gate {
             Release::ForgetUser => 2,
         };
         let void_ms = if how == Release::Void { self.lease_ms.max(1) } else { 0 };
-        self.invoke(
-            k.invoke(&self.scripts.release)
-                .key(k.void(nonce))
-                .arg(id.to_string())
-                .arg(user)
-                .arg(nonce)
-                .arg(forget)
-                .arg(void_ms),
-        )
-        .await
+        let mut invocation = k.invoke(&self.scripts.release);
+        invocation.key(k.void(nonce));
+        if self.request_records {
+            invocation.key(SlotKeys::request(&self.namespace, id));
+        }
+        invocation.arg(id.to_string()).arg(user).arg(nonce).arg(forget).arg(void_ms).arg(&k.name);
+        self.invoke(&invocation).await
     }
 
     /// A committed reservation ended (cancelled, expired), leaving the slot

@@ -5,7 +5,8 @@
 -- undo it without touching another attempt's hold.
 --
 -- KEYS[1] seats   KEYS[2] users   KEYS[3] ids   KEYS[4] holds
--- KEYS[5] void marker of the attempt   (as acquire)
+-- KEYS[5] void marker of the attempt   KEYS[6] (optional) the request's
+-- record   (as acquire)
 -- ARGV[1] reservation id   ARGV[2] user id   ARGV[3] nonce of the attempt
 -- ARGV[4] what goes with the hold:
 --         0 nothing: the id names an active reservation, its entries are true
@@ -17,6 +18,8 @@
 --         stall, or on a connection Redis has not read yet). The marker
 --         makes that acquire take nothing whenever it runs, so the undo
 --         holds in either order.
+-- ARGV[6] this slot's name (with KEYS[6]: the record goes with the id's
+--         entries when nothing was booked)
 -- Returns the seats released (0 when this attempt held none).
 local id, user, forget = ARGV[1], ARGV[2], ARGV[4]
 
@@ -56,5 +59,8 @@ if forget ~= '0' and redis.call('HGET', KEYS[2], user) == id then
 end
 if forget == '1' then
   redis.call('HDEL', KEYS[3], id)
+  if KEYS[6] and redis.call('GET', KEYS[6]) == ARGV[6] then
+    redis.call('DEL', KEYS[6])
+  end
 end
 return tonumber(party)

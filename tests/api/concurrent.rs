@@ -280,9 +280,7 @@ async fn strike(fault: Fault, app: &TestApp, redis: &PrivateRedis, replica: &Asy
         Fault::Flush => {
             let _ = redis::cmd("FLUSHALL").query_async::<()>(&mut redis.connection().await).await;
         }
-        Fault::Stall { millis } => {
-            let _ = redis.stall(Duration::from_millis(millis)).await.await;
-        }
+        Fault::Stall { millis } => redis.busy(Duration::from_millis(millis)).await,
         Fault::KillReplica => {
             let mut replica = replica.lock().await;
             replica.kill();

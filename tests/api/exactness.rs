@@ -660,3 +660,24 @@ async fn the_expiry_sweep_does_not_wait_for_winners_inserting_into_the_slot() {
     winner.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(app.db_slot(&slot).await, (40, 0, 0));
 }
+
+/// 9. A request id booked in one slot and sent again for another is
+/// refused as reused there too, even where that slot would refuse it for
+/// another reason (sold out, or the user already holds one there).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_id_reused_in_another_slot_is_refused_as_reused_there() {
+    let app = spawn_app_by_hand().await;
+    let (a, full, held) = (slot_at("10:00"), slot_at("11:00"), slot_at("12:00"));
+    app.open(&[(a.clone(), 40), (full.clone(), 4), (held.clone(), 40)]).await;
+    app.create(reserve("r-1", "alice", &a, 4)).await.unwrap();
+    app.create(reserve("r-2", "bob", &full, 4)).await.unwrap();
+    app.create(reserve("r-3", "alice", &held, 4)).await.unwrap();
+    for slot in [&full, &held] {
+        let refused = app.create(reserve("r-1", "alice", slot, 4)).await.unwrap_err();
+        assert_eq!(reason_of(&refused), (Code::InvalidArgument, "REQUEST_ID_REUSED".into()), "{}", slot.time);
+    }
+    // A request id whose attempt booked nothing is free for another slot.
+    let nothing = app.create(reserve("r-4", "carol", &full, 4)).await.unwrap_err();
+    assert_eq!(reason_of(&nothing).1, "SOLD_OUT");
+    app.create(reserve("r-4", "carol", &a, 4)).await.unwrap();
+}

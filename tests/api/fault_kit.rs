@@ -275,15 +275,8 @@ impl PrivateRedis {
     /// Keeps this Redis busy for `stall` (it answers no one meanwhile) and
     /// returns once the stall has begun; the handle ends with it.
     pub async fn stall(&self, stall: Duration) -> tokio::task::JoinHandle<()> {
-        const BUSY: &str = "local t0 = redis.call('TIME') local start = t0[1] * 1000000 + t0[2]
-            while true do local t = redis.call('TIME') if t[1] * 1000000 + t[2] - start > tonumber(ARGV[1]) * 1000 then break end end
-            return 1";
-        let mut conn = self.connection().await;
         let mut probe = self.connection().await;
-        let millis = stall.as_millis() as u64;
-        let stalled = tokio::spawn(async move {
-            redis::cmd("EVAL").arg(BUSY).arg(0).arg(millis).query_async::<i64>(&mut conn).await.expect("the stall");
-        });
+        let stalled = tokio::spawn(self.busy(stall));
         // Begun once a PING from another connection goes unanswered (a
         // loaded machine may take a while to get the script to Redis).
         let answered = async || {
@@ -295,14 +288,22 @@ impl PrivateRedis {
         stalled
     }
 
+    /// Keeps this Redis busy for `stall` once the script reaches it; ends
+    /// with the stall.
+    pub fn busy(&self, stall: Duration) -> impl Future<Output = ()> + Send + 'static {
+        const BUSY: &str = "local t0 = redis.call('TIME') local start = t0[1] * 1000000 + t0[2]
+            while true do local t = redis.call('TIME') if t[1] * 1000000 + t[2] - start > tonumber(ARGV[1]) * 1000 then break end end
+            return 1";
+        let url = self.url.clone();
+        let millis = stall.as_millis() as u64;
+        async move {
+            let mut conn = connection_to(&url).await;
+            redis::cmd("EVAL").arg(BUSY).arg(0).arg(millis).query_async::<i64>(&mut conn).await.expect("the stall");
+        }
+    }
+
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        // No reply timeout: these connections run deliberately slow scripts.
-        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-        redis::Client::open(self.url.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .unwrap()
+        connection_to(&self.url).await
     }
 }
 
@@ -398,6 +399,13 @@ async fn pipe(client: TcpStream, server: TcpStream, delay: Arc<AtomicU64>, mut c
         _ = forward(server_read, client_write, delay) => {}
         _ = cuts.wait_for(|n| *n != generation) => {}
     }
+}
+
+/// A connection with no reply timeout: the fault kit runs deliberately
+/// slow scripts on it.
+async fn connection_to(url: &str) -> redis::aio::MultiplexedConnection {
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    redis::Client::open(url).unwrap().get_multiplexed_async_connection_with_config(&config).await.unwrap()
 }
 
 /// slotgate as a separate process (the binary the tests were built with),
