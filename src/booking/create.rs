@@ -7,9 +7,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tracing::warn;
-
 use chrono::Days;
+use tracing::warn;
 
 use super::{Booking, BookingError, Decider};
 use crate::{
@@ -37,6 +36,11 @@ pub(super) struct CounterLoads(Mutex<HashMap<SlotKey, Arc<tokio::sync::Mutex<()>
 impl Booking {
     /// Books seats for `new`, or says why not.
     pub async fn create(self: &Arc<Self>, new: NewReservation) -> Result<Reservation, BookingError> {
+        // A slot dated before yesterday has started in every time zone (and
+        // its keys have expired from Redis; see the gate's key layout).
+        if new.slot.date < self.clock.now().date_naive() - Days::new(1) {
+            return Err(BookingError::SlotStarted(new.slot));
+        }
         let this = Arc::clone(self);
         self.run_to_completion(async move {
             match &this.decider {
@@ -48,11 +52,6 @@ impl Booking {
     }
 
     async fn decide(&self, gate: &Gate, new: NewReservation) -> Result<Reservation, BookingError> {
-        // Keys of slots this old have expired from Redis (see the gate's key
-        // layout); the slot has long started in every time zone.
-        if new.slot.date < self.clock.now().date_naive() - Days::new(1) {
-            return Err(BookingError::SlotStarted(new.slot));
-        }
         let id = new.reservation_id();
         let fingerprint = new.fingerprint();
         let nonce = attempt_nonce();

@@ -11,6 +11,9 @@ use redis::{
     cluster_async::ClusterConnection,
 };
 
+/// Tries a Redis Cluster call gets after its first (see `new`).
+const CLUSTER_RETRIES: u32 = 3;
+
 /// How long to wait for Redis, and whether it is a cluster.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectSettings {
@@ -97,9 +100,16 @@ impl GateConnectionManager {
     pub fn new(redis_url: &str, settings: ConnectSettings) -> Result<Self, RedisError> {
         Ok(if settings.cluster {
             let nodes: Vec<&str> = redis_url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+            // The cluster client sends a call again after a redirection
+            // (MOVED, ASK, a slot migrating) or a dropped connection. Every
+            // gate script is idempotent for its attempt, so that is safe; it
+            // is bounded to a few tries (the default is 16, each up to the
+            // reply timeout) so a failing call answers UNAVAILABLE well
+            // within a caller's deadline rather than retrying for seconds.
             let client = ClusterClientBuilder::new(nodes)
                 .connection_timeout(settings.connect_timeout)
                 .response_timeout(settings.command_timeout)
+                .retries(CLUSTER_RETRIES)
                 .build()?;
             Self::Cluster(client)
         } else {
