@@ -25,6 +25,12 @@ impl Booking {
         self.store.find_reservation(id).await?.ok_or(BookingError::ReservationNotFound)
     }
 
+    /// The reservation with this code (as [`crate::domain::parse_code`]
+    /// gives it).
+    pub async fn get_by_code(&self, code: &str) -> Result<Reservation, BookingError> {
+        self.store.find_by_code(code).await?.ok_or(BookingError::ReservationNotFound)
+    }
+
     /// Cancels a reservation and gives its seats back.
     pub async fn cancel(
         self: &Arc<Self>,

@@ -68,6 +68,32 @@ pub fn reservation_code(id: ReservationId, salt: u32) -> String {
     code
 }
 
+/// A reservation code as a caller typed it, in the form the database holds:
+/// upper case, with the letters Crockford base32 reads as digits (I and L
+/// as 1, O as 0) turned into them. `None` if it is not a code at all.
+pub fn parse_code(typed: &str) -> Option<String> {
+    let upper = typed.trim().to_ascii_uppercase();
+    let rest = upper.strip_prefix("SG-")?;
+    let groups: Vec<&str> = rest.split('-').collect();
+    if groups.len() != 3 || groups.iter().any(|g| g.len() != 4) {
+        return None;
+    }
+    let mut code = String::from("SG");
+    for group in groups {
+        code.push('-');
+        for c in group.chars() {
+            let c = match c {
+                'I' | 'L' => '1',
+                'O' => '0',
+                c if c.is_ascii_digit() || (c.is_ascii_uppercase() && c != 'U') => c,
+                _ => return None,
+            };
+            code.push(c);
+        }
+    }
+    Some(code)
+}
+
 /// FNV-1a, 64 bits: a stable digest of a request's canonical payload, to
 /// tell a replay (same payload) from a reused request id. Stability across
 /// builds matters (it is stored); collision resistance against an attacker
@@ -113,6 +139,16 @@ mod tests {
         let code = |u: u128| reservation_code(ReservationId(uuid::Uuid::from_u128(u)), 0);
         assert_ne!(code(base.as_u128()), code(base.as_u128() ^ (1 << 64)));
         assert_eq!(code(base.as_u128()), code(base.as_u128() ^ (0xf << 76)));
+    }
+
+    #[test]
+    fn a_typed_code_is_read_in_either_case_with_crockfords_look_alikes() {
+        let code = reservation_code(ReservationId::for_request("", "req-1"), 0);
+        assert_eq!(parse_code(&code.to_lowercase()).as_deref(), Some(code.as_str()));
+        assert_eq!(parse_code(" sg-0o1l-iI00-AB12 ").as_deref(), Some("SG-0011-1100-AB12"));
+        for bad in ["", "SG-1234-5678", "XX-1234-5678-9ABC", "SG-1234-5678-9ABU", "SG-12345-678-9ABC"] {
+            assert_eq!(parse_code(bad), None, "{bad}");
+        }
     }
 
     #[test]

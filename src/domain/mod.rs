@@ -7,7 +7,7 @@ mod menu;
 mod request;
 mod slot;
 
-pub use ids::{ReservationId, reservation_code};
+pub use ids::{ReservationId, parse_code, reservation_code};
 pub use menu::{MenuItem, MenuUpload, parse_put_menu};
 pub use request::{
     CancelReason, Cancellation, Limits, MenuOrder, NewReservation, ReservationKind, ReservationStatus, SlotCapacity,

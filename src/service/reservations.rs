@@ -8,7 +8,7 @@ use super::convert;
 use crate::{
     auth::Caller,
     booking::{Booking, BookingError},
-    domain::{FieldError, Limits, NewReservation, ReservationId, SlotKey, parse_cancel},
+    domain::{FieldError, Limits, NewReservation, ReservationId, SlotKey, parse_cancel, parse_code},
     overload::{Deadline, UserGuard},
     pb::{self, reservations_server::Reservations},
 };
@@ -58,8 +58,18 @@ impl Reservations for ReservationsService {
         &self,
         request: Request<pb::GetReservationRequest>,
     ) -> Result<Response<pb::Reservation>, Status> {
-        let id = parse_id(&request.get_ref().id)?;
-        Ok(Response::new(convert::reservation(self.booking.get(id).await?)))
+        use pb::get_reservation_request::Key;
+        let reservation = match &request.get_ref().key {
+            Some(Key::Id(id)) => self.booking.get(parse_id(id)?).await?,
+            Some(Key::Code(code)) => {
+                let code = parse_code(code).ok_or_else(|| {
+                    BookingError::from(FieldError::new("code", "must be a code like SG-7K2M-9QXD-4B1T"))
+                })?;
+                self.booking.get_by_code(&code).await?
+            }
+            None => return Err(BookingError::from(FieldError::new("id", "id or code is required")).into()),
+        };
+        Ok(Response::new(convert::reservation(reservation)))
     }
 
     async fn confirm_reservation(

@@ -230,6 +230,10 @@ impl Store {
         reservations::find_reservation(&mut *self.conn().await?, id).await
     }
 
+    pub async fn find_by_code(&self, code: &str) -> Result<Option<Reservation>, StoreError> {
+        reservations::find_by_code(&mut *self.conn().await?, code).await
+    }
+
     pub async fn committed(&self, ids: &[ReservationId]) -> Result<HashMap<ReservationId, Committed>, StoreError> {
         reservations::committed(&mut *self.conn().await?, ids).await
     }

@@ -117,6 +117,25 @@ impl From<ItemRow> for ReservedItem {
 const RESERVATION_COLUMNS: &str = "r.id, r.code, r.request_id, r.fingerprint, s.restaurant_id, s.slot_date,
      s.slot_time, r.user_id, r.party_size, r.kind, r.status, r.created_at, r.deposit_deadline, r.cancel_reason";
 
+/// The reservation with this code (as [`crate::domain::parse_code`] gives
+/// it), through the code's unique index.
+pub async fn find_by_code(conn: &mut AsyncPgConnection, code: &str) -> Result<Option<Reservation>, StoreError> {
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = SqlUuid)]
+        id: Uuid,
+    }
+    let found: Option<Id> = prepared("SELECT id FROM reservations WHERE code = $1")
+        .bind::<Text, _>(code)
+        .get_result(conn)
+        .await
+        .optional()?;
+    match found {
+        Some(Id { id }) => find_reservation(conn, ReservationId(id)).await,
+        None => Ok(None),
+    }
+}
+
 pub async fn find_reservation(
     conn: &mut AsyncPgConnection,
     id: ReservationId,

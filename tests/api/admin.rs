@@ -103,7 +103,9 @@ async fn an_unopened_slot_is_not_found() {
     let status = app
         .reservations
         .clone()
-        .get_reservation(pb::GetReservationRequest { id: "9b2e6a4c-0d1f-4a8e-9c3b-6f5d4e3c2b1a".into() })
+        .get_reservation(pb::GetReservationRequest {
+            key: Some(pb::get_reservation_request::Key::Id("9b2e6a4c-0d1f-4a8e-9c3b-6f5d4e3c2b1a".into())),
+        })
         .await
         .unwrap_err();
     assert_eq!(reason_of(&status), (Code::NotFound, "RESERVATION_NOT_FOUND".into()));

@@ -15,6 +15,7 @@ mod fault_kit;
 mod faults;
 mod helpers;
 mod idempotency;
+mod lookup;
 mod model;
 mod overload;
 mod preorder;

@@ -39,7 +39,9 @@ async fn a_preorder_keeps_its_items_at_the_prices_of_the_moment() {
     let read = app
         .reservations
         .clone()
-        .get_reservation(pb::GetReservationRequest { id: booked.id.clone() })
+        .get_reservation(pb::GetReservationRequest {
+            key: Some(pb::get_reservation_request::Key::Id(booked.id.clone())),
+        })
         .await
         .unwrap()
         .into_inner();

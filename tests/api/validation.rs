@@ -93,7 +93,13 @@ async fn admin_and_read_requests_validate_their_fields_too() {
 
     let status = app.reservations.clone().get_remaining(pb::GetRemainingRequest { slot: None }).await.unwrap_err();
     assert_invalid(&status, "slot");
-    let status =
-        app.reservations.clone().get_reservation(pb::GetReservationRequest { id: "42".into() }).await.unwrap_err();
-    assert_invalid(&status, "id");
+    use pb::get_reservation_request::Key;
+    let get = |key: Option<Key>| {
+        let mut reservations = app.reservations.clone();
+        async move { reservations.get_reservation(pb::GetReservationRequest { key }).await.unwrap_err() }
+    };
+    assert_invalid(&get(Some(Key::Id("42".into()))).await, "id");
+    assert_invalid(&get(None).await, "id");
+    assert_invalid(&get(Some(Key::Code("SG-1234".into()))).await, "code");
+    assert_invalid(&get(Some(Key::Code("SG-1234-5678-9ABU".into()))).await, "code");
 }
