@@ -498,26 +498,29 @@ async fn a_code_collision_gets_a_fresh_code() {
     assert_eq!(app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap(), booked, "its replay");
 }
 
-/// 12. The expiry sweep and `OpenSlots` lock slot rows in the same order,
-/// so the two never deadlock: with the sweep queued behind `OpenSlots`,
-/// both finish.
+/// 12. The expiry sweep and `OpenSlots` lock slot rows in the same order
+/// (by id), so the two never deadlock. Forced: `OpenSlots` over four slots
+/// waits on the first while the sweep starts; a sweep that locked any other
+/// slot first would then hold what `OpenSlots` needs next, while waiting on
+/// what `OpenSlots` holds.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_expiry_sweep_and_open_slots_take_slot_locks_in_one_order() {
     let app = spawn_app_by_hand().await;
-    let (a, b) = (slot_at("10:00"), slot_at("11:00"));
-    app.open(&[(a.clone(), 40)]).await;
-    app.open(&[(b.clone(), 40)]).await;
-    app.create(reserve("r-1", "alice", &a, 4)).await.unwrap();
-    app.create(reserve("r-2", "bob", &b, 4)).await.unwrap();
+    let slots: Vec<pb::SlotRef> = ["10:00", "11:00", "12:00", "13:00"].map(slot_at).to_vec();
+    for (n, slot) in slots.iter().enumerate() {
+        app.open(&[(slot.clone(), 40)]).await;
+        app.create(reserve(&format!("r-{n}"), &format!("user-{n}"), slot, 4)).await.unwrap();
+    }
+    // The first slot's row changed last, so a scan of the table meets it
+    // last: a sweep locking in the order it finds rows would lock it last.
+    app.open(&[(slots[0].clone(), 42)]).await;
     app.clock.advance(Duration::from_secs(24 * 3600));
 
-    let mut lock = lock_slot_row(&app, &b).await;
+    let mut lock = lock_slot_row(&app, &slots[0]).await;
     let open = tokio::spawn({
         let mut admin = app.admin.clone();
         let request = pb::OpenSlotsRequest {
-            slots: [(&a, 44), (&b, 44)]
-                .map(|(s, capacity)| pb::SlotCapacity { slot: Some(s.clone()), capacity })
-                .to_vec(),
+            slots: slots.iter().map(|s| pb::SlotCapacity { slot: Some(s.clone()), capacity: 44 }).collect(),
         };
         async move { admin.open_slots(request).await }
     });
@@ -529,9 +532,10 @@ async fn the_expiry_sweep_and_open_slots_take_slot_locks_in_one_order() {
     lock_waiters(&app, 2).await;
     lock.batch_execute("COMMIT").await.unwrap();
     open.await.unwrap().unwrap();
-    assert_eq!(sweep.await.unwrap().unwrap(), 2);
-    assert_eq!((app.db_slot(&a).await, app.db_slot(&b).await), ((44, 0, 0), (44, 0, 0)));
-    assert_eq!((app.remaining(&a).await.remaining, app.remaining(&b).await.remaining), (44, 44));
+    assert_eq!(sweep.await.unwrap().unwrap(), 4);
+    for slot in &slots {
+        assert_eq!((app.db_slot(slot).await, app.remaining(slot).await.remaining), ((44, 0, 0), 44));
+    }
 }
 
 /// Eight bookings of one seat at once, so several pooled connections are
