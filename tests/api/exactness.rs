@@ -685,3 +685,62 @@ async fn a_request_id_reused_in_another_slot_is_refused_as_reused_there() {
     assert_eq!(reason_of(&nothing).1, "SOLD_OUT");
     app.create(reserve("r-4", "carol", &a, 4)).await.unwrap();
 }
+
+/// A commit whose hold was wiped by a reload, while a second attempt of the
+/// same id holds seats of its own: the counter does not count the commit
+/// (the second attempt will give its seats back), so the slot is reloaded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_commit_hidden_behind_another_attempts_hold_makes_the_slot_reload() {
+    let app = spawn_app_by_hand().await;
+    let slot = slot_at("10:00");
+    app.open(&[(slot.clone(), 40)]).await;
+    let version = slot_version(&app, &slot).await;
+    let id = id_of("r-1").to_string();
+    // The second attempt (nonce 2) was admitted after the reload.
+    redis::pipe()
+        .cmd("HSET")
+        .arg(app.key(&slot, "users"))
+        .arg("alice")
+        .arg(&id)
+        .cmd("HSET")
+        .arg(app.key(&slot, "holds"))
+        .arg(&id)
+        .arg(format!("4|alice|{}|2", FAR * 1000))
+        .query_async::<()>(&mut app.redis().await)
+        .await
+        .unwrap();
+    let script = concat!(include_str!("../../src/gate/versions.lua"), include_str!("../../src/gate/finalize.lua"));
+    let keys = [app.key(&slot, "seats"), app.key(&slot, "users"), app.key(&slot, "holds")];
+    // The first attempt (nonce 1) committed, at a version past the load's.
+    let args = [id.clone(), "1".into(), "alice".into(), (version + 1).to_string(), FAR.to_string()];
+    assert_eq!(eval(&app, script, &keys, &args).await, redis::Value::Int(0), "no hold of its own");
+    let left: Option<i64> = redis_cmd(&app, redis::cmd("HGET").arg(app.key(&slot, "seats")).arg("left")).await;
+    assert_eq!(left, None, "cold: the next request loads figures that include the commit");
+}
+
+/// The undo of an attempt whose reply was lost finds no hold, and entries of
+/// its id that another attempt committed: it must not make the slot cold
+/// (it may never have run), only void itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_undo_of_a_lost_reply_leaves_a_committed_ids_entries_and_the_counter_alone() {
+    let app = spawn_app_by_hand().await;
+    let slot = slot_at("10:00");
+    app.open(&[(slot.clone(), 40)]).await;
+    let booked = app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap();
+    let mut keys = slot_keys(&app, &slot);
+    keys.push(format!("{}:void:5", app.key(&slot, "x").trim_end_matches(":x")));
+    let args = [
+        booked.id.clone(),
+        "alice".into(),
+        "5".into(),
+        "1".into(),
+        "30000".into(),
+        format!("67:{}:{}", slot.date, slot.time),
+    ];
+    let released = eval(&app, include_str!("../../src/gate/release.lua"), &keys, &args).await;
+    assert_eq!(released, redis::Value::Int(0));
+    assert_eq!(app.remaining(&slot).await.remaining, 36);
+    let known: bool = redis_cmd(&app, redis::cmd("HEXISTS").arg(app.key(&slot, "ids")).arg(&booked.id)).await;
+    assert!(known);
+    assert_eq!(slotgate::metrics::Metrics::read(&app.metrics.counters_loaded), 0, "never reloaded");
+}
