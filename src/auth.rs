@@ -104,6 +104,19 @@ impl Tokens {
     }
 }
 
+/// The token of an `authorization` value of the Bearer scheme. The scheme
+/// name is case-insensitive and may be followed by several spaces (RFC
+/// 7235, section 2.1): `bearer <token>` is `Bearer <token>`.
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let space = value.iter().position(|&b| b == b' ')?;
+    let (scheme, rest) = value.split_at(space);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return None;
+    }
+    let token = rest.trim_ascii_start();
+    (!token.is_empty()).then_some(token)
+}
+
 /// Checks the `authorization: Bearer <token>` header of business calls,
 /// and puts the [`Caller`] in the request's extensions.
 impl Precheck for Tokens {
@@ -114,7 +127,7 @@ impl Precheck for Tokens {
         let presented = request
             .headers()
             .get("authorization")
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .and_then(|v| bearer_token(v.as_bytes()))
             .and_then(|token| self.identify(token));
         match presented {
             None => {
@@ -146,6 +159,16 @@ mod tests {
         assert_eq!(tokens.identify(b"aaaaaaaaaaaaaaaa1\0"), None, "nor is the token padded");
         assert_eq!(tokens.identify(&[b'a'; 200]), None);
         assert_eq!(tokens.identify(b""), None);
+    }
+
+    #[test]
+    fn the_bearer_schemes_name_is_read_in_any_case() {
+        for value in ["Bearer abc", "bearer abc", "BEARER abc", "Bearer   abc"] {
+            assert_eq!(bearer_token(value.as_bytes()), Some(&b"abc"[..]), "{value}");
+        }
+        for value in ["Basic abc", "Bearerabc", "Bearer ", "Bearer", "abc"] {
+            assert_eq!(bearer_token(value.as_bytes()), None, "{value}");
+        }
     }
 
     #[test]

@@ -182,6 +182,10 @@ async fn callers_need_a_valid_token_and_slot_admin_needs_an_admin() {
     assert_ne!(a.into_inner().id, b.into_inner().id);
     // Admins may book too.
     reservations.create_reservation(with_token(reserve("r-2", "carol", &slot, 4), Some(ADMIN))).await.unwrap();
+    // The scheme's name is case-insensitive (RFC 7235).
+    let mut lower = tonic::Request::new(reserve("r-3", "dave", &slot, 4));
+    lower.metadata_mut().insert("authorization", format!("bearer {CALLER}").parse().unwrap());
+    reservations.create_reservation(lower).await.unwrap();
 
     // Probes need no credentials.
     HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await.unwrap();
