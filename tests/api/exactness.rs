@@ -499,21 +499,21 @@ async fn a_code_collision_gets_a_fresh_code() {
 }
 
 /// 12. The expiry sweep and `OpenSlots` lock slot rows in the same order
-/// (by id), so the two never deadlock. Forced: `OpenSlots` over four slots
-/// waits on the first while the sweep starts; a sweep that locked any other
-/// slot first would then hold what `OpenSlots` needs next, while waiting on
-/// what `OpenSlots` holds.
+/// (by id), so the two never deadlock. Forced: `OpenSlots` over eight slots
+/// waits on the first while the sweep starts. A sweep that locked slots in
+/// any other order (one `UPDATE` over all of them locks in the order its
+/// plan meets them: for these eight ids, a hash aggregate meets 8 and 7
+/// before 1) would hold what `OpenSlots` needs next while waiting on what it
+/// holds, and PostgreSQL would end one of them.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_expiry_sweep_and_open_slots_take_slot_locks_in_one_order() {
     let app = spawn_app_by_hand().await;
-    let slots: Vec<pb::SlotRef> = ["10:00", "11:00", "12:00", "13:00"].map(slot_at).to_vec();
+    let slots: Vec<pb::SlotRef> =
+        ["10:00", "11:00", "12:00", "13:00", "14:00", "15:00", "16:00", "17:00"].map(slot_at).to_vec();
     for (n, slot) in slots.iter().enumerate() {
         app.open(&[(slot.clone(), 40)]).await;
         app.create(reserve(&format!("r-{n}"), &format!("user-{n}"), slot, 4)).await.unwrap();
     }
-    // The first slot's row changed last, so a scan of the table meets it
-    // last: a sweep locking in the order it finds rows would lock it last.
-    app.open(&[(slots[0].clone(), 42)]).await;
     app.clock.advance(Duration::from_secs(24 * 3600));
 
     let mut lock = lock_slot_row(&app, &slots[0]).await;
@@ -532,7 +532,7 @@ async fn the_expiry_sweep_and_open_slots_take_slot_locks_in_one_order() {
     lock_waiters(&app, 2).await;
     lock.batch_execute("COMMIT").await.unwrap();
     open.await.unwrap().unwrap();
-    assert_eq!(sweep.await.unwrap().unwrap(), 4);
+    assert_eq!(sweep.await.unwrap().unwrap(), 8);
     for slot in &slots {
         assert_eq!((app.db_slot(slot).await, app.remaining(slot).await.remaining), ((44, 0, 0), 44));
     }
