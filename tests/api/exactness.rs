@@ -84,24 +84,26 @@ async fn winner_waiting_on_the_row(
     (lock, winner)
 }
 
-/// Waits until `n` backends of the app's database wait on a lock.
-async fn lock_waiters(app: &TestApp, n: i64) {
+/// How many backends of the app's database wait on a lock now.
+async fn lock_waiter_count(app: &TestApp) -> i64 {
     #[derive(QueryableByName)]
     struct Count {
         #[diesel(sql_type = BigInt)]
         n: i64,
     }
-    let read = async || {
-        let found: Count = sql_query(
-            "SELECT count(*) AS n FROM pg_stat_activity
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .get_result(&mut app.database().await)
-        .await
-        .unwrap();
-        found.n
-    };
-    let waiting = eventually(Patience::default(), read, |w| *w >= n).await;
+    let found: Count = sql_query(
+        "SELECT count(*) AS n FROM pg_stat_activity
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .get_result(&mut app.database().await)
+    .await
+    .unwrap();
+    found.n
+}
+
+/// Waits until `n` backends of the app's database wait on a lock.
+async fn lock_waiters(app: &TestApp, n: i64) {
+    let waiting = eventually(Patience::default(), async || lock_waiter_count(app).await, |w| *w >= n).await;
     assert!(waiting >= n, "{waiting} backends wait on a lock, not {n}");
 }
 
@@ -382,6 +384,10 @@ async fn a_winner_waiting_past_the_transaction_timeout_is_ended_by_the_server() 
     let mut lock = lock_slot_row(&app, &slot).await;
     let refused = app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap_err();
     assert_eq!(reason_of(&refused), (Code::Unavailable, "DATABASE_UNAVAILABLE".into()), "{refused:?}");
+    // The server ended the wait: a client giving up alone would leave its
+    // backend waiting on the lock (PostgreSQL does not notice a client gone
+    // while it waits) and able to go on once the lock is free.
+    assert_eq!(lock_waiter_count(&app).await, 0, "the transaction's backend still waits on the row");
     lock.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!((app.db_slot(&slot).await, app.remaining(&slot).await.remaining), ((40, 0, 0), 40));
     app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap();
