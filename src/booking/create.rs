@@ -29,6 +29,15 @@ pub(super) const COLD_RETRIES: usize = 3;
 /// runs out although the answer is known.
 const POLLS_BEFORE_LOOKING: u32 = 5;
 
+/// What became of a transaction whose answer was lost.
+enum Outcome {
+    /// It committed: the reservation, and its slot's version.
+    Committed(Reservation, i64),
+    NotCommitted,
+    /// The database cannot say now either.
+    Unknown,
+}
+
 /// One lock per slot whose counter is being loaded: the single flight.
 #[derive(Default)]
 pub(super) struct CounterLoads(Mutex<HashMap<SlotKey, Arc<tokio::sync::Mutex<()>>>>);
@@ -165,9 +174,9 @@ impl Booking {
         // to the reaper, which asks again once the lease is over.
         let inserted = match inserted {
             Err(StoreError::Unavailable(e)) => match self.outcome_of(new, id, nonce).await {
-                Some(Ok((reservation, version))) => Ok(Inserted::Created { reservation, version }),
-                Some(Err(())) => Err(StoreError::Unavailable(e)),
-                None => return Err(StoreError::Unavailable(e).into()),
+                Outcome::Committed(reservation, version) => Ok(Inserted::Created { reservation, version }),
+                Outcome::NotCommitted => Err(StoreError::Unavailable(e)),
+                Outcome::Unknown => return Err(StoreError::Unavailable(e).into()),
             },
             inserted => inserted,
         };
@@ -194,22 +203,17 @@ impl Booking {
     }
 
     /// Whether this attempt's transaction committed after all, when its
-    /// answer was lost: `Some(Ok(..))` with the reservation and its slot's
-    /// version if it did, `Some(Err(()))` if it did not, `None` when the
-    /// database cannot say now either.
-    async fn outcome_of(
-        &self,
-        new: &NewReservation,
-        id: ReservationId,
-        nonce: u64,
-    ) -> Option<Result<(Reservation, i64), ()>> {
-        let committed = self.store.committed(&[id]).await.ok()?;
+    /// answer was lost.
+    async fn outcome_of(&self, new: &NewReservation, id: ReservationId, nonce: u64) -> Outcome {
+        let Ok(committed) = self.store.committed(&[id]).await else { return Outcome::Unknown };
         match committed.get(&id) {
             Some(row) if row.slot == new.slot && row.attempt == Some(nonce) => {
-                let reservation = self.store.find_reservation(id).await.ok()??;
-                Some(Ok((reservation, row.slot_version)))
+                match self.store.find_reservation(id).await {
+                    Ok(Some(reservation)) => Outcome::Committed(reservation, row.slot_version),
+                    _ => Outcome::Unknown,
+                }
             }
-            _ => Some(Err(())),
+            _ => Outcome::NotCommitted,
         }
     }
 

@@ -164,7 +164,7 @@ impl Booking {
 
         let mut report = Reconciliation::default();
         for (slot, probe) in probed {
-            let (Some(_), Some(epoch)) = (probe.left, probe.epoch.as_deref()) else { continue };
+            let (true, Some(epoch)) = (probe.warm, probe.epoch.as_deref()) else { continue };
             report.checked += 1;
             if probe.holds > 0 {
                 report.busy += 1;

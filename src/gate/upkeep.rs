@@ -45,11 +45,10 @@ impl ExpiredHold {
 /// A slot's counter state, read before its database figures.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe {
-    pub left: Option<i64>,
-    pub capacity: Option<i64>,
+    /// The slot has a counter (it is not cold).
+    pub warm: bool,
     pub epoch: Option<String>,
     pub holds: i64,
-    pub users: i64,
 }
 
 /// What [`Gate::warm`] did.
@@ -132,15 +131,14 @@ impl Gate {
             let mut conn = shared.clone();
             async move {
                 let mut pipe = redis::pipe();
-                pipe.cmd("HMGET").arg(&k.seats).arg("left").arg("cap").arg("epoch");
+                pipe.cmd("HMGET").arg(&k.seats).arg("left").arg("epoch");
                 pipe.cmd("HLEN").arg(&k.holds);
-                pipe.cmd("HLEN").arg(&k.users);
                 let values: Vec<Value> = pipe.query_async(&mut conn).await?;
-                let [fields, holds, users] = values.as_slice() else {
+                let [fields, holds] = values.as_slice() else {
                     return Err(GateError::Protocol("probe: reply of the wrong length".into()));
                 };
-                let (left, capacity, epoch) = parse::<(Option<i64>, Option<i64>, Option<String>)>(fields)?;
-                Ok(Probe { left, capacity, epoch, holds: parse(holds)?, users: parse(users)? })
+                let (left, epoch) = parse::<(Option<i64>, Option<String>)>(fields)?;
+                Ok(Probe { warm: left.is_some(), epoch, holds: parse(holds)? })
             }
         });
         let result = futures_util::future::try_join_all(probes).await;
