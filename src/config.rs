@@ -117,6 +117,12 @@ pub struct Config {
     #[arg(long = "db-transaction-timeout-ms", env = "SLOTGATE_DB_TRANSACTION_TIMEOUT_MS", default_value = "5000", value_parser = parse_millis)]
     pub db_transaction_timeout: Duration,
 
+    /// Time zone (IANA name) of restaurants that have none of their own
+    /// (`SlotAdmin.PutRestaurant` sets one): their slots start at their
+    /// local date and time in this zone.
+    #[arg(long, env = "SLOTGATE_DEFAULT_TIME_ZONE", default_value = "UTC", value_parser = parse_zone)]
+    pub default_time_zone: String,
+
     /// How long a new reservation may stay unpaid (PENDING_DEPOSIT).
     #[arg(long, env = "SLOTGATE_DEPOSIT_WINDOW_SECS", default_value_t = 600)]
     pub deposit_window_secs: u32,
@@ -267,6 +273,14 @@ impl Config {
             Some(Command::Serve(config)) => *config,
             _ => unreachable!("`serve` parses into Command::Serve"),
         }
+    }
+}
+
+fn parse_zone(s: &str) -> Result<String, String> {
+    if crate::domain::valid_zone_name(s) {
+        Ok(s.to_owned())
+    } else {
+        Err("expected an IANA time zone name, e.g. UTC or Asia/Seoul".into())
     }
 }
 

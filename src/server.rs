@@ -112,6 +112,7 @@ fn booking(config: &Config, metrics: &Arc<Metrics>, clock: Arc<dyn Clock>) -> Re
         &config.database.database_url,
         pool(config.database.db_pool_size),
         config.db_transaction_timeout,
+        &config.default_time_zone,
         Arc::clone(metrics),
     );
     let decider = match config.strategy {
@@ -158,6 +159,18 @@ impl Application {
         }
         let metrics = Arc::new(Metrics::default());
         let booking = Arc::new(booking(&config, &metrics, clock)?);
+        // Every connection sets the default zone; one PostgreSQL does not
+        // know would fail them all. Checked now if the database is up.
+        match store::zone_known(&config.database.database_url, &config.default_time_zone).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(StartError::Settings(format!(
+                    "--default-time-zone {:?} is not a time zone the database knows",
+                    config.default_time_zone
+                )));
+            }
+            Err(e) => warn!(error = %e, "could not check --default-time-zone; the database is not reachable yet"),
+        }
         let pools = Arc::downgrade(&booking);
         metrics.observe(move || pools.upgrade().map(|b| b.pool_states()).unwrap_or_default());
         let tls = tls_config(&config)?;

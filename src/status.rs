@@ -13,6 +13,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
+use chrono::SecondsFormat;
 use tonic::{Code, Status, body::Body, codegen::http::Response};
 use tonic_types::{ErrorDetails, StatusExt};
 use tracing::{Span, error, warn};
@@ -39,6 +40,8 @@ pub mod reason {
     pub const NOT_CONFIRMABLE: &str = "NOT_CONFIRMABLE";
     pub const DEPOSIT_EXPIRED: &str = "DEPOSIT_EXPIRED";
     pub const SLOT_STARTED: &str = "SLOT_STARTED";
+    pub const SLOT_NOT_OPEN: &str = "SLOT_NOT_OPEN";
+    pub const SLOT_CLOSED: &str = "SLOT_CLOSED";
     pub const CAPACITY_BELOW_RESERVED: &str = "CAPACITY_BELOW_RESERVED";
     pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
     pub const ADMIN_REQUIRED: &str = "ADMIN_REQUIRED";
@@ -169,6 +172,15 @@ impl From<BookingError> for Status {
             E::SlotStarted(slot) => {
                 Refusal::new(Code::FailedPrecondition, reason::SLOT_STARTED, message).with("slot", slot)
             }
+            E::SlotNotOpen { slot, opens_at, wait } => {
+                Refusal::new(Code::FailedPrecondition, reason::SLOT_NOT_OPEN, message)
+                    .with("slot", slot)
+                    .with("opens_at", opens_at.to_rfc3339_opts(SecondsFormat::Millis, true))
+                    .retry_after(wait)
+            }
+            E::SlotClosed { slot, closes_at } => Refusal::new(Code::FailedPrecondition, reason::SLOT_CLOSED, message)
+                .with("slot", slot)
+                .with("closes_at", closes_at.to_rfc3339_opts(SecondsFormat::Millis, true)),
             E::CapacityBelowReserved { slot, reserved } => {
                 Refusal::new(Code::FailedPrecondition, reason::CAPACITY_BELOW_RESERVED, message)
                     .with("slot", slot)

@@ -204,7 +204,7 @@ async fn open_empty_slot(args: &Args, channel: Channel, md: &[(String, String)])
             time: format!("{:02}:{:02}", at / 60, at % 60),
         };
         let request = pb::OpenSlotsRequest {
-            slots: vec![pb::SlotCapacity { slot: Some(slot.clone()), capacity: args.capacity }],
+            slots: vec![pb::SlotCapacity { slot: Some(slot.clone()), capacity: args.capacity, ..Default::default() }],
         };
         let opened =
             admin.open_slots(with_metadata(request, md)).await.map_err(|e| format!("OpenSlots: {e}"))?.into_inner();
@@ -239,7 +239,10 @@ async fn open_fresh_slots(
         .collect();
     for batch in slots.chunks(5_000) {
         let request = pb::OpenSlotsRequest {
-            slots: batch.iter().map(|s| pb::SlotCapacity { slot: Some(s.clone()), capacity }).collect(),
+            slots: batch
+                .iter()
+                .map(|s| pb::SlotCapacity { slot: Some(s.clone()), capacity, ..Default::default() })
+                .collect(),
         };
         admin.open_slots(with_metadata(request, md)).await.map_err(|e| format!("OpenSlots: {e}"))?;
     }

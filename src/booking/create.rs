@@ -101,6 +101,11 @@ impl Booking {
                 Admission::SoldOut { remaining } => return Err(BookingError::SoldOut { remaining }),
                 Admission::Duplicate { existing } => return Err(BookingError::Duplicate { existing }),
                 Admission::Reused => return Err(BookingError::RequestIdReused),
+                Admission::NotOpen { opens_at, wait } => {
+                    return Err(BookingError::SlotNotOpen { slot: new.slot, opens_at, wait });
+                }
+                Admission::Closed { closes_at } => return Err(BookingError::SlotClosed { slot: new.slot, closes_at }),
+                Admission::Started { .. } => return Err(BookingError::SlotStarted(new.slot)),
                 Admission::Replay { held: false } => {
                     // Admitted before and no longer held: it committed.
                     match self.store.find_reservation(id).await? {

@@ -13,20 +13,26 @@
 //!
 //! - [`create`](Booking::create): deciding a request and committing a winner.
 //! - `manage`: get, cancel, confirm and expire a reservation.
-//! - `upkeep`: open slots, warm, read and reconcile counters, reap holds.
+//! - `upkeep`: open and close slots, time zones, warm, read and reconcile
+//!   counters, reap holds.
+//! - `listing`: pages of reservations, a restaurant's day's availability.
 
 mod create;
+mod listing;
 mod manage;
 mod upkeep;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
+use chrono::{DateTime, Utc};
+
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, Span};
 
 pub use self::{
+    listing::{Availability, Page},
     manage::Cancellation,
-    upkeep::{Correction, Reaped, Reconciliation, Warmed},
+    upkeep::{Closed, Correction, Reaped, Reconciliation, Warmed, ZoneSet},
 };
 use crate::{
     clock::Clock,
@@ -52,9 +58,16 @@ pub enum BookingError {
     RequestInProgress,
     #[error("no slot {0}")]
     SlotNotFound(SlotKey),
-    /// The slot is dated before yesterday: it has started in every time zone.
+    /// The slot has started (by the gate's clock, or, dated before
+    /// yesterday, in every time zone).
     #[error("slot {0} has already started")]
     SlotStarted(SlotKey),
+    /// The slot's sale window opens at `opens_at`, `wait` from when the
+    /// gate decided.
+    #[error("slot {slot} takes reservations from {}", .opens_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))]
+    SlotNotOpen { slot: SlotKey, opens_at: DateTime<Utc>, wait: Duration },
+    #[error("slot {slot} stopped taking reservations at {}", .closes_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))]
+    SlotClosed { slot: SlotKey, closes_at: DateTime<Utc> },
     #[error("no menu item {0} at this restaurant")]
     MenuItemNotFound(i64),
     #[error("no such reservation")]

@@ -1,6 +1,6 @@
-//! Running the slots: opening them and changing capacities, menus, and
-//! keeping the gate's counters true (warm, read, reconcile, reap expired
-//! holds). With a database-only strategy there are no counters, and the
+//! Running the slots: opening and closing them, changing capacities and
+//! windows, time zones, menus, and keeping the gate's counters true (warm,
+//! read, reconcile, reap expired holds). With a database-only strategy there are no counters, and the
 //! counter passes do nothing.
 
 use std::{
@@ -9,14 +9,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chrono::{NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use tracing::warn;
 
 use super::{Booking, BookingError, create::COLD_RETRIES};
 use crate::{
-    domain::{MenuUpload, Remaining, ReservationId, SlotCapacity, SlotFigures, SlotKey},
+    domain::{FieldError, MenuUpload, Remaining, ReservationId, SlotCapacity, SlotFigures, SlotKey, ZoneChange},
     gate::{self, Gate, GateError, Overwrite, Probe, Reconciled, Release, Warm},
-    store::{OpenOutcome, Opened},
+    store::{CloseOutcome, OpenOutcome, Opened, ZoneOutcome},
 };
 
 /// What a reaper pass did.
@@ -47,6 +47,20 @@ pub struct Reconciliation {
     pub took: Duration,
 }
 
+/// A slot [`Booking::close_slots`] closed, and when its sales ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed {
+    pub slot: SlotKey,
+    pub closes_at: DateTime<Utc>,
+}
+
+/// What [`Booking::put_restaurant`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneSet {
+    pub time_zone: String,
+    pub slots_moved: usize,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Warmed {
     pub warmed: u32,
@@ -65,34 +79,99 @@ fn oldest_kept() -> NaiveDate {
 }
 
 impl Booking {
-    /// Creates slots or changes capacities, then brings their counters in
-    /// line: a new slot's counter is written, a changed one brought to the
-    /// new capacity (commutes with holds in flight; see `resize.lua`), a
-    /// cold one loaded.
+    /// Creates slots or changes capacities and windows, then brings their
+    /// counters in line: a new slot's counter is written, a changed one
+    /// brought to the new capacity and window (commutes with holds in
+    /// flight; see `resize.lua`), a cold one loaded. Every counter is warm
+    /// when this returns, also for a window that opens later, so the
+    /// opening burst meets warm counters.
     pub async fn open_slots(self: &Arc<Self>, slots: Vec<SlotCapacity>) -> Result<Vec<Opened>, BookingError> {
         let this = Arc::clone(self);
         self.run_to_completion(async move {
-            let opened = match this.store.open_slots(&slots).await? {
+            let opened = match this.store.open_slots(&slots, this.clock.offset()).await? {
                 OpenOutcome::Opened(opened) => opened,
                 OpenOutcome::BelowReserved { slot, reserved } => {
                     return Err(BookingError::CapacityBelowReserved { slot, reserved });
+                }
+                OpenOutcome::Started { index, starts_at } => {
+                    let at = starts_at.to_rfc3339_opts(SecondsFormat::Secs, true);
+                    let why = format!("has already started (at {at}, in its restaurant's time zone)");
+                    return Err(FieldError::new(format!("slots[{index}].slot"), why).into());
                 }
             };
             let Some(gate) = this.gate() else { return Ok(opened) };
             for o in &opened {
                 match o.previous_capacity {
                     None => {
-                        let figures = SlotFigures { capacity: o.capacity, version: o.version, ..Default::default() };
+                        let figures = SlotFigures {
+                            capacity: o.capacity,
+                            version: o.version,
+                            window: o.window,
+                            ..Default::default()
+                        };
                         gate.warm(&o.slot, &figures, Overwrite::Always).await?;
                     }
                     Some(_) => {
-                        if !gate.resize(&o.slot, o.capacity, o.version).await? {
+                        if !gate.resize(&o.slot, o.capacity, &o.window, o.version).await? {
                             this.load_counter(gate, o.slot).await?;
                         }
                     }
                 }
             }
             Ok(opened)
+        })
+        .await
+    }
+
+    /// Ends the sales of `slots` now, by the gate's clock (the one that
+    /// decides), unless they ended earlier; see [`Closed`]. All or nothing.
+    pub async fn close_slots(self: &Arc<Self>, slots: Vec<SlotKey>) -> Result<Vec<Closed>, BookingError> {
+        let this = Arc::clone(self);
+        self.run_to_completion(async move {
+            // To the millisecond, the gate's precision, rounded down: closed
+            // from the moment this call reached the gate.
+            let now = match this.gate() {
+                Some(gate) => gate.now().await?,
+                None => this.clock.now(),
+            };
+            let now = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
+            let closed = match this.store.close_slots(&slots, now).await? {
+                CloseOutcome::Closed(closed) => closed,
+                CloseOutcome::Missing(slot) => return Err(BookingError::SlotNotFound(slot)),
+            };
+            if let Some(gate) = this.gate() {
+                for c in &closed {
+                    // A cold counter has nothing to change: its load reads
+                    // the new window.
+                    gate.resize(&c.slot, c.capacity, &c.window, c.version).await?;
+                }
+            }
+            Ok(closed
+                .into_iter()
+                .map(|c| Closed { slot: c.slot, closes_at: c.window.closes_at.unwrap_or(now) })
+                .collect())
+        })
+        .await
+    }
+
+    /// Sets a restaurant's time zone; the starts of its slots (those whose
+    /// keys may still be in Redis) move with it, counters included.
+    pub async fn put_restaurant(self: &Arc<Self>, change: ZoneChange) -> Result<ZoneSet, BookingError> {
+        let this = Arc::clone(self);
+        self.run_to_completion(async move {
+            let zone = change.time_zone.as_deref();
+            let (time_zone, moved) = match this.store.put_restaurant(change.restaurant_id, zone, oldest_kept()).await? {
+                ZoneOutcome::Set { time_zone, moved } => (time_zone, moved),
+                ZoneOutcome::Unknown => {
+                    return Err(FieldError::new("time_zone", "is not a time zone of the IANA database").into());
+                }
+            };
+            if let Some(gate) = this.gate() {
+                for m in &moved {
+                    gate.resize(&m.slot, m.capacity, &m.window, m.version).await?;
+                }
+            }
+            Ok(ZoneSet { time_zone, slots_moved: moved.len() })
         })
         .await
     }
@@ -122,12 +201,18 @@ impl Booking {
         Ok(Warmed { warmed, already_warm, took: started.elapsed() })
     }
 
-    /// Seats left and capacity of a slot: from its counter (loaded if cold),
-    /// or from the database when no gate is used.
+    /// Seats left, capacity, window and state of a slot: from its counter
+    /// (loaded if cold) and the gate's clock, or from the database when no
+    /// gate is used.
     pub async fn remaining(&self, slot: SlotKey) -> Result<Remaining, BookingError> {
         let Some(gate) = self.gate() else {
             let figures = self.store.slot_figures(&slot).await?.ok_or(BookingError::SlotNotFound(slot))?;
-            return Ok(Remaining { left: figures.capacity - figures.reserved, capacity: figures.capacity });
+            return Ok(Remaining {
+                left: figures.capacity - figures.reserved,
+                capacity: figures.capacity,
+                window: figures.window,
+                state: figures.window.state_at(self.clock.now()),
+            });
         };
         for _ in 0..COLD_RETRIES {
             if let Some(remaining) = gate.remaining(&slot).await? {

@@ -3,17 +3,23 @@
 //! nothing deeper sees a raw proto message.
 
 mod ids;
+mod listing;
 mod menu;
 mod request;
 mod slot;
 
 pub use ids::{ReservationId, parse_code, reservation_code};
+pub use listing::{
+    Cursor, DEFAULT_PAGE_SIZE, DayQuery, ListFilter, ListQuery, MAX_PAGE_SIZE, parse_list_availability,
+    parse_list_reservations,
+};
 pub use menu::{MenuItem, MenuUpload, parse_put_menu};
 pub use request::{
     CancelReason, Cancellation, Limits, MenuOrder, NewReservation, ReservationKind, ReservationStatus, SlotCapacity,
-    parse_cancel, parse_open_slots,
+    ZoneChange, parse_cancel, parse_close_slots, parse_open_slots, parse_put_restaurant, parse_timestamp,
+    valid_zone_name,
 };
-pub use slot::{Holder, KnownRequest, Remaining, SlotFigures, SlotKey, parse_date};
+pub use slot::{Holder, KnownRequest, Remaining, SlotFigures, SlotKey, SlotState, Window, parse_date};
 
 /// One invalid field: which one (as a proto field path, e.g. `slot.date`) and
 /// why. Becomes `INVALID_ARGUMENT` with a `google.rpc.BadRequest` naming it.

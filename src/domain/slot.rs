@@ -1,6 +1,6 @@
 use std::fmt;
 
-use chrono::{NaiveDate, NaiveTime};
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 
 use super::{FieldError, ReservationId};
 use crate::pb;
@@ -46,6 +46,9 @@ pub struct SlotFigures {
     /// The slot's version in the database when these figures were read:
     /// every change of `capacity` or `reserved` moves it up.
     pub version: i64,
+    /// The sale window and the slot's start (in its restaurant's zone);
+    /// changing them moves `version` up too.
+    pub window: Window,
     /// Every active reservation's user.
     pub holders: Vec<Holder>,
     /// Every reservation of the slot, whatever its status: a replay of any
@@ -54,11 +57,63 @@ pub struct SlotFigures {
     pub requests: Vec<KnownRequest>,
 }
 
-/// Seats left in a slot, and its capacity.
+/// When a slot takes reservations: from `opens_at` (none: at once) until
+/// `closes_at` (none: until it starts), and never from `starts_at` on.
+/// Instants, to the millisecond (the gate's precision).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Window {
+    pub opens_at: Option<DateTime<Utc>>,
+    pub closes_at: Option<DateTime<Utc>>,
+    /// The slot's local date and time in its restaurant's zone. `None` only
+    /// for a counter loaded by a slotgate that did not record it.
+    pub starts_at: Option<DateTime<Utc>>,
+}
+
+/// Whether a slot takes reservations at some instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotState {
+    Open,
+    NotYetOpen,
+    Closed,
+    Started,
+}
+
+impl Window {
+    /// The state at `now`. A slot that has started is `Started` whatever
+    /// its window says; one that has closed is `Closed` even if it never
+    /// opened (closed before its opening).
+    pub fn state_at(&self, now: DateTime<Utc>) -> SlotState {
+        if self.starts_at.is_some_and(|t| now >= t) {
+            SlotState::Started
+        } else if self.closes_at.is_some_and(|t| now >= t) {
+            SlotState::Closed
+        } else if self.opens_at.is_some_and(|t| now < t) {
+            SlotState::NotYetOpen
+        } else {
+            SlotState::Open
+        }
+    }
+}
+
+impl SlotState {
+    pub fn to_proto(self) -> pb::SlotState {
+        match self {
+            Self::Open => pb::SlotState::Open,
+            Self::NotYetOpen => pb::SlotState::NotYetOpen,
+            Self::Closed => pb::SlotState::Closed,
+            Self::Started => pb::SlotState::Started,
+        }
+    }
+}
+
+/// Seats left in a slot, its capacity, its window and its state, as the
+/// gate's clock had it when they were read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Remaining {
     pub left: i32,
     pub capacity: i32,
+    pub window: Window,
+    pub state: SlotState,
 }
 
 /// A user holding an active reservation in a slot.
@@ -135,6 +190,24 @@ mod tests {
             let err = SlotKey::parse(Some(&slot(date, time)), "slot").unwrap_err();
             assert_eq!(err.field, field, "{date} {time}");
         }
+    }
+
+    #[test]
+    fn a_slots_state_follows_its_window_and_start() {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let window = Window {
+            opens_at: Some(at("2036-12-20T09:00:00Z")),
+            closes_at: Some(at("2036-12-24T08:00:00Z")),
+            starts_at: Some(at("2036-12-24T10:00:00Z")),
+        };
+        assert_eq!(window.state_at(at("2036-12-20T08:59:59.999Z")), SlotState::NotYetOpen);
+        assert_eq!(window.state_at(at("2036-12-20T09:00:00Z")), SlotState::Open);
+        assert_eq!(window.state_at(at("2036-12-24T08:00:00Z")), SlotState::Closed);
+        assert_eq!(window.state_at(at("2036-12-24T10:00:00Z")), SlotState::Started);
+        // Closed before it opened: closed.
+        let early_close = Window { closes_at: Some(at("2036-12-19T00:00:00Z")), ..window };
+        assert_eq!(early_close.state_at(at("2036-12-19T12:00:00Z")), SlotState::Closed);
+        assert_eq!(Window::default().state_at(at("2036-12-19T12:00:00Z")), SlotState::Open);
     }
 
     #[test]

@@ -34,7 +34,14 @@
 --               here or (KEYS[6]) in another slot
 --   {6, ''}     VOID: this attempt was given up before it ran (nobody
 --               waits for this reply); nothing taken
+--   {7, 'opens wait'}  NOT_OPEN: before the sale window's opening (Unix
+--               ms), `wait` ms from now by Redis's clock
+--   {8, closes} CLOSED: at or after the window's end (Unix ms)
+--   {9, starts} STARTED: at or after the slot's start (Unix ms)
 -- A refusal writes nothing (but for dropping a counter found untrustworthy).
+-- The window is decided here, by Redis's clock, so every replica agrees on
+-- the instant; a replay of an admitted request is answered as before
+-- whatever the window says now.
 local id, user, party = ARGV[1], ARGV[2], tonumber(ARGV[3])
 
 if redis.call('EXISTS', KEYS[5]) == 1 then
@@ -66,6 +73,19 @@ if not left then
   return {1, ''}
 end
 left = tonumber(left)
+
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local window = redis.call('HMGET', KEYS[1], 'opens', 'closes', 'starts')
+local opens, closes, starts = tonumber(window[1]), tonumber(window[2]), tonumber(window[3])
+if starts and now_ms >= starts then
+  return {9, window[3]}
+elseif closes and now_ms >= closes then
+  return {8, window[2]}
+elseif opens and now_ms < opens then
+  return {7, window[1] .. ' ' .. (opens - now_ms)}
+end
+
 -- The users or ids key was lost since the slot was loaded (its sentinel is
 -- gone, see figures.lua): their answers cannot be trusted. Make the slot
 -- cold, so it is loaded again, whole. (A counter without a version was
@@ -89,8 +109,7 @@ if left < party then
   return {2, tostring(math.max(left, 0))}
 end
 
-local now = redis.call('TIME')
-local deadline = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + tonumber(ARGV[5])
+local deadline = now_ms + tonumber(ARGV[5])
 redis.call('HINCRBY', KEYS[1], 'left', -party)
 redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 redis.call('HSET', KEYS[2], user, id)

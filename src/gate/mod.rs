@@ -16,6 +16,7 @@ mod upkeep;
 use std::time::Duration;
 
 use bb8::PooledConnection;
+use chrono::{DateTime, Utc};
 use redis::{RedisError, Script, ScriptInvocation};
 use tracing::{Instrument, field::Empty, info_span};
 
@@ -55,6 +56,20 @@ pub enum Admission {
     },
     /// This request id was admitted before with another payload.
     Reused,
+    /// The sale window opens at `opens_at`, `wait` from now by Redis's
+    /// clock.
+    NotOpen {
+        opens_at: DateTime<Utc>,
+        wait: Duration,
+    },
+    /// The sale window closed at `closes_at`.
+    Closed {
+        closes_at: DateTime<Utc>,
+    },
+    /// The slot started at `starts_at`.
+    Started {
+        starts_at: DateTime<Utc>,
+    },
 }
 
 impl Admission {
@@ -67,6 +82,9 @@ impl Admission {
             Self::Duplicate { .. } => "DUPLICATE",
             Self::Replay { .. } => "REPLAY",
             Self::Reused => "REUSED",
+            Self::NotOpen { .. } => "SLOT_NOT_OPEN",
+            Self::Closed { .. } => "SLOT_CLOSED",
+            Self::Started { .. } => "SLOT_STARTED",
         }
     }
 }
@@ -150,6 +168,7 @@ struct Scripts {
     resize: Script,
     reconcile: Script,
     expired_holds: Script,
+    remaining: Script,
 }
 
 /// The Redis gate: a connection pool, the key namespace and the scripts.
@@ -200,6 +219,7 @@ impl Gate {
                     include_str!("reconcile.lua")
                 )),
                 expired_holds: Script::new(include_str!("expired_holds.lua")),
+                remaining: Script::new(include_str!("remaining.lua")),
             },
         })
     }
@@ -265,8 +285,9 @@ impl Gate {
                 .arg(k.expire_at)
                 .arg(&k.name);
             let (code, detail): (i64, String) = self.invoke(&invocation).await?;
-            let number =
-                || detail.parse::<i64>().map_err(|_| GateError::Protocol(format!("acquire: bad detail {detail:?}")));
+            let bad = || GateError::Protocol(format!("acquire: bad detail {detail:?}"));
+            let number = || detail.parse::<i64>().map_err(|_| bad());
+            let instant = |ms: i64| DateTime::from_timestamp_millis(ms).ok_or_else(bad);
             Ok(match code {
                 0 => Admission::Admitted { remaining: number()? },
                 1 => Admission::Cold,
@@ -279,6 +300,13 @@ impl Gate {
                 // Only an attempt whose caller already gave up (and voided
                 // it) gets this; nobody reads it.
                 6 => return Err(GateError::Unavailable("the attempt was given up before it ran".into())),
+                7 => {
+                    let (opens, wait) = detail.split_once(' ').ok_or_else(bad)?;
+                    let (opens, wait) = (opens.parse().map_err(|_| bad())?, wait.parse().map_err(|_| bad())?);
+                    Admission::NotOpen { opens_at: instant(opens)?, wait: Duration::from_millis(wait) }
+                }
+                8 => Admission::Closed { closes_at: instant(number()?)? },
+                9 => Admission::Started { starts_at: instant(number()?)? },
                 _ => return Err(GateError::Protocol(format!("acquire: unknown code {code}"))),
             })
         }

@@ -26,7 +26,7 @@ end
 
 local cap = tonumber(ARGV[2])
 if left == cap - tonumber(ARGV[3]) and tonumber(redis.call('HGET', KEYS[1], 'cap')) == cap
-    and entries_match(KEYS[2], KEYS[3]) then
+    and window_matches(KEYS[1], 6) and entries_match(KEYS[2], KEYS[3]) then
   for i = 1, 4 do
     redis.call('EXPIREAT', KEYS[i], ARGV[5])
   end

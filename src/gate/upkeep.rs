@@ -3,10 +3,11 @@
 //! whose lease ran out. Requests meet only two of these: a request that
 //! finds its counter cold loads it (`warm`), and `GetRemaining` reads one.
 
+use chrono::{DateTime, Utc};
 use redis::{RedisError, ScriptInvocation, Value};
 
 use super::{Gate, GateError};
-use crate::domain::{Remaining, ReservationId, SlotFigures, SlotKey};
+use crate::domain::{Remaining, ReservationId, SlotFigures, SlotKey, Window};
 
 /// What a reconcile pass did to one slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +85,8 @@ pub enum Overwrite {
 /// `figures.lua`).
 fn push_figures(invocation: &mut ScriptInvocation<'_>, figures: &SlotFigures, expire_at: i64) {
     invocation.arg(figures.capacity).arg(figures.reserved).arg(figures.version).arg(expire_at);
+    let w = &figures.window;
+    invocation.arg(millis(w.opens_at)).arg(millis(w.closes_at)).arg(millis(w.starts_at));
     invocation.arg(figures.holders.len());
     for holder in &figures.holders {
         invocation.arg(&holder.user).arg(holder.id.to_string());
@@ -178,28 +181,94 @@ impl Gate {
             .collect()
     }
 
-    /// Brings a warm counter to a capacity the slot got at `version` (see
-    /// `resize.lua`); returns false if the slot is cold.
-    pub async fn resize(&self, slot: &SlotKey, capacity: i32, version: i64) -> Result<bool, GateError> {
+    /// Brings a warm counter to the capacity and window the slot got at
+    /// `version` (see `resize.lua`); returns false if the slot is cold.
+    pub async fn resize(
+        &self,
+        slot: &SlotKey,
+        capacity: i32,
+        window: &Window,
+        version: i64,
+    ) -> Result<bool, GateError> {
         let k = self.keys(slot);
-        let warm: i64 =
-            self.invoke(self.scripts.resize.key(&k.seats).arg(capacity).arg(version).arg(k.expire_at)).await?;
+        let mut invocation = self.scripts.resize.key(&k.seats);
+        invocation.arg(capacity).arg(version).arg(k.expire_at);
+        invocation.arg(millis(window.opens_at)).arg(millis(window.closes_at)).arg(millis(window.starts_at));
+        let warm: i64 = self.invoke(&invocation).await?;
         Ok(warm == 1)
     }
 
-    /// Seats left and capacity, or `None` when the slot is cold. A counter
-    /// below zero (capacity lowered under holds in flight) reads as 0.
+    /// Redis's clock: the one the gate decides sale windows by.
+    pub async fn now(&self) -> Result<DateTime<Utc>, GateError> {
+        let mut conn = self.conn().await?;
+        let result: Result<(i64, i64), RedisError> = redis::cmd("TIME").query_async(&mut conn.conn).await;
+        conn.note(&result);
+        let (seconds, micros) = result?;
+        DateTime::from_timestamp_micros(seconds * 1_000_000 + micros)
+            .ok_or_else(|| GateError::Protocol(format!("TIME: bad reply {seconds} {micros}")))
+    }
+
+    /// Seats left, capacity, window and state by Redis's clock, or `None`
+    /// when the slot is cold. A counter below zero (capacity lowered under
+    /// holds in flight) reads as 0.
     pub async fn remaining(&self, slot: &SlotKey) -> Result<Option<Remaining>, GateError> {
         let k = self.keys(slot);
-        let mut conn = self.conn().await?;
-        let result: Result<(Option<i32>, Option<i32>), RedisError> =
-            redis::cmd("HMGET").arg(&k.seats).arg("left").arg("cap").query_async(&mut conn.conn).await;
-        conn.note(&result);
-        Ok(match result? {
-            (Some(left), Some(capacity)) => Some(Remaining { left: left.max(0), capacity }),
-            _ => None,
-        })
+        let reply: RemainingReply = self.invoke(&self.scripts.remaining.key(&k.seats)).await?;
+        reply.into_remaining()
     }
+
+    /// [`Gate::remaining`] of many slots: every read in flight at once on
+    /// one connection, so the lot costs one round trip.
+    pub async fn remaining_many(&self, slots: &[SlotKey]) -> Result<Vec<Option<Remaining>>, GateError> {
+        if slots.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pooled = self.conn().await?;
+        let shared = pooled.conn.clone();
+        let reads = slots.iter().map(|slot| {
+            let k = self.keys(slot);
+            let mut conn = shared.clone();
+            async move {
+                let reply: RemainingReply = self.scripts.remaining.key(&k.seats).invoke_async(&mut conn).await?;
+                reply.into_remaining()
+            }
+        });
+        let result = futures_util::future::try_join_all(reads).await;
+        if let Err(GateError::Unavailable(_)) = &result {
+            pooled.broken = true;
+        }
+        result
+    }
+}
+
+/// `remaining.lua`'s reply: left, capacity, opens, closes, starts, now.
+type RemainingReply = (Option<i64>, Option<i32>, Option<i64>, Option<i64>, Option<i64>, i64);
+
+trait IntoRemaining {
+    fn into_remaining(self) -> Result<Option<Remaining>, GateError>;
+}
+
+impl IntoRemaining for RemainingReply {
+    fn into_remaining(self) -> Result<Option<Remaining>, GateError> {
+        let (left, capacity, opens, closes, starts, now) = self;
+        let (Some(left), Some(capacity)) = (left, capacity) else { return Ok(None) };
+        let instant = |ms: i64| {
+            DateTime::from_timestamp_millis(ms).ok_or_else(|| GateError::Protocol(format!("remaining: bad time {ms}")))
+        };
+        let window = Window {
+            opens_at: opens.map(instant).transpose()?,
+            closes_at: closes.map(instant).transpose()?,
+            starts_at: starts.map(instant).transpose()?,
+        };
+        let state = window.state_at(instant(now)?);
+        Ok(Some(Remaining { left: left.clamp(0, i64::from(i32::MAX)) as i32, capacity, window, state }))
+    }
+}
+
+/// An instant as the gate's scripts take it: Unix milliseconds, or '' for
+/// none.
+pub(super) fn millis(t: Option<DateTime<Utc>>) -> String {
+    t.map_or_else(String::new, |t| t.timestamp_millis().to_string())
 }
 
 #[cfg(test)]

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use tonic::{Request, Response, Status};
 
+use super::convert;
 use crate::{
     booking::{Booking, BookingError},
-    domain::{FieldError, parse_date, parse_open_slots, parse_put_menu},
+    domain::{FieldError, parse_close_slots, parse_date, parse_open_slots, parse_put_menu, parse_put_restaurant},
     pb::{self, slot_admin_server::SlotAdmin},
 };
 
@@ -85,6 +86,37 @@ impl SlotAdmin for AdminService {
                 })
                 .collect(),
             took_ms: report.took.as_millis() as i64,
+        }))
+    }
+
+    async fn put_restaurant(
+        &self,
+        request: Request<pb::PutRestaurantRequest>,
+    ) -> Result<Response<pb::PutRestaurantResponse>, Status> {
+        let change = parse_put_restaurant(request.get_ref()).map_err(BookingError::from)?;
+        let restaurant_id = change.restaurant_id;
+        let set = self.booking.put_restaurant(change).await?;
+        Ok(Response::new(pb::PutRestaurantResponse {
+            restaurant_id,
+            time_zone: set.time_zone,
+            slots_moved: set.slots_moved as i32,
+        }))
+    }
+
+    async fn close_slots(
+        &self,
+        request: Request<pb::CloseSlotsRequest>,
+    ) -> Result<Response<pb::CloseSlotsResponse>, Status> {
+        let slots = parse_close_slots(request.get_ref()).map_err(BookingError::from)?;
+        let closed = self.booking.close_slots(slots).await?;
+        Ok(Response::new(pb::CloseSlotsResponse {
+            slots: closed
+                .into_iter()
+                .map(|c| pb::ClosedSlot {
+                    slot: Some(c.slot.to_proto()),
+                    closes_at: Some(convert::timestamp(c.closes_at)),
+                })
+                .collect(),
         }))
     }
 

@@ -8,7 +8,10 @@ use super::convert;
 use crate::{
     auth::Caller,
     booking::{Booking, BookingError},
-    domain::{FieldError, Limits, NewReservation, ReservationId, SlotKey, parse_cancel, parse_code},
+    domain::{
+        FieldError, Limits, NewReservation, ReservationId, SlotKey, parse_cancel, parse_code, parse_list_availability,
+        parse_list_reservations,
+    },
     overload::{Deadline, UserGuard},
     pb::{self, reservations_server::Reservations},
 };
@@ -99,7 +102,49 @@ impl Reservations for ReservationsService {
         request: Request<pb::GetRemainingRequest>,
     ) -> Result<Response<pb::GetRemainingResponse>, Status> {
         let slot = SlotKey::parse(request.get_ref().slot.as_ref(), "slot").map_err(BookingError::from)?;
-        let remaining = self.booking.remaining(slot).await?;
-        Ok(Response::new(pb::GetRemainingResponse { remaining: remaining.left, capacity: remaining.capacity }))
+        let r = self.booking.remaining(slot).await?;
+        Ok(Response::new(pb::GetRemainingResponse {
+            remaining: r.left,
+            capacity: r.capacity,
+            opens_at: r.window.opens_at.map(convert::timestamp),
+            closes_at: r.window.closes_at.map(convert::timestamp),
+            state: r.state.to_proto() as i32,
+            starts_at: r.window.starts_at.map(convert::timestamp),
+        }))
+    }
+
+    async fn list_reservations(
+        &self,
+        request: Request<pb::ListReservationsRequest>,
+    ) -> Result<Response<pb::ListReservationsResponse>, Status> {
+        let query = parse_list_reservations(request.get_ref()).map_err(BookingError::from)?;
+        let page = self.booking.list(&query).await?;
+        Ok(Response::new(pb::ListReservationsResponse {
+            reservations: page.reservations.into_iter().map(convert::reservation).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn list_availability(
+        &self,
+        request: Request<pb::ListAvailabilityRequest>,
+    ) -> Result<Response<pb::ListAvailabilityResponse>, Status> {
+        let day = parse_list_availability(request.get_ref(), self.limits.max_party_size).map_err(BookingError::from)?;
+        let slots = self.booking.availability(day).await?;
+        Ok(Response::new(pb::ListAvailabilityResponse {
+            slots: slots
+                .into_iter()
+                .map(|a| pb::SlotAvailability {
+                    slot: Some(a.slot.to_proto()),
+                    capacity: a.remaining.capacity,
+                    remaining: a.remaining.left,
+                    state: a.remaining.state.to_proto() as i32,
+                    opens_at: a.remaining.window.opens_at.map(convert::timestamp),
+                    closes_at: a.remaining.window.closes_at.map(convert::timestamp),
+                    starts_at: a.remaining.window.starts_at.map(convert::timestamp),
+                    fits: a.fits,
+                })
+                .collect(),
+        }))
     }
 }

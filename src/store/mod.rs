@@ -27,7 +27,7 @@ pub mod strategies;
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use bb8::PooledConnection;
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use diesel::{
     result::{DatabaseErrorKind, Error as DieselError},
     sql_types::BigInt,
@@ -44,12 +44,12 @@ pub use self::{
     create::{Inserted, Timing},
     manage::{Cancelled, Confirmed, Lapsed},
     reservations::{Committed, Reservation, ReservedItem},
-    slots::{OpenOutcome, Opened},
+    slots::{CloseOutcome, DaySlot, OpenOutcome, Opened, Reshaped, ZoneOutcome},
     strategies::SeatLock,
 };
 use crate::{
     clock::Offset,
-    domain::{CancelReason, MenuUpload, NewReservation, ReservationId, SlotCapacity, SlotFigures, SlotKey},
+    domain::{CancelReason, ListQuery, MenuUpload, NewReservation, ReservationId, SlotCapacity, SlotFigures, SlotKey},
     metrics::Metrics,
     pools::{CheckoutError, PoolSettings, PoolState, Pooled, WaitRecording},
 };
@@ -146,19 +146,34 @@ pub async fn migrate(database_url: &str) -> Result<usize, StoreError> {
     .map_err(|e| StoreError::Migration(e.to_string()))
 }
 
+/// Whether the database's time zone rules know `zone`, asked over a
+/// connection of its own (the pool's connections set the default zone when
+/// they open, so with an unknown one none would open).
+pub async fn zone_known(database_url: &str, zone: &str) -> Result<bool, StoreError> {
+    let mut conn =
+        AsyncPgConnection::establish(database_url).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    slots::zone_exists(&mut conn, zone).await
+}
+
 /// The PostgreSQL pool and the operations the use cases need.
 pub struct Store {
     pool: Pooled<Manager>,
     metrics: Arc<Metrics>,
 }
 
-/// The session limits every pooled connection sets when it opens, so that
-/// no statement, lock wait or open transaction of slotgate's outlasts
-/// `transaction` on the server, whatever happens to the client: PostgreSQL
-/// itself ends it and rolls it back.
-fn session_setup(transaction: Duration) -> String {
+/// The session settings every pooled connection sets when it opens: limits,
+/// so that no statement, lock wait or open transaction of slotgate's
+/// outlasts `transaction` on the server, whatever happens to the client
+/// (PostgreSQL itself ends it and rolls it back); and the default time zone,
+/// which slots of restaurants without a zone of their own start in (see
+/// [`slots`]).
+fn session_setup(transaction: Duration, default_zone: &str) -> String {
     let ms = transaction.as_millis().max(1);
-    format!("SET statement_timeout = {ms}; SET lock_timeout = {ms}; SET idle_in_transaction_session_timeout = {ms}")
+    let zone = default_zone.replace('\'', "''");
+    format!(
+        "SET statement_timeout = {ms}; SET lock_timeout = {ms}; SET idle_in_transaction_session_timeout = {ms}; \
+         SET TimeZone = '{zone}'"
+    )
 }
 
 impl Store {
@@ -167,9 +182,15 @@ impl Store {
     /// (diesel-async marks a connection broken after a failed query, so the
     /// pool never hands out one it knows is dead.) Each connection's session
     /// is bounded by `transaction` (see [`session_setup`]).
-    pub fn new(database_url: &str, pool: PoolSettings, transaction: Duration, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        database_url: &str,
+        pool: PoolSettings,
+        transaction: Duration,
+        default_zone: &str,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let waits = WaitRecording { span: || info_span!("db.pool.wait"), histogram: metrics.db_pool_wait.clone() };
-        let setup = session_setup(transaction);
+        let setup = session_setup(transaction, default_zone);
         let mut config = ManagerConfig::default();
         config.custom_setup = Box::new(move |url| {
             let (url, setup) = (url.to_owned(), setup.clone());
@@ -250,8 +271,29 @@ impl Store {
         slots::slot_keys_from(&mut *self.conn().await?, from).await
     }
 
-    pub async fn open_slots(&self, slots: &[SlotCapacity]) -> Result<OpenOutcome, StoreError> {
-        slots::open_slots(&mut *self.conn().await?, slots).await
+    pub async fn open_slots(&self, slots: &[SlotCapacity], offset: Offset) -> Result<OpenOutcome, StoreError> {
+        slots::open_slots(&mut *self.conn().await?, slots, offset).await
+    }
+
+    pub async fn close_slots(&self, slots: &[SlotKey], now: DateTime<Utc>) -> Result<CloseOutcome, StoreError> {
+        slots::close_slots(&mut *self.conn().await?, slots, now).await
+    }
+
+    pub async fn put_restaurant(
+        &self,
+        restaurant_id: i64,
+        time_zone: Option<&str>,
+        from: NaiveDate,
+    ) -> Result<ZoneOutcome, StoreError> {
+        slots::put_restaurant(&mut *self.conn().await?, restaurant_id, time_zone, from).await
+    }
+
+    pub async fn day_slots(&self, restaurant_id: i64, date: NaiveDate) -> Result<Vec<DaySlot>, StoreError> {
+        slots::day_slots(&mut *self.conn().await?, restaurant_id, date).await
+    }
+
+    pub async fn list_reservations(&self, query: &ListQuery) -> Result<Vec<Reservation>, StoreError> {
+        reservations::list(&mut *self.conn().await?, query).await
     }
 
     pub async fn put_menu(&self, menu: &MenuUpload) -> Result<usize, StoreError> {

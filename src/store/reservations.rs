@@ -1,18 +1,20 @@
-//! Reading reservations: one by id, with its items, and what the rows of
-//! some ids say.
+//! Reading reservations: one by id or code, with its items, pages of a
+//! listing, and what the rows of some ids say.
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveTime, Utc};
 use diesel::{
     OptionalExtension, QueryableByName,
-    sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid},
+    sql_types::{Array, BigInt, Bool, Date, Integer, Nullable, Text, Time, Timestamptz, Uuid as SqlUuid},
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::{ACTIVE, StoreError, prepared::prepared, slots::SlotKeyRow};
-use crate::domain::{CancelReason, ReservationId, ReservationKind, ReservationStatus, SlotKey};
+use crate::domain::{
+    CancelReason, Cursor, ListFilter, ListQuery, ReservationId, ReservationKind, ReservationStatus, SlotKey,
+};
 
 /// A reservation as stored, with its slot and items.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,4 +210,126 @@ pub async fn committed(
             (ReservationId(r.id), committed)
         })
         .collect())
+}
+
+/// The statement that reads a page of a listing by `filter`. Its
+/// parameters: `$1` the statuses (empty: all), then the filter's values
+/// (user; restaurant, date, time; restaurant, date), then the cursor
+/// (created_at, id; for a day, the slot's time before them), then the
+/// number of rows to read.
+pub fn list_statement(filter: &ListFilter) -> String {
+    let only = "(cardinality($1::text[]) = 0 OR r.status = ANY($1))";
+    let base = format!("SELECT {RESERVATION_COLUMNS} FROM reservations r JOIN slots s ON s.id = r.slot_id");
+    match filter {
+        ListFilter::User(_) => format!(
+            "{base} WHERE r.user_id = $2 AND (r.created_at, r.id) > ($3::timestamptz, $4::uuid) AND {only}
+             ORDER BY r.created_at, r.id LIMIT $5"
+        ),
+        ListFilter::Slot(_) => format!(
+            "{base} WHERE r.slot_id = (SELECT id FROM slots
+                                        WHERE restaurant_id = $2 AND slot_date = $3 AND slot_time = $4)
+               AND (r.created_at, r.id) > ($5::timestamptz, $6::uuid) AND {only}
+             ORDER BY r.created_at, r.id LIMIT $7"
+        ),
+        // Slot by slot in time order, each slot's rows read in order through
+        // its index from the cursor on (the cursor's own slot from its key,
+        // later slots from their first row), at most a page from each: a
+        // page costs the same however many reservations the day has.
+        ListFilter::Day { .. } => format!(
+            "SELECT {RESERVATION_COLUMNS}
+             FROM slots s
+             CROSS JOIN LATERAL (
+               SELECT * FROM reservations r
+               WHERE r.slot_id = s.id
+                 AND (r.created_at, r.id) > (CASE WHEN s.slot_time > $4::time THEN '-infinity' ELSE $5::timestamptz END,
+                                             CASE WHEN s.slot_time > $4::time THEN '00000000-0000-0000-0000-000000000000' ELSE $6::uuid END)
+                 AND {only}
+               ORDER BY r.created_at, r.id
+               LIMIT $7) r
+             WHERE s.restaurant_id = $2 AND s.slot_date = $3 AND s.slot_time >= $4::time
+             ORDER BY s.slot_time, r.created_at, r.id LIMIT $7"
+        ),
+    }
+}
+
+/// One page of a listing (one row more than the page, when there is one):
+/// walks the filter's index in the listing's order from the cursor on, so
+/// a page costs the same however deep it is, and rows inserted or ended
+/// between pages shift nothing.
+pub async fn list(conn: &mut AsyncPgConnection, query: &ListQuery) -> Result<Vec<Reservation>, StoreError> {
+    // The first page starts before every key.
+    let start = Cursor {
+        slot_time: NaiveTime::MIN,
+        created_at: DateTime::from_timestamp(-62_135_596_800, 0).unwrap_or_default(),
+        id: Uuid::nil(),
+    };
+    let after = query.after.unwrap_or(start);
+    let statuses: Vec<&str> = query.statuses.iter().map(|s| s.as_str()).collect();
+    // Read one more than the page, to know whether another page follows.
+    let limit = query.page_size + 1;
+    let sql = list_statement(&query.filter);
+    let rows: Vec<ReservationRow> = match &query.filter {
+        ListFilter::User(user) => {
+            prepared(sql)
+                .bind::<Array<Text>, _>(&statuses)
+                .bind::<Text, _>(user)
+                .bind::<Timestamptz, _>(after.created_at)
+                .bind::<SqlUuid, _>(after.id)
+                .bind::<BigInt, _>(limit)
+                .load(conn)
+                .await?
+        }
+        ListFilter::Slot(slot) => {
+            prepared(sql)
+                .bind::<Array<Text>, _>(&statuses)
+                .bind::<BigInt, _>(slot.restaurant_id)
+                .bind::<Date, _>(slot.date)
+                .bind::<Time, _>(slot.time)
+                .bind::<Timestamptz, _>(after.created_at)
+                .bind::<SqlUuid, _>(after.id)
+                .bind::<BigInt, _>(limit)
+                .load(conn)
+                .await?
+        }
+        ListFilter::Day { restaurant_id, date } => {
+            prepared(sql)
+                .bind::<Array<Text>, _>(&statuses)
+                .bind::<BigInt, _>(*restaurant_id)
+                .bind::<Date, _>(*date)
+                .bind::<Time, _>(after.slot_time)
+                .bind::<Timestamptz, _>(after.created_at)
+                .bind::<SqlUuid, _>(after.id)
+                .bind::<BigInt, _>(limit)
+                .load(conn)
+                .await?
+        }
+    };
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    #[derive(QueryableByName)]
+    struct OwnedItem {
+        #[diesel(sql_type = SqlUuid)]
+        reservation_id: Uuid,
+        #[diesel(embed)]
+        item: ItemRow,
+    }
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let items: Vec<OwnedItem> = prepared(
+        "SELECT reservation_id, menu_id, quantity, unit_price FROM reservation_items
+         WHERE reservation_id = ANY($1) ORDER BY reservation_id, menu_id",
+    )
+    .bind::<Array<SqlUuid>, _>(&ids)
+    .load(conn)
+    .await?;
+    let mut by_id: HashMap<Uuid, Vec<ReservedItem>> = HashMap::new();
+    for owned in items {
+        by_id.entry(owned.reservation_id).or_default().push(owned.item.into());
+    }
+    rows.into_iter()
+        .map(|row| {
+            let items = by_id.remove(&row.id).unwrap_or_default();
+            row.into_reservation(items)
+        })
+        .collect()
 }

@@ -1,18 +1,33 @@
-//! Slots: opening them and changing capacities, and reading the figures a
-//! seat counter is loaded or reconciled from.
+//! Slots: opening and closing them, changing capacities, windows and time
+//! zones, and reading the figures a seat counter is loaded or reconciled
+//! from.
+//!
+//! A slot starts at its local date and time in its restaurant's time zone,
+//! or, for a restaurant without one, in the connection's `TimeZone` (each
+//! pooled connection sets it to `--default-time-zone`). PostgreSQL's zone
+//! rules apply: a local time that a daylight-saving change skips (02:30 on a
+//! spring-forward night) is read with the offset before the change, so it
+//! is the same instant as the hour after it (03:30); one that happens twice
+//! (01:30 on a fall-back night) is the second, the one after the change.
 
 use std::collections::HashMap;
 
-use chrono::{NaiveDate, NaiveTime};
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use diesel::{
     QueryableByName,
-    sql_types::{Array, BigInt, Date, Integer, Nullable, Text, Time, Uuid as SqlUuid},
+    sql_types::{Array, BigInt, Date, Integer, Nullable, Text, Time, Timestamptz, Uuid as SqlUuid},
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::{ACTIVE, MIGRATION_LOCK, StoreError, prepared::prepared};
-use crate::domain::{Holder, KnownRequest, ReservationId, SlotCapacity, SlotFigures, SlotKey};
+use crate::{
+    clock::Offset,
+    domain::{Holder, KnownRequest, ReservationId, SlotCapacity, SlotFigures, SlotKey, Window},
+};
+
+/// A slot's start, as SQL over `slots s` joined with `restaurants z`.
+const STARTS_AT: &str = "((s.slot_date + s.slot_time) AT TIME ZONE COALESCE(z.time_zone, current_setting('TimeZone')))";
 
 /// Transaction advisory lock that serialises `OpenSlots` calls, so two
 /// operators changing one slot cannot interleave their capacity deltas.
@@ -27,6 +42,10 @@ pub struct Opened {
     pub previous_capacity: Option<i32>,
     /// The slot's version after this call.
     pub version: i64,
+    /// Its window after this call, start included.
+    pub window: Window,
+    /// Whether this call changed the slot (capacity or window).
+    pub changed: bool,
 }
 
 #[derive(Debug)]
@@ -38,6 +57,38 @@ pub enum OpenOutcome {
         slot: SlotKey,
         reserved: i32,
     },
+    /// The slot (entry `index` of the call) has already started; nothing
+    /// was changed.
+    Started {
+        index: usize,
+        starts_at: DateTime<Utc>,
+    },
+}
+
+/// A slot's seat figures and window, after a change that moved its version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reshaped {
+    pub slot: SlotKey,
+    pub capacity: i32,
+    pub version: i64,
+    pub window: Window,
+}
+
+#[derive(Debug)]
+pub enum CloseOutcome {
+    Closed(Vec<Reshaped>),
+    /// No such slot; nothing was changed.
+    Missing(SlotKey),
+}
+
+/// A slot of a restaurant's day: what `ListAvailability` shows besides the
+/// seats left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DaySlot {
+    pub slot: SlotKey,
+    pub capacity: i32,
+    pub reserved: i32,
+    pub window: Window,
 }
 
 /// A slot's natural key as selected from `slots` (embedded in other rows).
@@ -68,12 +119,43 @@ struct SlotRow {
     reserved: i32,
     #[diesel(sql_type = BigInt)]
     version: i64,
+    #[diesel(embed)]
+    window: WindowRow,
 }
 
 impl SlotRow {
     fn key(&self) -> SlotKey {
         self.natural.key()
     }
+
+    fn reshaped(&self) -> Reshaped {
+        Reshaped { slot: self.key(), capacity: self.capacity, version: self.version, window: self.window.window() }
+    }
+}
+
+/// A slot's window as selected from `slots s` (with [`STARTS_AT`]).
+#[derive(QueryableByName)]
+struct WindowRow {
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    opens_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    closes_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Timestamptz)]
+    starts_at: DateTime<Utc>,
+}
+
+impl WindowRow {
+    fn window(&self) -> Window {
+        Window { opens_at: self.opens_at, closes_at: self.closes_at, starts_at: Some(self.starts_at) }
+    }
+}
+
+/// The columns of a [`SlotRow`], over `slots s` joined with `restaurants z`.
+fn slot_columns() -> String {
+    format!(
+        "s.restaurant_id, s.slot_date, s.slot_time, s.capacity, s.reserved, s.version,
+         s.opens_at, s.closes_at, {STARTS_AT} AS starts_at"
+    )
 }
 
 #[derive(QueryableByName)]
@@ -95,13 +177,13 @@ struct FigureRow {
 /// and the holders agree.
 fn figures_query(filter: &str) -> String {
     format!(
-        "SELECT s.restaurant_id, s.slot_date, s.slot_time, s.capacity, s.reserved, s.version,
-                r.user_id, r.id, r.fingerprint,
-                r.status IN {ACTIVE} AS active
+        "SELECT {}, r.user_id, r.id, r.fingerprint, r.status IN {ACTIVE} AS active
          FROM slots s
+         JOIN restaurants z ON z.id = s.restaurant_id
          LEFT JOIN reservations r ON r.slot_id = s.id
          WHERE {filter}
-         ORDER BY s.id"
+         ORDER BY s.id",
+        slot_columns()
     )
 }
 
@@ -114,6 +196,7 @@ fn group_figures(rows: Vec<FigureRow>) -> Vec<(SlotKey, SlotFigures)> {
                 capacity: row.slot.capacity,
                 reserved: row.slot.reserved,
                 version: row.slot.version,
+                window: row.slot.window.window(),
                 ..Default::default()
             };
             out.push((key, figures));
@@ -182,14 +265,27 @@ pub async fn slots_from(
 /// take longer. Those reads take no locks.
 const UNBOUNDED: &str = "SET LOCAL statement_timeout = 0";
 
-/// Creates slots or changes capacities, all or nothing.
-pub async fn open_slots(conn: &mut AsyncPgConnection, slots: &[SlotCapacity]) -> Result<OpenOutcome, StoreError> {
+/// Creates slots or changes their capacities and windows, all or nothing.
+/// A slot that has started by slotgate's clock (`now() + offset`) is
+/// refused, whether it exists or not.
+pub async fn open_slots(
+    conn: &mut AsyncPgConnection,
+    slots: &[SlotCapacity],
+    offset: Offset,
+) -> Result<OpenOutcome, StoreError> {
     #[derive(QueryableByName)]
     struct Existing {
         #[diesel(sql_type = BigInt)]
         id: i64,
         #[diesel(embed)]
         slot: SlotRow,
+    }
+    #[derive(QueryableByName)]
+    struct Start {
+        #[diesel(sql_type = Timestamptz)]
+        starts_at: DateTime<Utc>,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        started: bool,
     }
     let restaurants: Vec<i64> = slots.iter().map(|s| s.slot.restaurant_id).collect();
     let dates: Vec<NaiveDate> = slots.iter().map(|s| s.slot.date).collect();
@@ -202,17 +298,36 @@ pub async fn open_slots(conn: &mut AsyncPgConnection, slots: &[SlotCapacity]) ->
                 .bind::<Array<BigInt>, _>(&restaurants)
                 .execute(conn)
                 .await?;
+            let starts: Vec<Start> = prepared(
+                "SELECT (v.d + v.t) AT TIME ZONE COALESCE(z.time_zone, current_setting('TimeZone')) AS starts_at,
+                        (v.d + v.t) AT TIME ZONE COALESCE(z.time_zone, current_setting('TimeZone'))
+                          <= now() + $4 * interval '1 microsecond' AS started
+                 FROM unnest($1::bigint[], $2::date[], $3::time[]) WITH ORDINALITY AS v(r, d, t, i)
+                 JOIN restaurants z ON z.id = v.r
+                 ORDER BY v.i",
+            )
+            .bind::<Array<BigInt>, _>(&restaurants)
+            .bind::<Array<Date>, _>(&dates)
+            .bind::<Array<Time>, _>(&times)
+            .bind::<BigInt, _>(offset.micros())
+            .load(conn)
+            .await?;
+            if let Some(index) = starts.iter().position(|s| s.started) {
+                return Ok(OpenOutcome::Started { index, starts_at: starts[index].starts_at });
+            }
             // Locks the existing rows: winners of these slots wait until the
             // capacities below are committed, so `reserved` cannot move under
             // the check.
-            let existing: Vec<Existing> = prepared(
-                "SELECT s.id, s.restaurant_id, s.slot_date, s.slot_time, s.capacity, s.reserved, s.version
+            let existing: Vec<Existing> = prepared(format!(
+                "SELECT s.id, {}
                  FROM slots s
+                 JOIN restaurants z ON z.id = s.restaurant_id
                  JOIN unnest($1::bigint[], $2::date[], $3::time[]) AS v(r, d, t)
                    ON s.restaurant_id = v.r AND s.slot_date = v.d AND s.slot_time = v.t
                  ORDER BY s.id
                  FOR UPDATE OF s",
-            )
+                slot_columns()
+            ))
             .bind::<Array<BigInt>, _>(&restaurants)
             .bind::<Array<Date>, _>(&dates)
             .bind::<Array<Time>, _>(&times)
@@ -221,18 +336,20 @@ pub async fn open_slots(conn: &mut AsyncPgConnection, slots: &[SlotCapacity]) ->
             let existing: HashMap<SlotKey, Existing> = existing.into_iter().map(|e| (e.slot.key(), e)).collect();
 
             let mut opened = Vec::with_capacity(slots.len());
-            let (mut changed_ids, mut changed_caps) = (Vec::new(), Vec::new());
+            let mut changed = Vec::new();
             let mut fresh = Vec::new();
-            for s in slots {
+            for (s, start) in slots.iter().zip(&starts) {
+                let window = Window { opens_at: s.opens_at, closes_at: s.closes_at, starts_at: Some(start.starts_at) };
                 match existing.get(&s.slot) {
                     Some(Existing { slot: e, .. }) if s.capacity < e.reserved => {
                         return Ok(OpenOutcome::BelowReserved { slot: s.slot, reserved: e.reserved });
                     }
                     Some(Existing { id, slot: e }) => {
-                        let changed = e.capacity != s.capacity;
-                        if changed {
-                            changed_ids.push(*id);
-                            changed_caps.push(s.capacity);
+                        let differs = e.capacity != s.capacity
+                            || e.window.opens_at != s.opens_at
+                            || e.window.closes_at != s.closes_at;
+                        if differs {
+                            changed.push((*id, s));
                         }
                         opened.push(Opened {
                             slot: s.slot,
@@ -240,7 +357,9 @@ pub async fn open_slots(conn: &mut AsyncPgConnection, slots: &[SlotCapacity]) ->
                             reserved: e.reserved,
                             previous_capacity: Some(e.capacity),
                             // The UPDATE below moves it by one.
-                            version: e.version + i64::from(changed),
+                            version: e.version + i64::from(differs),
+                            window,
+                            changed: differs,
                         });
                     }
                     None => {
@@ -251,17 +370,24 @@ pub async fn open_slots(conn: &mut AsyncPgConnection, slots: &[SlotCapacity]) ->
                             reserved: 0,
                             previous_capacity: None,
                             version: 1,
+                            window,
+                            changed: true,
                         });
                     }
                 }
             }
-            if !changed_ids.is_empty() {
+            if !changed.is_empty() {
                 prepared(
-                    "UPDATE slots s SET capacity = v.cap, version = s.version + 1, updated_at = now()
-                     FROM unnest($1::bigint[], $2::int[]) AS v(id, cap) WHERE s.id = v.id",
+                    "UPDATE slots s SET capacity = v.cap, opens_at = v.opens, closes_at = v.closes,
+                            version = s.version + 1, updated_at = now()
+                     FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::timestamptz[])
+                          AS v(id, cap, opens, closes)
+                     WHERE s.id = v.id",
                 )
-                .bind::<Array<BigInt>, _>(&changed_ids)
-                .bind::<Array<Integer>, _>(&changed_caps)
+                .bind::<Array<BigInt>, _>(changed.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+                .bind::<Array<Integer>, _>(changed.iter().map(|(_, s)| s.capacity).collect::<Vec<_>>())
+                .bind::<Array<Nullable<Timestamptz>>, _>(changed.iter().map(|(_, s)| s.opens_at).collect::<Vec<_>>())
+                .bind::<Array<Nullable<Timestamptz>>, _>(changed.iter().map(|(_, s)| s.closes_at).collect::<Vec<_>>())
                 .execute(conn)
                 .await?;
             }
@@ -269,13 +395,16 @@ pub async fn open_slots(conn: &mut AsyncPgConnection, slots: &[SlotCapacity]) ->
                 // The advisory lock above rules out a concurrent insert of the
                 // same slot, so a plain INSERT cannot conflict.
                 prepared(
-                    "INSERT INTO slots (restaurant_id, slot_date, slot_time, capacity)
-                     SELECT * FROM unnest($1::bigint[], $2::date[], $3::time[], $4::int[])",
+                    "INSERT INTO slots (restaurant_id, slot_date, slot_time, capacity, opens_at, closes_at)
+                     SELECT * FROM unnest($1::bigint[], $2::date[], $3::time[], $4::int[],
+                                          $5::timestamptz[], $6::timestamptz[])",
                 )
                 .bind::<Array<BigInt>, _>(fresh.iter().map(|s| s.slot.restaurant_id).collect::<Vec<_>>())
                 .bind::<Array<Date>, _>(fresh.iter().map(|s| s.slot.date).collect::<Vec<_>>())
                 .bind::<Array<Time>, _>(fresh.iter().map(|s| s.slot.time).collect::<Vec<_>>())
                 .bind::<Array<Integer>, _>(fresh.iter().map(|s| s.capacity).collect::<Vec<_>>())
+                .bind::<Array<Nullable<Timestamptz>>, _>(fresh.iter().map(|s| s.opens_at).collect::<Vec<_>>())
+                .bind::<Array<Nullable<Timestamptz>>, _>(fresh.iter().map(|s| s.closes_at).collect::<Vec<_>>())
                 .execute(conn)
                 .await?;
             }
@@ -283,4 +412,181 @@ pub async fn open_slots(conn: &mut AsyncPgConnection, slots: &[SlotCapacity]) ->
         })
         .await?;
     Ok(outcome)
+}
+
+/// Ends the sales of `slots` at `now` (the gate's clock), unless they ended
+/// earlier, all or nothing. Every slot named moves its version up, so a
+/// counter loaded from figures read before the close cannot reopen it.
+pub async fn close_slots(
+    conn: &mut AsyncPgConnection,
+    slots: &[SlotKey],
+    now: DateTime<Utc>,
+) -> Result<CloseOutcome, StoreError> {
+    let restaurants: Vec<i64> = slots.iter().map(|s| s.restaurant_id).collect();
+    let dates: Vec<NaiveDate> = slots.iter().map(|s| s.date).collect();
+    let times: Vec<NaiveTime> = slots.iter().map(|s| s.time).collect();
+    let outcome = conn
+        .transaction(async |conn| {
+            let closed: Vec<SlotRow> = prepared(format!(
+                "WITH closed AS (
+                   UPDATE slots s SET closes_at = LEAST(COALESCE(s.closes_at, $4), $4),
+                                      version = s.version + 1, updated_at = now()
+                   FROM unnest($1::bigint[], $2::date[], $3::time[]) AS v(r, d, t)
+                   WHERE s.restaurant_id = v.r AND s.slot_date = v.d AND s.slot_time = v.t
+                   RETURNING s.*)
+                 SELECT {} FROM closed s JOIN restaurants z ON z.id = s.restaurant_id",
+                slot_columns()
+            ))
+            .bind::<Array<BigInt>, _>(&restaurants)
+            .bind::<Array<Date>, _>(&dates)
+            .bind::<Array<Time>, _>(&times)
+            .bind::<Timestamptz, _>(now)
+            .load(conn)
+            .await?;
+            if closed.len() < slots.len() {
+                let found: std::collections::HashSet<SlotKey> = closed.iter().map(SlotRow::key).collect();
+                if let Some(missing) = slots.iter().find(|s| !found.contains(s)) {
+                    // Nothing is half-done: the updates roll back.
+                    return Err(Missing(*missing));
+                }
+            }
+            let by_key: HashMap<SlotKey, Reshaped> = closed.iter().map(|r| (r.key(), r.reshaped())).collect();
+            Ok(slots.iter().filter_map(|s| by_key.get(s).copied()).collect())
+        })
+        .await;
+    match outcome {
+        Ok(closed) => Ok(CloseOutcome::Closed(closed)),
+        Err(Missing(slot)) => Ok(CloseOutcome::Missing(slot)),
+        Err(Failed(e)) => Err(e.into()),
+    }
+}
+
+/// Why [`close_slots`]' transaction rolled back.
+enum CloseFailed {
+    Missing(SlotKey),
+    Failed(diesel::result::Error),
+}
+use CloseFailed::{Failed, Missing};
+
+impl From<diesel::result::Error> for CloseFailed {
+    fn from(e: diesel::result::Error) -> Self {
+        Failed(e)
+    }
+}
+
+/// What [`put_restaurant`] did.
+#[derive(Debug)]
+pub enum ZoneOutcome {
+    /// The zone is set; the slots whose start it moved, with their figures
+    /// after the change.
+    Set { time_zone: String, moved: Vec<Reshaped> },
+    /// PostgreSQL knows no such zone.
+    Unknown,
+}
+
+/// Sets a restaurant's time zone (`None`: the default zone), creating the
+/// restaurant if it is new. Every slot of it dated `from` or later whose
+/// start this moves gets a new version, returned with its new window.
+pub async fn put_restaurant(
+    conn: &mut AsyncPgConnection,
+    restaurant_id: i64,
+    time_zone: Option<&str>,
+    from: NaiveDate,
+) -> Result<ZoneOutcome, StoreError> {
+    if let Some(zone) = time_zone
+        && !zone_exists(conn, zone).await?
+    {
+        return Ok(ZoneOutcome::Unknown);
+    }
+    let outcome = conn
+        .transaction(async |conn| {
+            #[derive(QueryableByName)]
+            struct Zone {
+                #[diesel(sql_type = Text)]
+                zone: String,
+            }
+            // Serialised with OpenSlots: a slot opened meanwhile is either
+            // seen here or opened under the new zone.
+            prepared("SELECT pg_advisory_xact_lock($1)").bind::<BigInt, _>(OPEN_SLOTS_LOCK).execute(conn).await?;
+            let zone: Zone = prepared(
+                "WITH old AS (SELECT time_zone FROM restaurants WHERE id = $1 FOR UPDATE)
+                 INSERT INTO restaurants AS z (id, time_zone) VALUES ($1, $2)
+                 ON CONFLICT (id) DO UPDATE SET time_zone = EXCLUDED.time_zone
+                 RETURNING COALESCE((SELECT time_zone FROM old), current_setting('TimeZone')) AS zone",
+            )
+            .bind::<BigInt, _>(restaurant_id)
+            .bind::<Nullable<Text>, _>(time_zone)
+            .get_result(conn)
+            .await?;
+            let moved: Vec<SlotRow> = prepared(format!(
+                "WITH moved AS (
+                   UPDATE slots s SET version = s.version + 1, updated_at = now()
+                   FROM restaurants z
+                   WHERE z.id = s.restaurant_id AND s.restaurant_id = $1 AND s.slot_date >= $2
+                     AND (s.slot_date + s.slot_time) AT TIME ZONE $3 IS DISTINCT FROM {STARTS_AT}
+                   RETURNING s.*)
+                 SELECT {} FROM moved s JOIN restaurants z ON z.id = s.restaurant_id ORDER BY s.id",
+                slot_columns()
+            ))
+            .bind::<BigInt, _>(restaurant_id)
+            .bind::<Date, _>(from)
+            .bind::<Text, _>(&zone.zone)
+            .load(conn)
+            .await?;
+            Ok::<_, diesel::result::Error>(moved)
+        })
+        .await?;
+    let time_zone = match time_zone {
+        Some(zone) => zone.to_owned(),
+        None => current_zone(conn).await?,
+    };
+    Ok(ZoneOutcome::Set { time_zone, moved: outcome.iter().map(SlotRow::reshaped).collect() })
+}
+
+/// Whether PostgreSQL's time zone database has `zone` (an IANA name, in
+/// its canonical spelling).
+pub async fn zone_exists(conn: &mut AsyncPgConnection, zone: &str) -> Result<bool, StoreError> {
+    #[derive(QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        found: bool,
+    }
+    let found: Found = prepared("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1) AS found")
+        .bind::<Text, _>(zone)
+        .get_result(conn)
+        .await?;
+    Ok(found.found)
+}
+
+/// The connection's `TimeZone`: the default zone.
+async fn current_zone(conn: &mut AsyncPgConnection) -> Result<String, StoreError> {
+    #[derive(QueryableByName)]
+    struct Zone {
+        #[diesel(sql_type = Text)]
+        zone: String,
+    }
+    let zone: Zone = prepared("SELECT current_setting('TimeZone') AS zone").get_result(conn).await?;
+    Ok(zone.zone)
+}
+
+/// Every slot of a restaurant's local day, in time order.
+pub async fn day_slots(
+    conn: &mut AsyncPgConnection,
+    restaurant_id: i64,
+    date: NaiveDate,
+) -> Result<Vec<DaySlot>, StoreError> {
+    let rows: Vec<SlotRow> = prepared(format!(
+        "SELECT {} FROM slots s JOIN restaurants z ON z.id = s.restaurant_id
+         WHERE s.restaurant_id = $1 AND s.slot_date = $2
+         ORDER BY s.slot_time",
+        slot_columns()
+    ))
+    .bind::<BigInt, _>(restaurant_id)
+    .bind::<Date, _>(date)
+    .load(conn)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| DaySlot { slot: r.key(), capacity: r.capacity, reserved: r.reserved, window: r.window.window() })
+        .collect())
 }

@@ -3,7 +3,7 @@
 use slotgate::{metrics::Metrics, pb};
 use tonic::Code;
 
-use crate::helpers::{reason_of, reserve, slot_at, spawn_app};
+use crate::helpers::{reason_of, reserve, seats, slot_at, spawn_app};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn raising_a_sold_out_slots_capacity_lets_more_parties_in() {
@@ -18,7 +18,7 @@ async fn raising_a_sold_out_slots_capacity_lets_more_parties_in() {
 
     let raised = app.open(&[(slot.clone(), 12)]).await.slots.remove(0);
     assert_eq!((raised.created, raised.capacity, raised.reserved, raised.remaining), (false, 12, 8, 4));
-    assert_eq!(app.remaining(&slot).await, pb::GetRemainingResponse { remaining: 4, capacity: 12 });
+    assert_eq!(seats(&app.remaining(&slot).await), (4, 12));
     app.create(reserve("r-4", "u3", &slot, 4)).await.unwrap();
     let sold_out = app.create(reserve("r-5", "u4", &slot, 4)).await.unwrap_err();
     assert_eq!(reason_of(&sold_out), (Code::FailedPrecondition, "SOLD_OUT".into()));
@@ -34,13 +34,15 @@ async fn lowering_a_capacity_moves_the_counter_but_never_below_the_seats_reserve
     app.create(reserve("r-2", "u2", &slot, 4)).await.unwrap();
 
     app.open(&[(slot.clone(), 20)]).await;
-    assert_eq!(app.remaining(&slot).await, pb::GetRemainingResponse { remaining: 12, capacity: 20 });
+    assert_eq!(seats(&app.remaining(&slot).await), (12, 20));
     assert_eq!(app.db_slot(&slot).await, (20, 8, 8));
 
     let below = app
         .admin
         .clone()
-        .open_slots(pb::OpenSlotsRequest { slots: vec![pb::SlotCapacity { slot: Some(slot.clone()), capacity: 4 }] })
+        .open_slots(pb::OpenSlotsRequest {
+            slots: vec![pb::SlotCapacity { slot: Some(slot.clone()), capacity: 4, ..Default::default() }],
+        })
         .await
         .unwrap_err();
     assert_eq!(reason_of(&below), (Code::FailedPrecondition, "CAPACITY_BELOW_RESERVED".into()));
@@ -52,7 +54,7 @@ async fn lowering_a_capacity_moves_the_counter_but_never_below_the_seats_reserve
 async fn warm_slots_loads_every_cold_counter_from_a_date_on() {
     let app = spawn_app().await;
     let (a, b) = (slot_at("12:00"), slot_at("13:00"));
-    let earlier = pb::SlotRef { date: "2026-12-01".into(), ..slot_at("12:00") };
+    let earlier = pb::SlotRef { date: "2036-12-01".into(), ..slot_at("12:00") };
     app.open(&[(a.clone(), 40), (b.clone(), 10), (earlier.clone(), 40)]).await;
     app.create(reserve("r-1", "alice", &a, 4)).await.unwrap();
     app.flush_redis().await;
@@ -62,13 +64,13 @@ async fn warm_slots_loads_every_cold_counter_from_a_date_on() {
         let from_date = from.to_owned();
         async move { admin.warm_slots(pb::WarmSlotsRequest { from_date }).await.unwrap().into_inner() }
     };
-    let first = warm("2026-12-10").await;
+    let first = warm("2036-12-10").await;
     assert_eq!((first.warmed, first.already_warm), (2, 0));
-    let again = warm("2026-12-10").await;
+    let again = warm("2036-12-10").await;
     assert_eq!((again.warmed, again.already_warm), (0, 2));
     assert_eq!(Metrics::read(&app.metrics.counters_loaded), 0, "no request met a cold counter");
-    assert_eq!(app.remaining(&a).await, pb::GetRemainingResponse { remaining: 36, capacity: 40 });
-    assert_eq!(app.remaining(&b).await, pb::GetRemainingResponse { remaining: 10, capacity: 10 });
+    assert_eq!(seats(&app.remaining(&a).await), (36, 40));
+    assert_eq!(seats(&app.remaining(&b).await), (10, 10));
     // The warmed holders make the gate refuse alice's second booking itself.
     let dup = app.create(reserve("r-2", "alice", &a, 4)).await.unwrap_err();
     assert_eq!(reason_of(&dup), (Code::AlreadyExists, "DUPLICATE".into()));

@@ -205,7 +205,9 @@ async fn client(
             85..=91 => {
                 let slot = slots[rng.below(SLOTS as u64) as usize].clone();
                 let capacity = 2 + rng.below(12) as i32;
-                let request = pb::OpenSlotsRequest { slots: vec![pb::SlotCapacity { slot: Some(slot), capacity }] };
+                let request = pb::OpenSlotsRequest {
+                    slots: vec![pb::SlotCapacity { slot: Some(slot), capacity, ..Default::default() }],
+                };
                 if let Err(status) = call(SlotAdminClient::new(channel).open_slots(request)).await {
                     let below = reason_of(&status).1 == "CAPACITY_BELOW_RESERVED";
                     ensure!(below || a_fault_may_cause(&status), "capacity change answered {status:?}");

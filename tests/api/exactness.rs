@@ -6,7 +6,10 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Days, Utc};
-use diesel::{QueryableByName, sql_query, sql_types::BigInt};
+use diesel::{
+    QueryableByName, sql_query,
+    sql_types::{BigInt, Text},
+};
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use slotgate::{
     booking::Reaped,
@@ -154,7 +157,9 @@ async fn a_capacity_change_delivered_twice_or_late_moves_the_counter_once() {
     let version = slot_version(&app, &slot).await;
     let script = concat!(include_str!("../../src/gate/versions.lua"), include_str!("../../src/gate/resize.lua"));
     let seats = vec![app.key(&slot, "seats")];
-    let resize = |cap: i32, v: i64| vec![cap.to_string(), v.to_string(), FAR.to_string()];
+    // No window: opens, closes and starts empty.
+    let resize =
+        |cap: i32, v: i64| vec![cap.to_string(), v.to_string(), FAR.to_string(), "".into(), "".into(), "".into()];
     eval(&app, script, &seats, &resize(50, version)).await;
     assert_eq!(app.remaining(&slot).await.remaining, 46, "the same change again");
     eval(&app, script, &seats, &resize(45, version - 1)).await;
@@ -358,7 +363,8 @@ async fn a_load_older_than_a_change_it_missed_is_refused() {
         include_str!("../../src/gate/figures.lua"),
         include_str!("../../src/gate/warm.lua")
     );
-    let figures = ["0", "40", "4", &before_cancel.to_string(), &FAR.to_string(), "1", "alice", &booked.id];
+    // mode, capacity, reserved, version, expiry, window (none), holders.
+    let figures = ["0", "40", "4", &before_cancel.to_string(), &FAR.to_string(), "", "", "", "1", "alice", &booked.id];
     let stale = eval(&app, script, &slot_keys(&app, &slot), &figures.map(str::to_owned)).await;
     let after_cancel = slot_version(&app, &slot).await;
     let expected = redis::Value::Array(vec![redis::Value::Int(2), redis::Value::Int(after_cancel)]);
@@ -420,7 +426,20 @@ fn days_ago(days: u64) -> pb::SlotRef {
 async fn a_slot_in_the_past_is_refused_and_old_holds_are_still_reaped() {
     let app = spawn_app_by_hand().await;
     let (past, older) = (days_ago(2), days_ago(3));
-    app.open(&[(past.clone(), 40), (older.clone(), 40)]).await;
+    // Opened before they started (OpenSlots refuses a slot that has).
+    let mut db = app.database().await;
+    db.batch_execute("INSERT INTO restaurants (id) VALUES (67)").await.unwrap();
+    for slot in [&past, &older] {
+        sql_query(
+            "INSERT INTO slots (restaurant_id, slot_date, slot_time, capacity) VALUES ($1, $2::date, $3::time, 40)",
+        )
+        .bind::<BigInt, _>(slot.restaurant_id)
+        .bind::<Text, _>(&slot.date)
+        .bind::<Text, _>(&slot.time)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    }
     for slot in [&past, &older] {
         let refused = app.create(reserve("r-1", "alice", slot, 4)).await.unwrap_err();
         assert_eq!(reason_of(&refused), (Code::FailedPrecondition, "SLOT_STARTED".into()));
@@ -526,7 +545,10 @@ async fn the_expiry_sweep_and_open_slots_take_slot_locks_in_one_order() {
     let open = tokio::spawn({
         let mut admin = app.admin.clone();
         let request = pb::OpenSlotsRequest {
-            slots: slots.iter().map(|s| pb::SlotCapacity { slot: Some(s.clone()), capacity: 44 }).collect(),
+            slots: slots
+                .iter()
+                .map(|s| pb::SlotCapacity { slot: Some(s.clone()), capacity: 44, ..Default::default() })
+                .collect(),
         };
         async move { admin.open_slots(request).await }
     });

@@ -207,6 +207,7 @@ pub struct TestApp {
 /// A second slotgate on the same database and Redis namespace as a
 /// [`TestApp`], as another replica would be. Stops when dropped.
 pub struct Replica {
+    pub addr: SocketAddr,
     pub booking: Arc<Booking>,
     _shutdown: oneshot::Sender<()>,
 }
@@ -373,8 +374,14 @@ impl TestApp {
     /// Starts another replica of this app (same database, same Redis
     /// namespace, same clock).
     pub async fn spawn_replica(&self) -> Replica {
-        let (_, _, booking, shutdown) = serve(self.config.clone(), Arc::clone(&self.clock)).await;
-        Replica { booking, _shutdown: shutdown }
+        self.spawn_replica_with_clock(Arc::clone(&self.clock)).await
+    }
+
+    /// [`TestApp::spawn_replica`] with a clock of its own (a replica whose
+    /// process clock is off).
+    pub async fn spawn_replica_with_clock(&self, clock: Arc<ManualClock>) -> Replica {
+        let (addr, _, booking, shutdown) = serve(self.config.clone(), clock).await;
+        Replica { addr, booking, _shutdown: shutdown }
     }
 
     /// The name of one of a slot's gate keys (`seats`, `users`, `ids`, `holds`).
@@ -398,7 +405,11 @@ impl TestApp {
         let request = pb::OpenSlotsRequest {
             slots: slots
                 .iter()
-                .map(|(slot, capacity)| pb::SlotCapacity { slot: Some(slot.clone()), capacity: *capacity })
+                .map(|(slot, capacity)| pb::SlotCapacity {
+                    slot: Some(slot.clone()),
+                    capacity: *capacity,
+                    ..Default::default()
+                })
                 .collect(),
         };
         self.admin.clone().open_slots(request).await.expect("open slots").into_inner()
@@ -513,6 +524,11 @@ pub fn reserve(request_id: &str, user_id: &str, slot: &pb::SlotRef, party_size: 
         r#type: pb::ReservationType::ReservationDeposit as i32,
         menu_items: vec![],
     }
+}
+
+/// (remaining, capacity) of a `GetRemaining` answer.
+pub fn seats(r: &pb::GetRemainingResponse) -> (i32, i32) {
+    (r.remaining, r.capacity)
 }
 
 /// The status code and the `ErrorInfo` reason of an error.

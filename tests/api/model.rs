@@ -385,8 +385,9 @@ async fn step(app: &TestApp, model: &mut Model, (label, op): Step) -> Result<(),
             redis::cmd("DEL").arg(key).query_async::<()>(&mut app.redis().await).await.unwrap();
         }
         Op::Resize { slot, capacity } => {
-            let request =
-                pb::OpenSlotsRequest { slots: vec![pb::SlotCapacity { slot: Some(slots[slot].clone()), capacity }] };
+            let request = pb::OpenSlotsRequest {
+                slots: vec![pb::SlotCapacity { slot: Some(slots[slot].clone()), capacity, ..Default::default() }],
+            };
             let answer = app.admin.clone().open_slots(request).await.map(|_| ()).map_err(|e| reason_of(&e));
             if capacity < model.seats_taken(slot) {
                 let expected = Err((Code::FailedPrecondition, "CAPACITY_BELOW_RESERVED".to_owned()));

@@ -153,7 +153,12 @@ async fn a_call_past_the_server_timeout_ends_deadline_exceeded() {
     let slot = slot_at("19:00");
     // Opened through the use case: the 200 ms bound is for the call under
     // test, and a loaded machine may take longer over the setup's.
-    let capacity = SlotCapacity { slot: SlotKey::parse(Some(&slot), "slot").unwrap(), capacity: 40 };
+    let capacity = SlotCapacity {
+        slot: SlotKey::parse(Some(&slot), "slot").unwrap(),
+        capacity: 40,
+        opens_at: None,
+        closes_at: None,
+    };
     app.booking.open_slots(vec![capacity]).await.unwrap();
     let stalled = redis.stall(Duration::from_millis(600)).await;
     let status =

@@ -163,7 +163,9 @@ async fn callers_need_a_valid_token_and_slot_admin_needs_an_admin() {
     let (mut reservations, mut admin) =
         (ReservationsClient::new(channel.clone()), SlotAdminClient::new(channel.clone()));
     let slot = slot_at("20:00");
-    let open = pb::OpenSlotsRequest { slots: vec![pb::SlotCapacity { slot: Some(slot.clone()), capacity: 40 }] };
+    let open = pb::OpenSlotsRequest {
+        slots: vec![pb::SlotCapacity { slot: Some(slot.clone()), capacity: 40, ..Default::default() }],
+    };
 
     for token in [None, Some("not-a-token-at-all-000"), Some(&ADMIN[1..])] {
         let status =

@@ -9,7 +9,7 @@ use tonic::Code;
 
 use crate::{
     bursts::{Decided, Scenario, assert_exact_outcome, clicks, scenario},
-    helpers::{TestApp, burst, by_hand, reason_of, reserve, shortest_lease, slot_at, spawn_app_with},
+    helpers::{TestApp, burst, by_hand, reason_of, reserve, seats, shortest_lease, slot_at, spawn_app_with},
 };
 
 async fn app_with(gate: Strategy) -> TestApp {
@@ -54,7 +54,7 @@ async fn replays_duplicates_and_cancels_answer_as_the_gate_does(gate: Strategy) 
     assert_eq!(reason_of(&dup), (Code::AlreadyExists, "DUPLICATE".into()));
 
     app.cancel(&first.id, pb::CancelReason::User).await.unwrap();
-    assert_eq!(app.remaining(&slot).await, pb::GetRemainingResponse { remaining: 4, capacity: 8 });
+    assert_eq!(seats(&app.remaining(&slot).await), (4, 8));
     app.create(reserve("r-6", "carol", &slot, 4)).await.unwrap();
     assert_eq!(app.db_slot(&slot).await, (8, 8, 8));
     let missing = app.create(reserve("r-7", "dave", &slot_at("03:00"), 4)).await.unwrap_err();

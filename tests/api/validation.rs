@@ -85,11 +85,20 @@ async fn admin_and_read_requests_validate_their_fields_too() {
         async move { admin.open_slots(pb::OpenSlotsRequest { slots }).await.unwrap_err() }
     };
     let slot = Some(slot_at("11:00"));
-    assert_invalid(&open(vec![pb::SlotCapacity { slot: slot.clone(), capacity: 0 }]).await, "slots[0].capacity");
-    assert_invalid(&open(vec![pb::SlotCapacity { slot: slot.clone(), capacity: -40 }]).await, "slots[0].capacity");
+    assert_invalid(
+        &open(vec![pb::SlotCapacity { slot: slot.clone(), capacity: 0, ..Default::default() }]).await,
+        "slots[0].capacity",
+    );
+    assert_invalid(
+        &open(vec![pb::SlotCapacity { slot: slot.clone(), capacity: -40, ..Default::default() }]).await,
+        "slots[0].capacity",
+    );
     assert_invalid(&open(vec![]).await, "slots");
     let bad_date = Some(pb::SlotRef { date: "2026-13-01".into(), ..slot_at("11:00") });
-    assert_invalid(&open(vec![pb::SlotCapacity { slot: bad_date, capacity: 40 }]).await, "slots[0].slot.date");
+    assert_invalid(
+        &open(vec![pb::SlotCapacity { slot: bad_date, capacity: 40, ..Default::default() }]).await,
+        "slots[0].slot.date",
+    );
 
     let status = app.reservations.clone().get_remaining(pb::GetRemainingRequest { slot: None }).await.unwrap_err();
     assert_invalid(&status, "slot");
