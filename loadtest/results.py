@@ -128,6 +128,93 @@ def median_run(work, prefix, scenario):
     return runs[len(runs) // 2], [r[0] for r in runs]
 
 
+def opening_figures(report):
+    """A slot's opening (`slotgate-load --opens-in ... --early N`): the
+    figures of its early calls, and when the burst left after the opening.
+    None for a run without an opening."""
+    o = report.get("slotgate", {}).get("opening")
+    if not o:
+        return None
+    early = o.get("early") or {}
+    count = early.get("count", 0)
+    seconds = early.get("total", 0) / 1e9
+    refused = early.get("not_open", 0)
+    p95 = next((e["latency"] / 1e6 for e in early.get("latencyDistribution", []) if e["percentage"] == 95), None)
+    return {
+        "opens_in": o["opens_in"] / 1e9,
+        "released": o["released_after_opening"] / 1e6,
+        "early": count,
+        "refused": refused,
+        "refusals_per_s": refused / seconds if seconds else 0.0,
+        "p95": p95,
+        "hint_too_long": early.get("hint_too_long", 0),
+        "hint_missing": early.get("hint_missing", 0),
+        "slack_p50": (early.get("hint_slack_ms") or {}).get("p50"),
+    }
+
+
+def opening_section(work, gates, bursts):
+    """RESULTS.md's section on a slot's opening: for each gate that ran it,
+    the opening run (median p95) beside the plain run of the same scenario
+    in the same compare.sh run. Empty when no opening ran."""
+    rows = []
+    about = None
+    for scenario in bursts:
+        for gate in gates:
+            opening, every = median_run(work, f"{gate}.opening", scenario)
+            if not opening:
+                continue
+            plain, plain_every = median_run(work, gate, scenario)
+            o = opening_figures(load(opening[1]))
+            about = about or (scenario, o)
+            for f, runs, early in ((plain, plain_every, None), (opening, every, o)):
+                if not f:
+                    continue
+                f = f[0]
+                if early:
+                    hints = ("within the time left" if not early["hint_too_long"] + early["hint_missing"]
+                             else f"{early['hint_too_long']} longer, {early['hint_missing']} missing")
+                    if early["slack_p50"] is not None and not early["hint_too_long"] + early["hint_missing"]:
+                        hints += f" (median {early['slack_p50']:.0f} ms under)"
+                    cells = (f"opening in {early['opens_in']:g} s", f"{early['early']:,}",
+                             f"{early['refused']:,}", f"{early['refusals_per_s']:,.0f}",
+                             ms(early["p95"]) if early["p95"] is not None else "n/a", hints,
+                             ms(early["released"]))
+                else:
+                    cells = ("open from the start", "n/a", "n/a", "n/a", "n/a", "n/a", "n/a")
+                rows.append(
+                    f"| {scenario} | {label(gate)} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} | {cells[4]} | "
+                    f"{cells[5]} | {winners_cell(f, False)} | {ms(f['p50'])} | {ms(f['p95'])} | {ms(f['makespan'])} | "
+                    f"{cells[6]} | {f['rps']:,.0f} | {', '.join(ms(e['p95']) for e in runs)} |"
+                )
+    if not rows:
+        return []
+    scenario, o = about
+    return [
+        f"## A slot's opening: {scenario} at the instant the slot opens",
+        "",
+        f"`slotgate-load --scenario {scenario} --opens-in {o['opens_in']:g}s --early {o['early']}`: the slot is opened",
+        f"with its sale window starting {o['opens_in']:g} s later. {o['early']:,} calls, each its own user, go into it",
+        "while it is closed, spread evenly until 200 ms before the opening: each must be refused `SLOT_NOT_OPEN`",
+        "with a `RetryInfo` no longer than the time that was left when it was sent. The scenario's calls are built",
+        "beforehand and released at the opening instant. Beside each, the same scenario into a slot open from the",
+        "start, from the same run. *Early refusals/s* is the rate they were offered at (spread over the wait), so",
+        "it shows the gate kept pace; *released* is how long after `opens_at` the burst left; *makespan* is the",
+        "opening burst's, first send to last answer. Each ran as often as the bursts; the run with the median",
+        "p95 is shown.",
+        "",
+        "| scenario | path | slot | early calls | early refused SLOT_NOT_OPEN | early refusals/s | early p95 | RetryInfo "
+        "| winners | p50 | p95 | makespan | released | calls/s | p95 of every run |",
+        "|---|---|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---|",
+        *rows,
+        "",
+    ]
+
+
+def label(prefix):
+    return "health Check (trivial RPC)" if prefix == "trivial" else f"--gate {prefix}"
+
+
 def copy_plots(work, name, stem, out_dir, title):
     for kind in ("latency", "timeline"):
         src = os.path.join(work, f"plots-{name}", f"{name}-{kind}.svg")
@@ -249,7 +336,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--scenarios", action="store_true",
                     help="print, for compare.sh, the seed's capacity and party size, every scenario's name, "
-                         "and the highlighted ones (plotted, cross-checked with k6), one line each, and exit")
+                         "the highlighted ones (plotted, cross-checked with k6), and the headline one (also fired "
+                         "at a slot's opening), one line each, and exit")
     ap.add_argument("--work")
     ap.add_argument("--out")
     ap.add_argument("--strategies")
@@ -264,6 +352,7 @@ def main():
         print(seed["capacity"], seed["party_size"])
         print(" ".join(s["name"] for s in seed["scenarios"]))
         print(" ".join(seed["highlighted"]))
+        print(seed["headline"])
         return
     missing = [f"--{k}" for k in ("work", "out", "strategies", "rates", "pool", "soak") if getattr(a, k) is None]
     if missing:
@@ -283,7 +372,6 @@ def main():
     os.makedirs(plots)
 
     short = lambda prefix: "trivial RPC" if prefix == "trivial" else prefix
-    label = lambda prefix: "health Check (trivial RPC)" if prefix == "trivial" else f"--gate {prefix}"
     paths = ["trivial"] + gates
     md = []
     w = md.append
@@ -358,6 +446,9 @@ def main():
                 w(f"- {label(prefix)}, {scenario}: [latency](results/{stem}-latency.svg), "
                   f"[answers over time](results/{stem}-timeline.svg)")
     w("")
+
+    # --- a slot's opening -----------------------------------------------
+    md.extend(opening_section(a.work, gates, bursts))
 
     # --- spread ---------------------------------------------------------
     pg = pgbench(a.work)

@@ -89,7 +89,7 @@ fn results_py_and_compare_sh_read_the_definition() {
     assert!(output.status.success(), "results.py --scenarios: {}", String::from_utf8_lossy(&output.stderr));
     let text = String::from_utf8(output.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 3, "results.py --scenarios: {text}");
+    assert_eq!(lines.len(), 4, "results.py --scenarios: {text}");
     assert_eq!(lines[0], format!("{} {}", seed.capacity, seed.party_size));
     let names: Vec<&str> = seed.scenarios.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(lines[1], names.join(" "));
@@ -103,6 +103,8 @@ fn results_py_and_compare_sh_read_the_definition() {
     }
     let highlighted: Vec<&str> = names.iter().copied().filter(|n| largest.values().any(|l| l.name == *n)).collect();
     assert_eq!(lines[2], highlighted.join(" "));
+    // The headline: also fired at a slot's opening.
+    assert_eq!(lines[3], seed.headline);
 
     // What the report uses of each scenario.
     let script = "import json, sys; sys.path.insert(0, 'loadtest'); import results; \
@@ -124,6 +126,10 @@ fn results_py_and_compare_sh_read_the_definition() {
         "compare.sh takes its bursts, capacity and party size from results.py --scenarios"
     );
     assert!(compare.contains("BURSTS=${BURSTS:-$SCENARIOS}"), "compare.sh runs every defined scenario by default");
+    assert!(
+        compare.contains("read -r HEADLINE; }") && compare.contains("OPENING=${OPENING:-$HEADLINE}"),
+        "compare.sh fires the definition's headline at a slot's opening by default"
+    );
 }
 
 /// Every scenario named anywhere in the load kit (a family's name, a dash,

@@ -47,6 +47,11 @@ pub struct Fire {
     pub connections: usize,
     pub metadata: Vec<(String, String)>,
     pub timeout: Duration,
+    /// Release the calls at this instant rather than as soon as they are
+    /// ready: every connection is made and (all at once) every call built
+    /// first, then the start line waits for it. The open loop's schedule
+    /// and the workers start from it. An instant already past starts at once.
+    pub start_at: Option<Instant>,
 }
 
 /// How one call ended.
@@ -56,6 +61,10 @@ pub struct Outcome {
     /// `ErrorInfo.reason`, empty when there is none.
     pub reason: String,
     pub message: String,
+    /// `RetryInfo.retry_delay`: how long the server says to wait.
+    pub retry_delay: Option<Duration>,
+    /// `ErrorInfo.metadata["opens_at"]` (SLOT_NOT_OPEN names the opening).
+    pub opens_at: Option<String>,
 }
 
 impl Outcome {
@@ -66,6 +75,12 @@ impl Outcome {
             (Code::FailedPrecondition, "SOLD_OUT") | (Code::AlreadyExists, "DUPLICATE")
         )
     }
+
+    /// The slot's sale window has not opened yet: what every call before a
+    /// slot's `opens_at` must get.
+    pub fn not_open(&self) -> bool {
+        self.code == Code::FailedPrecondition && self.reason == "SLOT_NOT_OPEN"
+    }
 }
 
 pub struct Sample {
@@ -74,6 +89,9 @@ pub struct Sample {
     /// When the call started (open loop: when it was scheduled to, so a
     /// late generator does not hide latency).
     pub sent: Instant,
+    /// When the call was really handed to the client: `sent`, or later
+    /// when an open loop's generator ran late.
+    pub issued: Instant,
     pub answered: Instant,
     pub outcome: Outcome,
 }
@@ -102,6 +120,7 @@ struct Clients {
 
 impl Clients {
     async fn call(&self, n: u64, call: Call, sent: Instant) -> Sample {
+        let issued = Instant::now();
         let i = n as usize % self.reservations.len();
         let outcome = match &call {
             Call::Create(request) => {
@@ -119,11 +138,11 @@ impl Clients {
         p.answered.fetch_add(1, Ordering::Relaxed);
         let bucket = match outcome.code {
             Code::Ok => &p.ok,
-            _ if outcome.expected_refusal() => &p.refused,
+            _ if outcome.expected_refusal() || outcome.not_open() => &p.refused,
             _ => &p.failed,
         };
         bucket.fetch_add(1, Ordering::Relaxed);
-        Sample { number: n, call, sent, answered: Instant::now(), outcome }
+        Sample { number: n, call, sent, issued, answered: Instant::now(), outcome }
     }
 
     fn decorate<T>(&self, request: &mut tonic::Request<T>) {
@@ -140,12 +159,21 @@ impl Clients {
 
 fn outcome(result: Result<(), tonic::Status>) -> Outcome {
     match result {
-        Ok(()) => Outcome { code: Code::Ok, reason: String::new(), message: String::new() },
-        Err(status) => Outcome {
-            code: status.code(),
-            reason: status.get_details_error_info().map(|i| i.reason).unwrap_or_default(),
-            message: status.message().to_owned(),
-        },
+        Ok(()) => {
+            Outcome { code: Code::Ok, reason: String::new(), message: String::new(), retry_delay: None, opens_at: None }
+        }
+        Err(status) => {
+            // One decoding of the details for both.
+            let details = status.get_error_details();
+            let info = details.error_info();
+            Outcome {
+                code: status.code(),
+                reason: info.map(|i| i.reason.clone()).unwrap_or_default(),
+                message: status.message().to_owned(),
+                retry_delay: details.retry_info().and_then(|r| r.retry_delay),
+                opens_at: info.and_then(|i| i.metadata.get("opens_at").cloned()),
+            }
+        }
     }
 }
 
@@ -213,11 +241,17 @@ pub async fn fire(addr: SocketAddr, source: Source, fire: Fire) -> Result<Run, S
                     Ok(vec![clients.call(n, call, Instant::now()).await])
                 }));
             }
+            if let Some(at) = fire.start_at {
+                tokio::time::sleep_until(at).await;
+            }
             let started = Instant::now();
             let _ = go.send(true);
             (started, tasks)
         }
         Mode::Workers(workers) => {
+            if let Some(at) = fire.start_at {
+                tokio::time::sleep_until(at).await;
+            }
             let started = Instant::now();
             let next = Arc::new(AtomicUsize::new(0));
             let (total, stop_at) = (fire.total, fire.duration.map(|d| started + d));
@@ -245,7 +279,15 @@ pub async fn fire(addr: SocketAddr, source: Source, fire: Fire) -> Result<Run, S
             if fire.total.is_none() && fire.duration.is_none() {
                 return Err("an open-loop run needs a total or a duration".into());
             }
-            let started = Instant::now();
+            // The schedule starts at the release instant, even one already
+            // past: calls due since then go out at once.
+            let started = match fire.start_at {
+                Some(at) => {
+                    tokio::time::sleep_until(at).await;
+                    at
+                }
+                None => Instant::now(),
+            };
             let (total, duration, clients) = (fire.total, fire.duration, Arc::clone(&clients));
             // The generator starts each call on its schedule without waiting
             // for answers, then gathers them.
@@ -281,4 +323,79 @@ pub async fn fire(addr: SocketAddr, source: Source, fire: Fire) -> Result<Run, S
     let _ = ticker.await;
     samples.sort_by_key(|s| s.number);
     Ok(Run { samples, started, finished })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use tonic_types::ErrorDetails;
+
+    use super::*;
+
+    #[test]
+    fn an_outcome_reads_the_reason_the_retry_hint_and_the_opening() {
+        let mut details = ErrorDetails::new();
+        let metadata = HashMap::from([("opens_at".to_owned(), "2036-12-20T09:00:00.000Z".to_owned())]);
+        details.set_error_info("SLOT_NOT_OPEN", "slotgate.v1", metadata);
+        details.set_retry_info(Some(Duration::from_millis(1_234)));
+        let status = tonic::Status::with_error_details(Code::FailedPrecondition, "not yet", details);
+        let o = outcome(Err(status));
+        assert!(o.not_open() && !o.expected_refusal());
+        assert_eq!(o.retry_delay, Some(Duration::from_millis(1_234)));
+        assert_eq!(o.opens_at.as_deref(), Some("2036-12-20T09:00:00.000Z"));
+
+        let mut details = ErrorDetails::new();
+        details.set_error_info("SOLD_OUT", "slotgate.v1", HashMap::new());
+        let o = outcome(Err(tonic::Status::with_error_details(Code::FailedPrecondition, "sold out", details)));
+        assert!(o.expected_refusal() && !o.not_open());
+        assert_eq!((o.retry_delay, o.opens_at), (None, None));
+        assert!(!outcome(Err(tonic::Status::failed_precondition("no details"))).not_open());
+    }
+
+    /// A health service on a free port of this machine.
+    async fn health_server() -> SocketAddr {
+        let (_, service) = tonic_health::server::health_reporter();
+        let incoming = tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = incoming.local_addr().unwrap();
+        tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming));
+        addr
+    }
+
+    fn health_calls() -> Source {
+        Arc::new(|_, _| Ok(Call::Health))
+    }
+
+    #[tokio::test]
+    async fn calls_leave_at_the_release_instant_and_not_before() {
+        let addr = health_server().await;
+        let fire_at = |mode, start_at| Fire {
+            mode,
+            total: Some(20),
+            duration: None,
+            connections: 2,
+            metadata: Vec::new(),
+            timeout: Duration::from_secs(5),
+            start_at,
+        };
+        for mode in [Mode::AllAtOnce, Mode::Workers(4), Mode::Rate(1_000.0)] {
+            let release = Instant::now() + Duration::from_millis(300);
+            let run = fire(addr, health_calls(), fire_at(mode, Some(release))).await.unwrap();
+            assert_eq!(run.samples.len(), 20);
+            assert!(run.samples.iter().all(|s| s.outcome.code == Code::Ok), "{mode:?}");
+            assert!(run.started >= release, "{mode:?}: started before the release instant");
+            assert!(run.samples.iter().all(|s| s.issued >= release), "{mode:?}: a call left early");
+            assert!(run.samples.iter().all(|s| s.sent <= s.issued), "{mode:?}");
+        }
+        // An instant already past: the open loop's schedule still counts
+        // from it, so the calls due since then leave at once.
+        // 10 calls at 10/s from 1 s ago: all due, all sent now (a schedule
+        // counted from now would end 0.9 s from now).
+        let past = Instant::now() - Duration::from_secs(1);
+        let run = fire(addr, health_calls(), Fire { total: Some(10), ..fire_at(Mode::Rate(10.0), Some(past)) })
+            .await
+            .unwrap();
+        assert_eq!(run.started, past);
+        assert!(run.finished - past < Duration::from_millis(1_500), "the due calls waited their turn");
+    }
 }

@@ -171,6 +171,22 @@ fn every_ghz_config_parses_and_its_call_data_makes_the_seed_scenario() {
     }
 }
 
+/// A fresh `bin` folder under `work` for stand-in commands.
+fn stub_dir(work: &std::path::Path) -> std::path::PathBuf {
+    let _ = std::fs::remove_dir_all(work);
+    let bin = work.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    bin
+}
+
+/// An executable shell script `name` in `bin` running `body`.
+fn write_stub(bin: &std::path::Path, name: &str, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = bin.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 /// `loadtest/ghz/run.sh` with stand-ins for grpcurl and ghz that record
 /// what they were given: it must open the definition's slot (at the current
 /// minute) and hand ghz call data pointed at that same slot.
@@ -178,15 +194,8 @@ fn every_ghz_config_parses_and_its_call_data_makes_the_seed_scenario() {
 fn run_sh_opens_the_definitions_slot_and_points_the_call_data_at_it() {
     let seed = seed();
     let work = std::env::temp_dir().join(format!("slotgate-run-sh-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    let bin = work.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let stub = |name: &str, body: &str| {
-        let path = bin.join(name);
-        std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    };
+    let bin = stub_dir(&work);
+    let stub = |name: &str, body: &str| write_stub(&bin, name, body);
     stub("grpcurl", "printf '%s\\n' \"$@\" > \"$STUB_OUT/grpcurl.args\"\n");
     stub(
         "ghz",
@@ -228,6 +237,127 @@ fn run_sh_opens_the_definitions_slot_and_points_the_call_data_at_it() {
         assert_eq!(ghz.last(), Some(&"127.0.0.1:1"), "the host comes last");
         let template = std::fs::read_to_string(work.join("data.json")).unwrap();
         check_call_data(&format!("run.sh {}", s.name), &template, s, (seed.restaurant_id, &seed.date, &time));
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// `run.sh --opens-in SECONDS --early N` with stand-ins for grpcurl and
+/// ghz: the slot is opened with `opens_at` a whole second SECONDS or more
+/// ahead, the early ghz run gets N calls of its own ids and users and the
+/// options given less those it sets itself, GetRemaining is asked, and the
+/// scenario's ghz starts at `opens_at` or after. Seats gone before the
+/// opening stop the run; bad options are refused before anything is sent.
+#[test]
+fn run_sh_opens_the_slot_later_and_fires_early_calls_before_the_opening() {
+    let seed = seed();
+    let s = seed.scenario(&seed.headline).unwrap();
+    let work = std::env::temp_dir().join(format!("slotgate-run-sh-opening-{}", std::process::id()));
+    let bin = stub_dir(&work);
+    let stub = |name: &str, body: &str| write_stub(&bin, name, body);
+    stub(
+        "grpcurl",
+        "{ printf '%s\\n' \"$@\"; echo ---; } >> \"$STUB_OUT/grpcurl.log\"\n\
+         case \"$*\" in *GetRemaining*) printf '{\\n  \"remaining\": %s,\\n  \"capacity\": 40,\\n  \"state\": \"NOT_YET_OPEN\"\\n}\\n' \"$STUB_REMAINING\" ;; esac\n",
+    );
+    stub(
+        "ghz",
+        "i=$(cat \"$STUB_OUT/ghz.count\" 2>/dev/null || echo 0); echo $((i + 1)) > \"$STUB_OUT/ghz.count\"\n\
+         date +%s%N > \"$STUB_OUT/ghz.$i.at\"\n\
+         printf '%s\\n' \"$@\" > \"$STUB_OUT/ghz.$i.args\"\n\
+         while [ $# -gt 0 ]; do [ \"$1\" = --data-file ] && cp \"$2\" \"$STUB_OUT/ghz.$i.data\"; shift; done\n\
+         exit 0\n",
+    );
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let run = |remaining: i32, args: &[&str]| {
+        for f in ["grpcurl.log", "ghz.count", "ghz.0.args", "ghz.1.args"] {
+            let _ = std::fs::remove_file(work.join(f));
+        }
+        Command::new("sh")
+            .arg("loadtest/ghz/run.sh")
+            .arg(&s.name)
+            .arg("127.0.0.1:1")
+            .args(args)
+            .current_dir(repo())
+            .env("PATH", &path)
+            .env("STUB_OUT", &work)
+            .env("STUB_REMAINING", remaining.to_string())
+            .env_remove("SLOTGATE_TOKEN")
+            .env_remove("SLOT_DATE")
+            .env_remove("GRPCURL_FLAGS")
+            .output()
+            .unwrap()
+    };
+    let lines = |file: &str| -> Vec<String> {
+        std::fs::read_to_string(work.join(file)).unwrap().lines().map(str::to_owned).collect()
+    };
+    let after = |args: &[String], flag: &str| args[args.iter().position(|a| a == flag).unwrap() + 1].clone();
+
+    let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let ghz_options = ["--cacert", "ca file.pem", "-O", "json", "-o", "out.json", "-c100", "--connections=2"];
+    let early_and_options: Vec<&str> = ["--opens-in", "2", "--early", "5"].into_iter().chain(ghz_options).collect();
+    let output = run(seed.capacity, &early_and_options);
+    assert!(output.status.success(), "run.sh: {}", String::from_utf8_lossy(&output.stderr));
+
+    // OpenSlots with opens_at a whole second more than 2 s ahead, then GetRemaining.
+    let grpcurl = lines("grpcurl.log");
+    let calls: Vec<&[String]> = grpcurl.split(|l| l == "---").filter(|c| !c.is_empty()).collect();
+    assert_eq!(calls.len(), 2, "{grpcurl:?}");
+    assert_eq!(calls[0].last().map(String::as_str), Some("slotgate.v1.SlotAdmin/OpenSlots"));
+    let opened: serde_json::Value = serde_json::from_str(&after(calls[0], "-d")).unwrap();
+    let slot = &opened["slots"][0];
+    assert_eq!(slot["capacity"], json!(seed.capacity));
+    let opens_at = slot["opens_at"].as_str().unwrap();
+    let opens = chrono::DateTime::parse_from_rfc3339(opens_at).unwrap();
+    assert!(opens_at.ends_with('Z') && opens.timestamp_subsec_nanos() == 0, "{opens_at}");
+    let opens = opens.timestamp() as f64;
+    assert!(opens > start + 2.0 && opens <= start + 4.0, "opens_at {opens_at} for --opens-in 2 at {start}");
+    assert_eq!(calls[1].last().map(String::as_str), Some("slotgate.v1.Reservations/GetRemaining"));
+    let asked: serde_json::Value = serde_json::from_str(&after(calls[1], "-d")).unwrap();
+    assert_eq!(asked["slot"], slot["slot"], "GetRemaining asks of the slot opened");
+    let time = slot["slot"]["time"].as_str().unwrap();
+
+    // The early run: 5 calls of their own, at 5/s, with the TLS options but
+    // none of those it sets itself.
+    assert_eq!(std::fs::read_to_string(work.join("ghz.count")).unwrap().trim(), "2", "two ghz runs");
+    let early = lines("ghz.0.args");
+    assert_eq!(
+        [after(&early, "-n"), after(&early, "-c"), after(&early, "--rps"), after(&early, "--connections")],
+        ["5", "5", "5", "5"]
+    );
+    assert_eq!(after(&early, "--format"), "summary");
+    assert_eq!(after(&early, "--cacert"), "ca file.pem", "an option's words survive as they were");
+    for dropped in ["-O", "json", "-o", "out.json", "-c100", "--connections=2"] {
+        assert!(!early.iter().any(|a| a == dropped), "the early run got {dropped}: {early:?}");
+    }
+    assert_eq!(early.last().map(String::as_str), Some("127.0.0.1:1"));
+    let template = std::fs::read_to_string(work.join("ghz.0.data")).unwrap();
+    check_call_data("run.sh --early", &template, s, (seed.restaurant_id, &seed.date, time));
+    for n in 0..s.calls() as u64 {
+        let request = reservation_from_json(&render(&template, n, "w0").unwrap()).unwrap();
+        assert!(request.request_id.starts_with("early-") && request.user_id.starts_with("early-"), "{request:?}");
+    }
+
+    // The scenario: every option given, its own call data, at opens_at or after.
+    let main = lines("ghz.1.args");
+    assert_eq!(main[main.len() - ghz_options.len() - 1..main.len() - 1], ghz_options.map(str::to_owned));
+    assert_eq!(main.last().map(String::as_str), Some("127.0.0.1:1"));
+    let template = std::fs::read_to_string(work.join("ghz.1.data")).unwrap();
+    check_call_data("run.sh --opens-in", &template, s, (seed.restaurant_id, &seed.date, time));
+    let started: f64 = std::fs::read_to_string(work.join("ghz.1.at")).unwrap().trim().parse::<f64>().unwrap() / 1e9;
+    assert!(started >= opens, "the scenario's ghz started at {started}, before opens_at {opens}");
+
+    // Seats gone before the opening: no scenario run.
+    let output = run(seed.capacity - seed.party_size, &["--opens-in", "2", "--early", "5"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("seats went before the opening"));
+    assert_eq!(std::fs::read_to_string(work.join("ghz.count")).unwrap().trim(), "1", "only the early run");
+
+    // Bad options: refused before anything is sent.
+    for args in [&["--early", "5"][..], &["--opens-in", "1", "--early", "5"], &["--opens-in", "2s"], &["--early", "x"]]
+    {
+        let output = run(seed.capacity, args);
+        assert_eq!(output.status.code(), Some(2), "run.sh {args:?}");
+        assert!(!work.join("grpcurl.log").exists(), "run.sh {args:?} called grpcurl");
     }
     let _ = std::fs::remove_dir_all(&work);
 }

@@ -9,6 +9,7 @@
 //! slotgate-load --scenario soak --rps 500 -z 30s          # open loop: latency below saturation
 //! slotgate-load --config loadtest/ghz/duplicate-2000.json # a ghz config file
 //! slotgate-load --scenario duplicate-2000 --call grpc.health.v1.Health/Check   # what gRPC alone costs
+//! slotgate-load --scenario duplicate-2000 --opens-in 2s --early 2000   # a slot's opening, hammered before it
 //! ```
 
 #[cfg(test)]
@@ -17,6 +18,7 @@ mod fire;
 mod ghz;
 #[cfg(test)]
 mod ghz_files;
+mod opening;
 mod plot;
 mod report;
 mod scenarios;
@@ -33,6 +35,7 @@ use std::{
 use clap::Parser;
 use fire::{Call, Fire, Mode, Source};
 use ghz::GhzConfig;
+use opening::{Early, Opening, OpeningOptions};
 use report::Stats;
 use scenarios::seed;
 use serde_json::json;
@@ -130,6 +133,17 @@ struct Args {
     /// Report only; do not check the outcome.
     #[arg(long)]
     no_checks: bool,
+    /// A slot's opening (the seed's scenarios only): open the slot with its
+    /// sale window starting this long from now (a Go duration: 2s, 1500ms),
+    /// fire the --early calls while it is closed, and release the
+    /// scenario's calls at the opening instant (local clock).
+    #[arg(long, value_name = "DURATION")]
+    opens_in: Option<String>,
+    /// With --opens-in: this many calls, each its own user, spread evenly
+    /// over the wait, the last 200 ms before the opening. Every one must be
+    /// refused SLOT_NOT_OPEN with a RetryInfo no longer than the time left.
+    #[arg(long, value_name = "N")]
+    early: Option<u64>,
 }
 
 /// What a run is: which slots to open, which calls to make, how to fire
@@ -143,6 +157,18 @@ struct Plan {
     all_book: bool,
     /// After the run every opened slot must be sold out.
     sold_out: bool,
+    /// `--opens-in`: the slot opens later, the calls go at its opening.
+    opening: Option<OpeningPlan>,
+}
+
+/// A slot's opening, as planned: when, and the calls before it.
+struct OpeningPlan {
+    options: OpeningOptions,
+    opening: Opening,
+    /// The early calls (`options.early` of them).
+    early: Source,
+    /// `GetRemaining` right after the slot was opened.
+    before: pb::GetRemainingResponse,
 }
 
 fn run_id() -> u128 {
@@ -184,13 +210,28 @@ fn with_metadata<T>(message: T, metadata: &[(String, String)]) -> tonic::Request
     request
 }
 
+/// A slot opened empty, with its opening when it has one, and what
+/// `GetRemaining` said of it then.
+struct Opened {
+    slot: pb::SlotRef,
+    opening: Option<Opening>,
+    before: pb::GetRemainingResponse,
+}
+
 /// Opens a slot with no seats reserved yet, moving a minute on past slots
 /// an earlier run filled. A slot counts as empty when both the database
 /// (what `OpenSlots` reports) and the gate (`GetRemaining`) say so: a
 /// counter that drifted from the database (until the reconciler's next
 /// pass) would make every call a refusal, so such a slot is skipped, and
-/// said so on stderr.
-async fn open_empty_slot(args: &Args, channel: Channel, md: &[(String, String)]) -> Result<pb::SlotRef, String> {
+/// said so on stderr. With `opens_in`, each slot tried is opened with its
+/// sale window starting that long from the `OpenSlots` call (`opens_at`,
+/// a whole millisecond; no `closes_at`); without it, with no window.
+async fn open_empty_slot(
+    args: &Args,
+    channel: Channel,
+    md: &[(String, String)],
+    opens_in: Option<Duration>,
+) -> Result<Opened, String> {
     let mut admin = SlotAdminClient::new(channel.clone());
     let mut reservations = ReservationsClient::new(channel);
     let (h, m) = args.time.split_once(':').ok_or("--time must be HH:MM")?;
@@ -203,9 +244,13 @@ async fn open_empty_slot(args: &Args, channel: Channel, md: &[(String, String)])
             date: args.date.clone(),
             time: format!("{:02}:{:02}", at / 60, at % 60),
         };
-        let request = pb::OpenSlotsRequest {
-            slots: vec![pb::SlotCapacity { slot: Some(slot.clone()), capacity: args.capacity, ..Default::default() }],
-        };
+        let mut capacity = pb::SlotCapacity { slot: Some(slot.clone()), capacity: args.capacity, ..Default::default() };
+        let opening = opens_in.map(Opening::after);
+        if let Some(opening) = &opening {
+            let at = capacity.opens_at.insert(Default::default());
+            (at.seconds, at.nanos) = opening.seconds_nanos();
+        }
+        let request = pb::OpenSlotsRequest { slots: vec![capacity] };
         let opened =
             admin.open_slots(with_metadata(request, md)).await.map_err(|e| format!("OpenSlots: {e}"))?.into_inner();
         if opened.slots.first().is_none_or(|s| s.reserved != 0) {
@@ -214,7 +259,7 @@ async fn open_empty_slot(args: &Args, channel: Channel, md: &[(String, String)])
         let request = with_metadata(pb::GetRemainingRequest { slot: Some(slot.clone()) }, md);
         let left = reservations.get_remaining(request).await.map_err(|e| format!("GetRemaining: {e}"))?.into_inner();
         if left.remaining == args.capacity {
-            return Ok(slot);
+            return Ok(Opened { slot, opening, before: left });
         }
         eprintln!(
             "skipping {} {} {}: the database has no seats reserved but GetRemaining says {} of {} \
@@ -249,7 +294,7 @@ async fn open_fresh_slots(
     Ok(slots)
 }
 
-fn create(request_id: String, user_id: String, slot: &pb::SlotRef, party_size: i32) -> Call {
+pub(crate) fn create(request_id: String, user_id: String, slot: &pb::SlotRef, party_size: i32) -> Call {
     Call::Create(pb::CreateReservationRequest {
         request_id,
         user_id,
@@ -257,6 +302,15 @@ fn create(request_id: String, user_id: String, slot: &pb::SlotRef, party_size: i
         party_size,
         r#type: pb::ReservationType::ReservationDeposit as i32,
         menu_items: Vec::new(),
+    })
+}
+
+/// The seed's scenario into `slot`: call `n` is click `n % clicks` of user
+/// `n / clicks`, each click its own request id.
+fn seed_calls(run: u128, slot: pb::SlotRef, clicks: usize, party: i32) -> Source {
+    Arc::new(move |n, _| {
+        let (user, click) = (n as usize / clicks, n as usize % clicks);
+        Ok(create(format!("load-{run}-u{user}-c{click}"), format!("load-{run}-u{user}"), &slot, party))
     })
 }
 
@@ -310,7 +364,10 @@ async fn plan(
         connections: args.connections.or(config.connections).unwrap_or(8),
         metadata: md.to_vec(),
         timeout: timeout.unwrap_or(Duration::from_secs(20)),
+        start_at: None,
     };
+    let seeded = seed().scenario(scenario).is_some();
+    let opening = OpeningOptions::new(args.opens_in.as_deref(), args.early, seeded, health)?;
     let channel = connect(addr).await?;
     let mut admin = SlotAdminClient::new(channel.clone());
     let run = run_id();
@@ -319,13 +376,20 @@ async fn plan(
     if let Some(seeded) = seed().scenario(scenario) {
         let (users, clicks) = (seeded.users, seeded.clicks);
         fire.total = Some(seeded.calls() as u64);
-        let slot = if health { None } else { Some(open_empty_slot(args, channel.clone(), md).await?) };
+        let opened = match health {
+            true => None,
+            false => Some(open_empty_slot(args, channel.clone(), md, opening.map(|o| o.opens_in)).await?),
+        };
+        let slot = opened.as_ref().map(|o| o.slot.clone());
         let source: Source = match slot.clone() {
             None => Arc::new(|_, _| Ok(Call::Health)),
-            Some(slot) => Arc::new(move |n, _| {
-                let (user, click) = (n as usize / clicks, n as usize % clicks);
-                Ok(create(format!("load-{run}-u{user}-c{click}"), format!("load-{run}-u{user}"), &slot, party))
-            }),
+            Some(slot) => seed_calls(run, slot, clicks, party),
+        };
+        let opening = match (opening, opened) {
+            (Some(options), Some(Opened { slot, opening: Some(opening), before })) => {
+                Some(OpeningPlan { options, opening, early: opening::early_calls(run, slot, party), before })
+            }
+            _ => None,
         };
         // The definition's winners follow from its seats (checked when it is
         // read), so other seats or parties (--capacity, --party-size) follow
@@ -337,6 +401,7 @@ async fn plan(
             slots: slot.into_iter().map(|s| (s, winners)).collect(),
             all_book: false,
             sold_out: winners * party == args.capacity,
+            opening,
         });
     }
     match scenario {
@@ -361,6 +426,7 @@ async fn plan(
                 slots: slots.into_iter().map(|s| (s, winners)).collect(),
                 all_book: !health,
                 sold_out: true,
+                opening: None,
             })
         }
         "soak" => {
@@ -376,7 +442,7 @@ async fn plan(
             let slots =
                 if health { Vec::new() } else { open_fresh_slots(args, &mut admin, md, count, 1_000_000).await? };
             let source = one_user_per_call(health, run, slots, party);
-            Ok(Plan { source, fire, slots: Vec::new(), all_book: !health, sold_out: false })
+            Ok(Plan { source, fire, slots: Vec::new(), all_book: !health, sold_out: false, opening: None })
         }
         "custom" => {
             if fire.total.is_none() && fire.duration.is_none() {
@@ -396,7 +462,7 @@ async fn plan(
                     ghz::reservation_from_json(&ghz::render(&template, n, worker)?).map(Call::Create)
                 })
             };
-            Ok(Plan { source, fire, slots: Vec::new(), all_book: false, sold_out: false })
+            Ok(Plan { source, fire, slots: Vec::new(), all_book: false, sold_out: false, opening: None })
         }
         other => Err(format!("--scenario {other}: one of {}", seed().all_names().join(", "))),
     }
@@ -469,6 +535,79 @@ async fn check(
     Ok(checks)
 }
 
+/// A slot's opening: the early calls from now until shortly before the
+/// opening (an open loop, spread evenly), and meanwhile the scenario's
+/// calls made ready and released at the opening instant. Returns the
+/// scenario's run and the early one.
+async fn fire_at_opening(
+    name: &str,
+    addr: SocketAddr,
+    plan: &Plan,
+    opening: &OpeningPlan,
+) -> Result<(fire::Run, Option<fire::Run>), String> {
+    let (at, count) = (opening.opening.at, opening.options.early);
+    let now = tokio::time::Instant::now();
+    let left = at.saturating_duration_since(now);
+    eprintln!("{name}: the slot opens at {} ({} ms from now)", opening.opening.rfc3339(), left.as_millis());
+    let early = if count == 0 {
+        None
+    } else {
+        let span = (at - opening::EARLY_MARGIN).saturating_duration_since(now);
+        if span.is_zero() {
+            return Err(format!(
+                "the slot was opened too late for early calls: {} ms left before the opening, \
+                 less than the {} ms margin; give a longer --opens-in",
+                left.as_millis(),
+                opening::EARLY_MARGIN.as_millis()
+            ));
+        }
+        eprintln!(
+            "{name}: {count} early calls over {} ms, until {} ms before the opening",
+            span.as_millis(),
+            opening::EARLY_MARGIN.as_millis()
+        );
+        let fire = fire::Fire {
+            mode: Mode::Rate(opening::early_rate(count, span)),
+            total: Some(count),
+            duration: None,
+            start_at: Some(now),
+            ..plan.fire.clone()
+        };
+        Some(tokio::spawn(fire::fire(addr, Arc::clone(&opening.early), fire)))
+    };
+    let fire = fire::Fire { start_at: Some(at), ..plan.fire.clone() };
+    let run = fire::fire(addr, Arc::clone(&plan.source), fire).await?;
+    let early = match early {
+        Some(task) => Some(task.await.map_err(|e| format!("early calls: {e}"))??),
+        None => None,
+    };
+    Ok((run, early))
+}
+
+/// The opening's checks: the slot was not open before it, the early calls
+/// met a closed slot, and no call of the burst did.
+fn opening_checks(opening: &OpeningPlan, stats: &Stats, early: Option<&Early>) -> Vec<(String, bool)> {
+    let o = &opening.opening;
+    let before = &opening.before;
+    let state =
+        pb::SlotState::try_from(before.state).map_or_else(|_| before.state.to_string(), |s| s.as_str_name().into());
+    let echoed = before.opens_at.as_ref().is_some_and(|t| o.is_timestamp(t.seconds, t.nanos));
+    let mut checks = vec![(
+        format!(
+            "GetRemaining once opened: {state}, opens_at {} ({})",
+            o.rfc3339(),
+            if echoed { "as set" } else { "NOT as set" }
+        ),
+        before.state == pb::SlotState::NotYetOpen as i32 && echoed,
+    )];
+    let late = opening::burst_refused_not_open(&stats.outcomes);
+    checks.push((format!("burst calls refused SLOT_NOT_OPEN: {late}"), late == 0));
+    if let Some(early) = early {
+        checks.extend(early.checks(o));
+    }
+    checks
+}
+
 async fn run(args: Args) -> Result<bool, String> {
     let config = match &args.config {
         Some(path) => GhzConfig::read(path)?,
@@ -509,9 +648,20 @@ async fn run(args: Args) -> Result<bool, String> {
             Mode::Rate(r) => format!("open loop at {r}/s"),
         }
     );
-    let run = fire::fire(addr, Arc::clone(&plan.source), plan.fire.clone()).await?;
+    let (run, early) = match &plan.opening {
+        None => (fire::fire(addr, Arc::clone(&plan.source), plan.fire.clone()).await?, None),
+        Some(opening) => fire_at_opening(&name, addr, &plan, opening).await?,
+    };
     let stats = Stats::new(&run, fire::Outcome::expected_refusal);
-    let checks = if args.no_checks { Vec::new() } else { check(&plan, &run, &stats, addr, &metadata).await? };
+    let mut checks = if args.no_checks { Vec::new() } else { check(&plan, &run, &stats, addr, &metadata).await? };
+    let early = match (&plan.opening, early) {
+        (Some(o), Some(early)) => Some(Early::new(&early, &o.opening)),
+        _ => None,
+    };
+    if let (Some(o), false) = (&plan.opening, args.no_checks) {
+        checks.extend(opening_checks(o, &stats, early.as_ref()));
+    }
+    let opening_at = plan.opening.as_ref().map(|o| (o.opening, o.options.opens_in));
 
     let text = if format == "json" {
         let options = json!({
@@ -529,9 +679,13 @@ async fn run(args: Args) -> Result<bool, String> {
         if let Some(tags) = &config.tags {
             report["tags"] = json!(tags);
         }
+        if let Some((opening, opens_in)) = &opening_at {
+            report["slotgate"]["opening"] = opening::json(opening, *opens_in, run.started, early.as_ref());
+        }
         serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
     } else {
-        report::summary(&name, &stats, &checks)
+        let opening = opening_at.map(|(o, opens_in)| opening::summary(&o, opens_in, run.started, early.as_ref()));
+        report::summary(&name, &stats, opening.as_deref().unwrap_or_default(), &checks)
     };
     match &output {
         Some(path) => std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?,

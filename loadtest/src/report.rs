@@ -143,8 +143,9 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
-/// ghz's summary layout, then slotgate's additions.
-pub fn summary(name: &str, stats: &Stats, checks: &[(String, bool)]) -> String {
+/// ghz's summary layout, then slotgate's additions: outcomes, makespan,
+/// `extra` (e.g. a slot's opening, its early calls), and the checks.
+pub fn summary(name: &str, stats: &Stats, extra: &str, checks: &[(String, bool)]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "\nSummary:");
     if !name.is_empty() {
@@ -181,6 +182,7 @@ pub fn summary(name: &str, stats: &Stats, checks: &[(String, bool)]) -> String {
         ms(stats.makespan),
         stats.rps
     );
+    out.push_str(extra);
     if !checks.is_empty() {
         let _ = writeln!(out, "\nChecks:");
         for (what, ok) in checks {

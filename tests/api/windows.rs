@@ -17,8 +17,10 @@ use tonic_types::StatusExt;
 
 use crate::{
     bursts::{Decided, assert_exact_outcome, clicks},
+    fault_kit::PrivateRedis,
     helpers::{
-        TestApp, burst, by_hand, generous_timeouts, reason_of, reserve, slot_at, spawn_app, spawn_app_with, tally,
+        TestApp, burst, by_hand, generous_timeouts, reason_of, release_together, reserve, slot_at, spawn_app,
+        spawn_app_with, tally,
     },
 };
 
@@ -205,19 +207,78 @@ async fn replicas_with_clocks_apart_agree_on_the_opening() {
     assert_eq!(app.db_slot(&slot).await, (40, 40, 40));
 }
 
-/// Redis losing the slot's keys before the opening does not open it: the
-/// counter is loaded again from the database, window and all.
+/// `FLUSHALL` before the opening (on a Redis of the test's own) does not
+/// open the slot: the counter is loaded again from the database, window
+/// and all.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flushed_counter_before_the_opening_does_not_open_the_slot_early() {
-    let app = spawn_app().await;
+    let redis = PrivateRedis::start().await;
+    let app = spawn_app_with(|c| c.redis_url = redis.url.clone()).await;
     let slot = slot_at("20:30");
     let opens_at = now_ms() + TimeDelta::minutes(10);
     open_window(&app, &slot, 40, Some(opens_at), None).await.unwrap();
-    app.flush_redis().await;
+    redis::cmd("FLUSHALL").query_async::<()>(&mut redis.connection().await).await.unwrap();
     let refused = app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap_err();
     assert_eq!(reason_of(&refused), (Code::FailedPrecondition, "SLOT_NOT_OPEN".into()));
+    assert_eq!(Metrics::read(&app.metrics.counters_loaded), 1, "the counter was not loaded again");
     assert_eq!(app.remaining(&slot).await.state(), SlotState::NotYetOpen);
     assert_eq!(app.db_slot(&slot).await, (40, 0, 0));
+}
+
+/// The seed's burst fired 500 ms before the opening, each client retrying
+/// after the hint it is given, as a well-behaved client does: nothing is
+/// admitted before the opening, every call answered before it is
+/// SLOT_NOT_OPEN with a hint that does not overshoot the opening (or, for
+/// a user clicking too often, USER_RATE_LIMITED), and the retries at the
+/// opening book exactly ten.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_seeds_burst_fired_before_the_opening_and_retried_at_the_hint_books_exactly_ten() {
+    let app = spawn_app_with(generous_timeouts).await;
+    let slot = slot_at("22:00");
+    let opens_at = now_ms() + TimeDelta::milliseconds(1_500);
+    open_window(&app, &slot, 40, Some(opens_at), None).await.unwrap();
+    let requests = clicks(std::slice::from_ref(&slot), 2_000, 3);
+    sleep_until(opens_at - TimeDelta::milliseconds(500)).await;
+    let calls = release_together(app.addr, 8, requests, move |mut client, request| async move {
+        let mut attempts = Vec::new();
+        for _ in 0..20 {
+            let sent = Utc::now();
+            let result = client.create_reservation(request.clone()).await.map(tonic::Response::into_inner);
+            let hint = result.as_ref().err().and_then(|e| e.get_details_retry_info()).and_then(|r| r.retry_delay);
+            attempts.push((sent, Utc::now(), result));
+            match hint {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => break,
+            }
+        }
+        attempts
+    });
+    let attempts: Vec<_> = calls.await.results().await.into_iter().flatten().collect();
+    let mut winners = 0;
+    for (sent, answered, result) in &attempts {
+        match result {
+            Ok(r) => {
+                assert!(instant(r.created_at.as_ref().unwrap()) >= opens_at, "admitted before the opening");
+                winners += 1;
+            }
+            Err(e) if reason_of(e).1 == "SLOT_NOT_OPEN" => {
+                let hint = e.get_details_retry_info().and_then(|r| r.retry_delay).unwrap();
+                assert!(*sent + TimeDelta::from_std(hint).unwrap() <= opens_at, "a hint past the opening");
+            }
+            // A user's clicks and their retries together may pass the
+            // per-user guard's burst: throttled, with a hint, and retried.
+            Err(e) if reason_of(e).1 == "USER_RATE_LIMITED" => {}
+            Err(e) => {
+                assert!(*answered >= opens_at, "refused before the opening with {e:?}");
+                assert!(["SOLD_OUT", "DUPLICATE"].contains(&reason_of(e).1.as_str()), "unexpected {e:?}");
+            }
+        }
+    }
+    let early = attempts.iter().filter(|(_, at, _)| *at < opens_at).count();
+    println!("{} attempts, {early} answered before the opening", attempts.len());
+    assert!(early > 0, "no call was answered before the opening");
+    assert_eq!(winners, 10);
+    assert_eq!(app.db_slot(&slot).await, (40, 40, 40));
 }
 
 /// CloseSlots ends sales at once; cancelling and confirming still work on
