@@ -13,6 +13,8 @@ ALTER TABLE slots ADD COLUMN closes_at TIMESTAMPTZ;
 -- A restaurant's day in time order is the natural key's index.
 
 -- Listing reservations page by page: each filter walks one index in the
--- listing's order (created_at, id), from the page token's key on.
-CREATE INDEX reservations_by_user ON reservations (user_id, created_at, id);
-CREATE INDEX reservations_by_slot ON reservations (slot_id, created_at, id);
+-- listing's order (created_at, id), from the page token's key on. (On a
+-- large table, create them beforehand with CREATE INDEX CONCURRENTLY and
+-- these names: the migration then leaves them as they are.)
+CREATE INDEX IF NOT EXISTS reservations_by_user ON reservations (user_id, created_at, id);
+CREATE INDEX IF NOT EXISTS reservations_by_slot ON reservations (slot_id, created_at, id);

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::{Booking, BookingError, create::COLD_RETRIES};
+use super::{Booking, BookingError, create::COLD_RETRIES, upkeep::oldest_kept};
 use crate::{
     domain::{DayQuery, ListQuery, Remaining, SlotKey, SlotState},
     gate::GateError,
@@ -46,7 +46,10 @@ impl Booking {
     /// and read again).
     pub async fn availability(&self, day: DayQuery) -> Result<Vec<Availability>, BookingError> {
         let slots = self.store.day_slots(day.restaurant_id, day.date).await?;
-        let remaining: Vec<Remaining> = match self.gate() {
+        // A day older than the keys Redis keeps has started everywhere and
+        // has no counters: it is answered from the database.
+        let gate = self.gate().filter(|_| day.date >= oldest_kept());
+        let remaining: Vec<Remaining> = match gate {
             None => {
                 let now = self.clock.now();
                 slots

@@ -74,7 +74,7 @@ const PROBE_BATCH: usize = 500;
 /// The first date the counter passes look at by default: the oldest slot
 /// date whose keys may still be in Redis (older slots' keys have expired,
 /// holds and all), so every hold is reaped and every counter reconciled.
-fn oldest_kept() -> NaiveDate {
+pub(super) fn oldest_kept() -> NaiveDate {
     gate::oldest_kept(Utc::now().date_naive())
 }
 
@@ -131,7 +131,7 @@ impl Booking {
             // To the millisecond, the gate's precision, rounded down: closed
             // from the moment this call reached the gate.
             let now = match this.gate() {
-                Some(gate) => gate.now().await?,
+                Some(gate) => gate.now_for(&slots).await?,
                 None => this.clock.now(),
             };
             let now = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
@@ -160,18 +160,22 @@ impl Booking {
         let this = Arc::clone(self);
         self.run_to_completion(async move {
             let zone = change.time_zone.as_deref();
-            let (time_zone, moved) = match this.store.put_restaurant(change.restaurant_id, zone, oldest_kept()).await? {
-                ZoneOutcome::Set { time_zone, moved } => (time_zone, moved),
+            let set = this.store.put_restaurant(change.restaurant_id, zone, oldest_kept()).await?;
+            let (time_zone, moved, slots) = match set {
+                ZoneOutcome::Set { time_zone, moved, slots } => (time_zone, moved, slots),
                 ZoneOutcome::Unknown => {
                     return Err(FieldError::new("time_zone", "is not a time zone of the IANA database").into());
                 }
             };
+            // Every slot, not only the moved ones: a counter a failed earlier
+            // call left behind is brought up to date (a resize at a version
+            // the counter has changes nothing).
             if let Some(gate) = this.gate() {
-                for m in &moved {
-                    gate.resize(&m.slot, m.capacity, &m.window, m.version).await?;
+                for s in &slots {
+                    gate.resize(&s.slot, s.capacity, &s.window, s.version).await?;
                 }
             }
-            Ok(ZoneSet { time_zone, slots_moved: moved.len() })
+            Ok(ZoneSet { time_zone, slots_moved: moved })
         })
         .await
     }
@@ -204,8 +208,12 @@ impl Booking {
     /// Seats left, capacity, window and state of a slot: from its counter
     /// (loaded if cold) and the gate's clock, or from the database when no
     /// gate is used.
+    ///
+    /// A slot dated before the oldest date whose keys Redis keeps has
+    /// started everywhere and has no counter to read: it is answered from
+    /// the database too.
     pub async fn remaining(&self, slot: SlotKey) -> Result<Remaining, BookingError> {
-        let Some(gate) = self.gate() else {
+        let Some(gate) = self.gate().filter(|_| slot.date >= oldest_kept()) else {
             let figures = self.store.slot_figures(&slot).await?.ok_or(BookingError::SlotNotFound(slot))?;
             return Ok(Remaining {
                 left: figures.capacity - figures.reserved,

@@ -169,6 +169,7 @@ struct Scripts {
     reconcile: Script,
     expired_holds: Script,
     remaining: Script,
+    clock: Script,
 }
 
 /// The Redis gate: a connection pool, the key namespace and the scripts.
@@ -220,6 +221,7 @@ impl Gate {
                 )),
                 expired_holds: Script::new(include_str!("expired_holds.lua")),
                 remaining: Script::new(include_str!("remaining.lua")),
+                clock: Script::new(include_str!("clock.lua")),
             },
         })
     }
@@ -301,9 +303,10 @@ impl Gate {
                 // it) gets this; nobody reads it.
                 6 => return Err(GateError::Unavailable("the attempt was given up before it ran".into())),
                 7 => {
-                    let (opens, wait) = detail.split_once(' ').ok_or_else(bad)?;
-                    let (opens, wait) = (opens.parse().map_err(|_| bad())?, wait.parse().map_err(|_| bad())?);
-                    Admission::NotOpen { opens_at: instant(opens)?, wait: Duration::from_millis(wait) }
+                    let (opens, now) = detail.split_once(' ').ok_or_else(bad)?;
+                    let (opens, now): (i64, i64) = (opens.parse().map_err(|_| bad())?, now.parse().map_err(|_| bad())?);
+                    let wait = Duration::from_millis(opens.saturating_sub(now).max(0) as u64);
+                    Admission::NotOpen { opens_at: instant(opens)?, wait }
                 }
                 8 => Admission::Closed { closes_at: instant(number()?)? },
                 9 => Admission::Started { starts_at: instant(number()?)? },

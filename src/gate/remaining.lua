@@ -6,4 +6,4 @@
 -- slot is cold; window bounds false when absent; now in Unix ms.
 local f = redis.call('HMGET', KEYS[1], 'left', 'cap', 'opens', 'closes', 'starts')
 local now = redis.call('TIME')
-return {f[1], f[2], f[3], f[4], f[5], tostring(tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))}
+return {f[1], f[2], f[3], f[4], f[5], string.format('%d', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))}

@@ -4,9 +4,9 @@
 //! finds its counter cold loads it (`warm`), and `GetRemaining` reads one.
 
 use chrono::{DateTime, Utc};
-use redis::{RedisError, ScriptInvocation, Value};
+use redis::{ScriptInvocation, Value};
 
-use super::{Gate, GateError};
+use super::{Gate, GateError, conn::RedisConnection, keys::SlotKeys};
 use crate::domain::{Remaining, ReservationId, SlotFigures, SlotKey, Window};
 
 /// What a reconcile pass did to one slot.
@@ -117,38 +117,46 @@ impl Gate {
         }
     }
 
-    /// Reads the counter state of many slots: one small pipeline per slot
-    /// (a Redis Cluster pipeline must stay within one hash slot), all in
-    /// flight at once on one connection.
-    pub async fn probe(&self, slots: &[SlotKey]) -> Result<Vec<Probe>, GateError> {
+    /// Runs `read` for every slot, all in flight at once on one pooled
+    /// connection (on one Redis, the lot costs one round trip; a Redis
+    /// Cluster connection sends each to its slot's node). Each read stays
+    /// within its slot's hash slot.
+    async fn per_slot<T, F, Fut>(&self, slots: &[SlotKey], read: F) -> Result<Vec<T>, GateError>
+    where
+        F: Fn(SlotKeys, RedisConnection) -> Fut,
+        Fut: Future<Output = Result<T, GateError>>,
+    {
         if slots.is_empty() {
             return Ok(Vec::new());
         }
-        fn parse<T: redis::FromRedisValue>(value: &Value) -> Result<T, GateError> {
-            redis::from_redis_value_ref(value).map_err(|e| GateError::Protocol(format!("probe: {e}")))
-        }
         let mut pooled = self.conn().await?;
         let shared = pooled.conn.clone();
-        let probes = slots.iter().map(|slot| {
-            let k = self.keys(slot);
-            let mut conn = shared.clone();
-            async move {
-                let mut pipe = redis::pipe();
-                pipe.cmd("HMGET").arg(&k.seats).arg("left").arg("epoch");
-                pipe.cmd("HLEN").arg(&k.holds);
-                let values: Vec<Value> = pipe.query_async(&mut conn).await?;
-                let [fields, holds] = values.as_slice() else {
-                    return Err(GateError::Protocol("probe: reply of the wrong length".into()));
-                };
-                let (left, epoch) = parse::<(Option<i64>, Option<String>)>(fields)?;
-                Ok(Probe { warm: left.is_some(), epoch, holds: parse(holds)? })
-            }
-        });
-        let result = futures_util::future::try_join_all(probes).await;
+        let reads = slots.iter().map(|slot| read(self.keys(slot), shared.clone()));
+        let result = futures_util::future::try_join_all(reads).await;
         if let Err(GateError::Unavailable(_)) = &result {
             pooled.broken = true;
         }
         result
+    }
+
+    /// Reads the counter state of many slots: one small pipeline per slot,
+    /// all in flight at once (see [`Gate::per_slot`]).
+    pub async fn probe(&self, slots: &[SlotKey]) -> Result<Vec<Probe>, GateError> {
+        fn parse<T: redis::FromRedisValue>(value: &Value) -> Result<T, GateError> {
+            redis::from_redis_value_ref(value).map_err(|e| GateError::Protocol(format!("probe: {e}")))
+        }
+        self.per_slot(slots, async |k, mut conn| {
+            let mut pipe = redis::pipe();
+            pipe.cmd("HMGET").arg(&k.seats).arg("left").arg("epoch");
+            pipe.cmd("HLEN").arg(&k.holds);
+            let values: Vec<Value> = pipe.query_async(&mut conn).await?;
+            let [fields, holds] = values.as_slice() else {
+                return Err(GateError::Protocol("probe: reply of the wrong length".into()));
+            };
+            let (left, epoch) = parse::<(Option<i64>, Option<String>)>(fields)?;
+            Ok(Probe { warm: left.is_some(), epoch, holds: parse(holds)? })
+        })
+        .await
     }
 
     /// Rewrites a slot's state from `figures` if nothing moved since `epoch`
@@ -198,16 +206,6 @@ impl Gate {
         Ok(warm == 1)
     }
 
-    /// Redis's clock: the one the gate decides sale windows by.
-    pub async fn now(&self) -> Result<DateTime<Utc>, GateError> {
-        let mut conn = self.conn().await?;
-        let result: Result<(i64, i64), RedisError> = redis::cmd("TIME").query_async(&mut conn.conn).await;
-        conn.note(&result);
-        let (seconds, micros) = result?;
-        DateTime::from_timestamp_micros(seconds * 1_000_000 + micros)
-            .ok_or_else(|| GateError::Protocol(format!("TIME: bad reply {seconds} {micros}")))
-    }
-
     /// Seats left, capacity, window and state by Redis's clock, or `None`
     /// when the slot is cold. A counter below zero (capacity lowered under
     /// holds in flight) reads as 0.
@@ -217,27 +215,29 @@ impl Gate {
         reply.into_remaining()
     }
 
-    /// [`Gate::remaining`] of many slots: every read in flight at once on
-    /// one connection, so the lot costs one round trip.
+    /// [`Gate::remaining`] of many slots, all in flight at once (see
+    /// [`Gate::per_slot`]).
     pub async fn remaining_many(&self, slots: &[SlotKey]) -> Result<Vec<Option<Remaining>>, GateError> {
-        if slots.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pooled = self.conn().await?;
-        let shared = pooled.conn.clone();
-        let reads = slots.iter().map(|slot| {
-            let k = self.keys(slot);
-            let mut conn = shared.clone();
-            async move {
-                let reply: RemainingReply = self.scripts.remaining.key(&k.seats).invoke_async(&mut conn).await?;
-                reply.into_remaining()
-            }
-        });
-        let result = futures_util::future::try_join_all(reads).await;
-        if let Err(GateError::Unavailable(_)) = &result {
-            pooled.broken = true;
-        }
-        result
+        self.per_slot(slots, async |k, mut conn| {
+            let reply: RemainingReply = self.scripts.remaining.key(&k.seats).invoke_async(&mut conn).await?;
+            reply.into_remaining()
+        })
+        .await
+    }
+
+    /// Redis's clock, the one the gate decides sale windows by: the
+    /// earliest of the clocks of the nodes that hold `slots` (one node
+    /// unless it is a Redis Cluster), so an instant taken from it has
+    /// passed on each of them.
+    pub async fn now_for(&self, slots: &[SlotKey]) -> Result<DateTime<Utc>, GateError> {
+        let clocks = self
+            .per_slot(slots, async |k, mut conn| {
+                let (seconds, micros): (i64, i64) = self.scripts.clock.key(&k.seats).invoke_async(&mut conn).await?;
+                DateTime::from_timestamp_micros(seconds * 1_000_000 + micros)
+                    .ok_or_else(|| GateError::Protocol(format!("TIME: bad reply {seconds} {micros}")))
+            })
+            .await?;
+        clocks.into_iter().min().ok_or_else(|| GateError::Protocol("no slot to read the clock at".into()))
     }
 }
 

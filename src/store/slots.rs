@@ -427,6 +427,22 @@ pub async fn close_slots(
     let times: Vec<NaiveTime> = slots.iter().map(|s| s.time).collect();
     let outcome = conn
         .transaction(async |conn| {
+            // Serialised with OpenSlots and PutRestaurant (a start read
+            // under a zone being changed would be stale), and the rows
+            // locked in id order, as every statement that locks several
+            // slots takes them.
+            prepared("SELECT pg_advisory_xact_lock($1)").bind::<BigInt, _>(OPEN_SLOTS_LOCK).execute(conn).await?;
+            prepared(
+                "SELECT s.id FROM slots s
+                 JOIN unnest($1::bigint[], $2::date[], $3::time[]) AS v(r, d, t)
+                   ON s.restaurant_id = v.r AND s.slot_date = v.d AND s.slot_time = v.t
+                 ORDER BY s.id FOR NO KEY UPDATE OF s",
+            )
+            .bind::<Array<BigInt>, _>(&restaurants)
+            .bind::<Array<Date>, _>(&dates)
+            .bind::<Array<Time>, _>(&times)
+            .execute(conn)
+            .await?;
             let closed: Vec<SlotRow> = prepared(format!(
                 "WITH closed AS (
                    UPDATE slots s SET closes_at = LEAST(COALESCE(s.closes_at, $4), $4),
@@ -477,9 +493,11 @@ impl From<diesel::result::Error> for CloseFailed {
 /// What [`put_restaurant`] did.
 #[derive(Debug)]
 pub enum ZoneOutcome {
-    /// The zone is set; the slots whose start it moved, with their figures
-    /// after the change.
-    Set { time_zone: String, moved: Vec<Reshaped> },
+    /// The zone is set. `moved` slots start at another instant now; `slots`
+    /// are every slot of the restaurant from the date given, with their
+    /// figures after the change (all of them, so that a call repeated after
+    /// its counters could not be updated updates them).
+    Set { time_zone: String, moved: usize, slots: Vec<Reshaped> },
     /// PostgreSQL knows no such zone.
     Unknown,
 }
@@ -498,49 +516,68 @@ pub async fn put_restaurant(
     {
         return Ok(ZoneOutcome::Unknown);
     }
-    let outcome = conn
+    #[derive(QueryableByName)]
+    struct Zone {
+        #[diesel(sql_type = Text)]
+        zone: String,
+    }
+    let (moved, slots) = conn
         .transaction(async |conn| {
-            #[derive(QueryableByName)]
-            struct Zone {
-                #[diesel(sql_type = Text)]
-                zone: String,
-            }
-            // Serialised with OpenSlots: a slot opened meanwhile is either
-            // seen here or opened under the new zone.
+            // Serialised with OpenSlots and CloseSlots: a slot opened or
+            // closed meanwhile is either seen here or done under the new
+            // zone.
             prepared("SELECT pg_advisory_xact_lock($1)").bind::<BigInt, _>(OPEN_SLOTS_LOCK).execute(conn).await?;
-            let zone: Zone = prepared(
-                "WITH old AS (SELECT time_zone FROM restaurants WHERE id = $1 FOR UPDATE)
-                 INSERT INTO restaurants AS z (id, time_zone) VALUES ($1, $2)
-                 ON CONFLICT (id) DO UPDATE SET time_zone = EXCLUDED.time_zone
-                 RETURNING COALESCE((SELECT time_zone FROM old), current_setting('TimeZone')) AS zone",
+            let old: Zone = prepared(
+                "SELECT COALESCE((SELECT time_zone FROM restaurants WHERE id = $1), current_setting('TimeZone')) AS zone",
+            )
+            .bind::<BigInt, _>(restaurant_id)
+            .get_result(conn)
+            .await?;
+            prepared(
+                "INSERT INTO restaurants (id, time_zone) VALUES ($1, $2)
+                 ON CONFLICT (id) DO UPDATE SET time_zone = EXCLUDED.time_zone",
             )
             .bind::<BigInt, _>(restaurant_id)
             .bind::<Nullable<Text>, _>(time_zone)
-            .get_result(conn)
+            .execute(conn)
             .await?;
-            let moved: Vec<SlotRow> = prepared(format!(
-                "WITH moved AS (
-                   UPDATE slots s SET version = s.version + 1, updated_at = now()
-                   FROM restaurants z
-                   WHERE z.id = s.restaurant_id AND s.restaurant_id = $1 AND s.slot_date >= $2
-                     AND (s.slot_date + s.slot_time) AT TIME ZONE $3 IS DISTINCT FROM {STARTS_AT}
-                   RETURNING s.*)
-                 SELECT {} FROM moved s JOIN restaurants z ON z.id = s.restaurant_id ORDER BY s.id",
+            // The slots' rows in id order, as every statement that locks
+            // several slots takes them.
+            prepared(
+                "SELECT id FROM slots WHERE restaurant_id = $1 AND slot_date >= $2 ORDER BY id FOR NO KEY UPDATE",
+            )
+            .bind::<BigInt, _>(restaurant_id)
+            .bind::<Date, _>(from)
+            .execute(conn)
+            .await?;
+            let moved = prepared(format!(
+                "UPDATE slots s SET version = s.version + 1, updated_at = now()
+                 FROM restaurants z
+                 WHERE z.id = s.restaurant_id AND s.restaurant_id = $1 AND s.slot_date >= $2
+                   AND (s.slot_date + s.slot_time) AT TIME ZONE $3 IS DISTINCT FROM {STARTS_AT}"
+            ))
+            .bind::<BigInt, _>(restaurant_id)
+            .bind::<Date, _>(from)
+            .bind::<Text, _>(&old.zone)
+            .execute(conn)
+            .await?;
+            let slots: Vec<SlotRow> = prepared(format!(
+                "SELECT {} FROM slots s JOIN restaurants z ON z.id = s.restaurant_id
+                 WHERE s.restaurant_id = $1 AND s.slot_date >= $2 ORDER BY s.id",
                 slot_columns()
             ))
             .bind::<BigInt, _>(restaurant_id)
             .bind::<Date, _>(from)
-            .bind::<Text, _>(&zone.zone)
             .load(conn)
             .await?;
-            Ok::<_, diesel::result::Error>(moved)
+            Ok::<_, diesel::result::Error>((moved, slots))
         })
         .await?;
     let time_zone = match time_zone {
         Some(zone) => zone.to_owned(),
         None => current_zone(conn).await?,
     };
-    Ok(ZoneOutcome::Set { time_zone, moved: outcome.iter().map(SlotRow::reshaped).collect() })
+    Ok(ZoneOutcome::Set { time_zone, moved, slots: slots.iter().map(SlotRow::reshaped).collect() })
 }
 
 /// Whether PostgreSQL's time zone database has `zone` (an IANA name, in
@@ -551,10 +588,14 @@ pub async fn zone_exists(conn: &mut AsyncPgConnection, zone: &str) -> Result<boo
         #[diesel(sql_type = diesel::sql_types::Bool)]
         found: bool,
     }
-    let found: Found = prepared("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1) AS found")
-        .bind::<Text, _>(zone)
-        .get_result(conn)
-        .await?;
+    // Names of the zone files that are no zone of their own are left out.
+    let found: Found = prepared(
+        "SELECT EXISTS (SELECT 1 FROM pg_timezone_names
+                        WHERE name = $1 AND name NOT IN ('localtime', 'posixrules', 'Factory')) AS found",
+    )
+    .bind::<Text, _>(zone)
+    .get_result(conn)
+    .await?;
     Ok(found.found)
 }
 

@@ -313,6 +313,21 @@ async fn a_days_availability_lists_every_slot_in_time_order_from_the_counters() 
     assert!(!slots[0].fits && slots[1].fits);
 
     assert!(availability(&app, 67, "2036-12-23", 2).await.unwrap().is_empty());
+
+    // A day older than the keys Redis keeps (opened before it started):
+    // answered from the database, started.
+    let old_day = (chrono::Utc::now().date_naive() - chrono::Days::new(5)).to_string();
+    let mut db = app.database().await;
+    db.batch_execute(&format!(
+        "INSERT INTO slots (restaurant_id, slot_date, slot_time, capacity) VALUES (67, '{old_day}', '19:00', 12)"
+    ))
+    .await
+    .unwrap();
+    let old = availability(&app, 67, &old_day, 2).await.unwrap();
+    assert_eq!(
+        old.iter().map(|s| (s.remaining, s.state(), s.fits)).collect::<Vec<_>>(),
+        vec![(12, SlotState::Started, false)]
+    );
     let refused = availability(&app, 67, "2036-12-24", -1).await.unwrap_err();
     assert_eq!(refused.get_details_bad_request().unwrap().field_violations[0].field, "party_size");
     let refused = availability(&app, 0, "2036-12-24", 2).await.unwrap_err();

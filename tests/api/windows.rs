@@ -104,6 +104,7 @@ async fn a_burst_before_the_opening_is_refused_to_the_last_call_and_the_opening_
     assert_eq!(remaining.opens_at.as_ref().map(instant), Some(opens_at));
 
     let before = counter(&app, &slot).await;
+    assert_eq!(before.0, Some(40), "OpenSlots leaves the counter warm ahead of the opening");
     let checkouts = Metrics::read(&app.metrics.db_checkouts);
     let requests = clicks(std::slice::from_ref(&slot), 2_000, 3);
     let sent = Utc::now();
@@ -281,6 +282,29 @@ async fn the_seeds_burst_fired_before_the_opening_and_retried_at_the_hint_books_
     assert_eq!(app.db_slot(&slot).await, (40, 40, 40));
 }
 
+/// A counter whose window drifted from the database's (a counter loaded
+/// by a slotgate that kept no window, a field lost) is rewritten by the
+/// reconciler, window and all.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_reconciler_restores_a_lost_window() {
+    let app = spawn_app_with(by_hand).await;
+    let slot = slot_at("17:00");
+    open_window(&app, &slot, 40, Some(now_ms() + TimeDelta::minutes(10)), None).await.unwrap();
+    let _: () = redis::cmd("HDEL")
+        .arg(app.key(&slot, "seats"))
+        .arg("opens")
+        .arg("starts")
+        .query_async(&mut app.redis().await)
+        .await
+        .unwrap();
+    assert_eq!(app.remaining(&slot).await.state(), SlotState::Open, "the window was not lost");
+    let report = app.admin.clone().reconcile_slots(pb::ReconcileSlotsRequest::default()).await.unwrap().into_inner();
+    assert_eq!(report.corrected, 1);
+    assert_eq!(app.remaining(&slot).await.state(), SlotState::NotYetOpen);
+    let refused = app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap_err();
+    assert_eq!(reason_of(&refused), (Code::FailedPrecondition, "SLOT_NOT_OPEN".into()));
+}
+
 /// CloseSlots ends sales at once; cancelling and confirming still work on
 /// the closed slot; an unknown slot closes nothing; OpenSlots with a new
 /// window opens it again. A window whose end passes closes by itself.
@@ -327,6 +351,24 @@ async fn closing_stops_sales_but_not_cancel_or_confirm() {
     sleep_until(closes_at).await;
     let refused = app.create(reserve("r-5", "erin", &slot, 4)).await.unwrap_err();
     assert_eq!(reason_of(&refused), (Code::FailedPrecondition, "SLOT_CLOSED".into()));
+}
+
+/// An opening far in the future (year 9000) is refused with its wait as
+/// for any other: the gate's numbers stay exact whatever their size.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_opening_far_ahead_is_refused_with_its_exact_instant() {
+    let app = spawn_app().await;
+    let slot = slot_at("23:00");
+    let opens_at = DateTime::parse_from_rfc3339("9000-01-01T00:00:00.123Z").unwrap().with_timezone(&Utc);
+    open_window(&app, &slot, 40, Some(opens_at), None).await.unwrap();
+    let sent = Utc::now();
+    let refused = app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap_err();
+    assert_eq!(reason_of(&refused), (Code::FailedPrecondition, "SLOT_NOT_OPEN".into()));
+    let info = refused.get_details_error_info().unwrap();
+    assert_eq!(DateTime::parse_from_rfc3339(&info.metadata["opens_at"]).unwrap(), opens_at);
+    let hint = refused.get_details_retry_info().and_then(|r| r.retry_delay).unwrap();
+    let wait = (opens_at - sent).to_std().unwrap();
+    assert!(hint <= wait && wait - hint < Duration::from_secs(5), "hint {hint:?}, wait {wait:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -388,7 +430,14 @@ async fn a_slot_starts_at_its_local_time_in_its_restaurants_zone() {
     assert_eq!(moved.slots_moved, 1);
     assert_eq!(app.remaining(&slot).await.starts_at.as_ref().map(instant), Some(at("2036-12-25T00:00:00Z")));
 
-    for bad in ["Mars/Olympus_Mons", "Asia/../etc", "not a zone"] {
+    // Back to the default zone (UTC): the start moves back.
+    let cleared = put_restaurant(&app, 1, "").await.unwrap();
+    assert_eq!((cleared.time_zone.as_str(), cleared.slots_moved), ("UTC", 1));
+    assert_eq!(app.remaining(&slot).await.starts_at.as_ref().map(instant), Some(at("2036-12-24T19:00:00Z")));
+    // The same zone again moves nothing.
+    assert_eq!(put_restaurant(&app, 1, "").await.unwrap().slots_moved, 0);
+
+    for bad in ["Mars/Olympus_Mons", "Asia/../etc", "not a zone", "posixrules"] {
         let refused = put_restaurant(&app, 6, bad).await.unwrap_err();
         assert_eq!(reason_of(&refused), (Code::InvalidArgument, "INVALID_FIELD".into()), "{bad}");
         assert_eq!(refused.get_details_bad_request().unwrap().field_violations[0].field, "time_zone");
