@@ -123,6 +123,27 @@ pub struct Config {
     #[arg(long, env = "SLOTGATE_DEFAULT_TIME_ZONE", default_value = "UTC", value_parser = parse_zone)]
     pub default_time_zone: String,
 
+    /// How long reservation events are kept (`7d`, `12h`, `30m`, `45s`, or
+    /// seconds); older ones are pruned, and a watcher resuming before them
+    /// is told EVENTS_COMPACTED.
+    #[arg(long = "events-retention", env = "SLOTGATE_EVENTS_RETENTION", default_value = "7d", value_parser = parse_span)]
+    pub events_retention: Duration,
+
+    /// How often each replica numbers committed events and passes new ones
+    /// to its watchers; 0 turns events delivery off in this replica.
+    #[arg(long = "events-poll-ms", env = "SLOTGATE_EVENTS_POLL_MS", default_value = "20", value_parser = parse_millis)]
+    pub events_poll: Duration,
+
+    /// How long an idle WatchReservationEvents stream waits before a
+    /// heartbeat.
+    #[arg(long = "watch-heartbeat-ms", env = "SLOTGATE_WATCH_HEARTBEAT_MS", default_value = "15000", value_parser = parse_millis)]
+    pub watch_heartbeat: Duration,
+
+    /// How many events a watcher may fall behind before its stream is ended
+    /// (WATCHER_TOO_SLOW).
+    #[arg(long, env = "SLOTGATE_WATCH_BUFFER", default_value_t = 4_096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub watch_buffer: u32,
+
     /// How long a new reservation may stay unpaid (PENDING_DEPOSIT).
     #[arg(long, env = "SLOTGATE_DEPOSIT_WINDOW_SECS", default_value_t = 600)]
     pub deposit_window_secs: u32,
@@ -274,6 +295,23 @@ impl Config {
             _ => unreachable!("`serve` parses into Command::Serve"),
         }
     }
+}
+
+/// A span of time: a number and a unit (`d`, `h`, `m`, `s`), or seconds.
+fn parse_span(s: &str) -> Result<Duration, String> {
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = number.parse().map_err(|_| format!("expected a number and a unit (7d, 12h, 30m, 45s): {s:?}"))?;
+    let seconds = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" => 1,
+        _ => return Err(format!("unknown unit {unit:?}: d, h, m or s")),
+    };
+    n.checked_mul(seconds).map(Duration::from_secs).ok_or_else(|| "too long".into())
 }
 
 fn parse_zone(s: &str) -> Result<String, String> {

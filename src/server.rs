@@ -29,7 +29,7 @@ use tracing::{info, warn};
 
 use crate::{
     auth::Tokens,
-    booking::{Booking, Decider, Settings},
+    booking::{Booking, Decider, EventSettings, Settings},
     clock::{Clock, SystemClock},
     config::{Config, Strategy},
     domain::Limits,
@@ -138,7 +138,13 @@ fn booking(config: &Config, metrics: &Arc<Metrics>, clock: Arc<dyn Clock>) -> Re
         replay_wait: config.replay_wait,
         commit_bound: config.pool_timeout + config.db_transaction_timeout,
     };
-    Ok(Booking::new(decider, store, settings, Arc::clone(metrics), clock))
+    let events = EventSettings {
+        poll: config.events_poll,
+        retention: config.events_retention,
+        heartbeat: config.watch_heartbeat,
+        buffer: config.watch_buffer as usize,
+    };
+    Ok(Booking::new(decider, store, settings, Arc::clone(metrics), clock, events))
 }
 
 impl Application {
@@ -280,6 +286,9 @@ impl Application {
         };
         let background_stopped = stopped.child_token();
         let background = lifecycle::spawn(Arc::clone(&self.booking), intervals, background_stopped.clone());
+        let pump = tokio::spawn(
+            Arc::clone(&self.booking).pump_events(c.database.database_url.clone(), background_stopped.clone()),
+        );
         // Probes that cannot speak TLS get health alone, in plaintext, on a
         // listener of its own; it stops last, after the background passes.
         let probes = self.health_listener.map(|listener| {
@@ -295,11 +304,15 @@ impl Application {
         let (drain_delay, grace) = (c.drain_delay, c.shutdown_grace);
         let (draining, drain_started) = tokio::sync::oneshot::channel::<Instant>();
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let booking = Arc::clone(&self.booking);
         let served = routes.serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             set_health(&health, ServingStatus::NotServing).await;
             info!(?drain_delay, "shutting down: health NOT_SERVING");
             tokio::time::sleep(drain_delay).await;
+            // Event streams never end by themselves: they are ended now,
+            // and their clients resume on another replica.
+            booking.close_watchers();
             info!(?grace, "refusing new calls; finishing calls in flight");
             let _ = draining.send(Instant::now() + grace);
         });
@@ -310,6 +323,7 @@ impl Application {
         }
         background_stopped.cancel();
         let _ = background.await;
+        let _ = pump.await;
         stopped.cancel();
         if let Some(probes) = probes {
             let _ = probes.await;

@@ -42,6 +42,9 @@ pub mod reason {
     pub const SLOT_STARTED: &str = "SLOT_STARTED";
     pub const SLOT_NOT_OPEN: &str = "SLOT_NOT_OPEN";
     pub const SLOT_CLOSED: &str = "SLOT_CLOSED";
+    pub const EVENTS_COMPACTED: &str = "EVENTS_COMPACTED";
+    pub const WATCHER_TOO_SLOW: &str = "WATCHER_TOO_SLOW";
+    pub const SHUTTING_DOWN: &str = "SHUTTING_DOWN";
     pub const CAPACITY_BELOW_RESERVED: &str = "CAPACITY_BELOW_RESERVED";
     pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
     pub const ADMIN_REQUIRED: &str = "ADMIN_REQUIRED";
@@ -190,6 +193,16 @@ impl From<BookingError> for Status {
                 Refusal::new(Code::ResourceExhausted, reason::USER_RATE_LIMITED, message).retry_after(retry_after)
             }
             E::DeadlineExceeded => Refusal::new(Code::DeadlineExceeded, reason::DEADLINE_EXCEEDED, message),
+            E::EventsCompacted { oldest } => Refusal::new(Code::FailedPrecondition, reason::EVENTS_COMPACTED, message)
+                .with("oldest_sequence", oldest),
+            E::WatcherTooSlow { resume_after, missed } => {
+                Refusal::new(Code::ResourceExhausted, reason::WATCHER_TOO_SLOW, message)
+                    .with("resume_after", resume_after)
+                    .with("missed", missed)
+            }
+            E::ShuttingDown => {
+                Refusal::new(Code::Unavailable, reason::SHUTTING_DOWN, message).retry_after(RETRY_AFTER_OUTAGE)
+            }
             E::Gate(GateError::Unavailable(detail)) => unavailable(reason::REDIS_UNAVAILABLE, "redis", &detail),
             E::Store(StoreError::Unavailable(detail)) => unavailable(reason::DATABASE_UNAVAILABLE, "database", &detail),
             E::Gate(GateError::Protocol(detail)) => internal(&detail),

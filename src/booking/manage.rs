@@ -31,15 +31,17 @@ impl Booking {
         self.store.find_by_code(code).await?.ok_or(BookingError::ReservationNotFound)
     }
 
-    /// Cancels a reservation and gives its seats back.
+    /// Cancels a reservation and gives its seats back. `caller` (the calling
+    /// service) is recorded in the change's event.
     pub async fn cancel(
         self: &Arc<Self>,
         id: ReservationId,
         reason: CancelReason,
+        caller: String,
     ) -> Result<Cancellation, BookingError> {
         let this = Arc::clone(self);
         self.run_to_completion(async move {
-            match this.store.cancel_reservation(id, reason).await? {
+            match this.store.cancel_reservation(id, reason, &caller).await? {
                 Cancelled::Now { reservation: r, version } => {
                     this.give_back(&r.slot, r.id, &r.user_id, r.party_size, version).await;
                     Ok(Cancellation { reservation: r, already_cancelled: false })
@@ -53,11 +55,12 @@ impl Booking {
     }
 
     /// Payment arrived: confirms a pending reservation. Past its deadline it
-    /// expires instead, and its seats go back.
-    pub async fn confirm(self: &Arc<Self>, id: ReservationId) -> Result<Reservation, BookingError> {
+    /// expires instead, and its seats go back. `caller` is recorded in the
+    /// change's event.
+    pub async fn confirm(self: &Arc<Self>, id: ReservationId, caller: String) -> Result<Reservation, BookingError> {
         let this = Arc::clone(self);
         self.run_to_completion(async move {
-            match this.store.confirm_reservation(id, this.clock.offset()).await? {
+            match this.store.confirm_reservation(id, this.clock.offset(), &caller).await? {
                 Confirmed::Now(r) | Confirmed::Already(r) => Ok(r),
                 Confirmed::ExpiredNow { reservation: r, version } => {
                     this.give_back(&r.slot, r.id, &r.user_id, r.party_size, version).await;

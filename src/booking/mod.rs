@@ -18,6 +18,7 @@
 //! - `listing`: pages of reservations, a restaurant's day's availability.
 
 mod create;
+mod events;
 mod listing;
 mod manage;
 mod upkeep;
@@ -30,6 +31,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, Span};
 
 pub use self::{
+    events::{EventHub, EventSettings, Watched},
     listing::{Availability, Page},
     manage::Cancellation,
     upkeep::{Closed, Correction, Reaped, Reconciliation, Warmed, ZoneSet},
@@ -84,6 +86,16 @@ pub enum BookingError {
     UserThrottled { retry_after: Duration },
     #[error("the deadline passed before the work could start")]
     DeadlineExceeded,
+    /// The events after the watcher's cursor were pruned; the oldest kept
+    /// is `oldest`.
+    #[error("events before sequence {oldest} are no longer kept")]
+    EventsCompacted { oldest: u64 },
+    /// The watcher's client read too slowly: `missed` events went by.
+    #[error("the watcher fell too far behind; resume after sequence {resume_after}")]
+    WatcherTooSlow { resume_after: u64, missed: u64 },
+    /// The server is shutting down; the caller resumes on another replica.
+    #[error("the server is shutting down; resume on another replica")]
+    ShuttingDown,
     #[error(transparent)]
     Gate(#[from] GateError),
     #[error(transparent)]
@@ -126,6 +138,8 @@ pub struct Booking {
     loads: create::CounterLoads,
     /// The tasks doing admitted work, waited for on shutdown.
     tasks: TaskTracker,
+    /// This replica's reservation events broadcast.
+    events: EventHub,
 }
 
 impl Booking {
@@ -135,8 +149,18 @@ impl Booking {
         settings: Settings,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
+        events: EventSettings,
     ) -> Self {
-        Self { decider, store, settings, metrics, clock, loads: Default::default(), tasks: TaskTracker::new() }
+        Self {
+            decider,
+            store,
+            settings,
+            metrics,
+            clock,
+            loads: Default::default(),
+            tasks: TaskTracker::new(),
+            events: EventHub::new(events),
+        }
     }
 
     /// The Redis gate, unless a database-only strategy decides.

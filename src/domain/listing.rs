@@ -162,6 +162,23 @@ pub fn parse_list_reservations(req: &pb::ListReservationsRequest) -> Result<List
     Ok(ListQuery { filter, statuses, page_size, after })
 }
 
+/// A validated `WatchReservationEventsRequest`: the cursor and the filter.
+pub fn parse_watch(
+    req: &pb::WatchReservationEventsRequest,
+) -> Result<(u64, crate::store::events::EventFilter), FieldError> {
+    if req.restaurant_id < 0 {
+        return Err(FieldError::new("restaurant_id", "must be a positive id, or 0 for every restaurant"));
+    }
+    if req.user_id.len() > MAX_ID_LEN {
+        return Err(FieldError::new("user_id", format!("must be at most {MAX_ID_LEN} bytes")));
+    }
+    if req.after_sequence > i64::MAX as u64 {
+        return Err(FieldError::new("after_sequence", "is beyond any sequence"));
+    }
+    let filter = crate::store::events::EventFilter { restaurant_id: req.restaurant_id, user_id: req.user_id.clone() };
+    Ok((req.after_sequence, filter))
+}
+
 /// A validated `ListAvailabilityRequest`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DayQuery {

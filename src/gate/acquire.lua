@@ -35,9 +35,11 @@
 --   {6, ''}     VOID: this attempt was given up before it ran (nobody
 --               waits for this reply); nothing taken
 --   {7, 'opens now'}  NOT_OPEN: before the sale window's opening (Unix
---               ms, as stored), `now` by Redis's clock (Unix ms); no
---               arithmetic on them here, where large numbers print in
---               exponent form
+--               ms, as stored), `now` by Redis's clock in Unix
+--               microseconds, so the wait is never overstated (the
+--               decisions compare whole milliseconds rounded down, so a
+--               window never opens early); no arithmetic on them here,
+--               where large numbers print in exponent form
 --   {8, closes} CLOSED: at or after the window's end (Unix ms)
 --   {9, starts} STARTED: at or after the slot's start (Unix ms)
 -- A refusal writes nothing (but for dropping a counter found untrustworthy).
@@ -85,7 +87,7 @@ if starts and now_ms >= starts then
 elseif closes and now_ms >= closes then
   return {8, window[2]}
 elseif opens and now_ms < opens then
-  return {7, window[1] .. ' ' .. string.format('%d', now_ms)}
+  return {7, window[1] .. ' ' .. string.format('%d', tonumber(now[1]) * 1000000 + tonumber(now[2]))}
 end
 
 -- The users or ids key was lost since the slot was loaded (its sentinel is

@@ -305,7 +305,8 @@ impl Gate {
                 7 => {
                     let (opens, now) = detail.split_once(' ').ok_or_else(bad)?;
                     let (opens, now): (i64, i64) = (opens.parse().map_err(|_| bad())?, now.parse().map_err(|_| bad())?);
-                    let wait = Duration::from_millis(opens.saturating_sub(now).max(0) as u64);
+                    // `now` in microseconds: the exact time left, never more.
+                    let wait = Duration::from_micros(opens.saturating_mul(1_000).saturating_sub(now).max(0) as u64);
                     Admission::NotOpen { opens_at: instant(opens)?, wait }
                 }
                 8 => Admission::Closed { closes_at: instant(number()?)? },

@@ -2,7 +2,13 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::{pb, store::Reservation};
+use crate::{
+    pb,
+    store::{
+        Reservation,
+        events::{Event, EventKind},
+    },
+};
 
 pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
@@ -28,5 +34,21 @@ pub fn reservation(r: Reservation) -> pb::Reservation {
         total_price,
         deposit_deadline: r.deposit_deadline.map(timestamp),
         cancel_reason: r.cancel_reason.map_or(pb::CancelReason::Unspecified, |c| c.to_proto()) as i32,
+    }
+}
+
+pub fn event(e: &Event) -> pb::ReservationEvent {
+    let kind = match e.kind {
+        EventKind::Created => pb::ReservationEventType::Created,
+        EventKind::Confirmed => pb::ReservationEventType::Confirmed,
+        EventKind::Cancelled => pb::ReservationEventType::Cancelled,
+        EventKind::Expired => pb::ReservationEventType::Expired,
+    };
+    pb::ReservationEvent {
+        sequence: e.sequence,
+        r#type: kind as i32,
+        reservation: Some(reservation(e.reservation.clone())),
+        occurred_at: Some(timestamp(e.occurred_at)),
+        caller: e.caller.clone(),
     }
 }

@@ -7,10 +7,10 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use crate::{
     auth::Caller,
-    booking::{Booking, BookingError},
+    booking::{Booking, BookingError, Watched},
     domain::{
         FieldError, Limits, NewReservation, ReservationId, SlotKey, parse_cancel, parse_code, parse_list_availability,
-        parse_list_reservations,
+        parse_list_reservations, parse_watch,
     },
     overload::{Deadline, UserGuard},
     pb::{self, reservations_server::Reservations},
@@ -37,12 +37,51 @@ fn still_wanted<T>(request: &Request<T>) -> Result<(), BookingError> {
     }
 }
 
+/// The calling service's name, as authentication found it (empty when it
+/// is off).
+fn caller_of<T>(request: &Request<T>) -> String {
+    request.extensions().get::<Caller>().map(|c| c.name.clone()).unwrap_or_default()
+}
+
 fn parse_id(id: &str) -> Result<ReservationId, BookingError> {
     id.parse().map_err(|_| FieldError::new("id", "must be a reservation id (a UUID)").into())
 }
 
+/// A watcher's events as the stream sends them.
+type EventStream =
+    std::pin::Pin<Box<dyn tonic::codegen::tokio_stream::Stream<Item = Result<pb::ReservationEvent, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl Reservations for ReservationsService {
+    type WatchReservationEventsStream = EventStream;
+
+    async fn watch_reservation_events(
+        &self,
+        request: Request<pb::WatchReservationEventsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let (after, filter) = parse_watch(request.get_ref()).map_err(BookingError::from)?;
+        let watched = self.booking.watch(after, filter).await?;
+        // Ends after the first error (too slow, shutting down), which is
+        // the stream's status.
+        let stream = futures_util::stream::unfold((watched, false), |(mut watched, ended)| async move {
+            if ended {
+                return None;
+            }
+            let message = match watched.recv().await? {
+                Ok(Watched::Event(event)) => Ok(convert::event(&event)),
+                Ok(Watched::Heartbeat(sequence)) => Ok(pb::ReservationEvent {
+                    sequence,
+                    r#type: pb::ReservationEventType::Heartbeat as i32,
+                    ..Default::default()
+                }),
+                Err(e) => Err(Status::from(e)),
+            };
+            let end = message.is_err();
+            Some((message, (watched, end)))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn create_reservation(
         &self,
         request: Request<pb::CreateReservationRequest>,
@@ -81,7 +120,7 @@ impl Reservations for ReservationsService {
     ) -> Result<Response<pb::Reservation>, Status> {
         let id = parse_id(&request.get_ref().id)?;
         still_wanted(&request)?;
-        Ok(Response::new(convert::reservation(self.booking.confirm(id).await?)))
+        Ok(Response::new(convert::reservation(self.booking.confirm(id, caller_of(&request)).await?)))
     }
 
     async fn cancel_reservation(
@@ -90,7 +129,7 @@ impl Reservations for ReservationsService {
     ) -> Result<Response<pb::CancelReservationResponse>, Status> {
         let cancel = parse_cancel(request.get_ref()).map_err(BookingError::from)?;
         still_wanted(&request)?;
-        let done = self.booking.cancel(cancel.id, cancel.reason).await?;
+        let done = self.booking.cancel(cancel.id, cancel.reason, caller_of(&request)).await?;
         Ok(Response::new(pb::CancelReservationResponse {
             reservation: Some(convert::reservation(done.reservation)),
             already_cancelled: done.already_cancelled,

@@ -243,13 +243,24 @@ async fn try_insert(
             #[diesel(sql_type = BigInt)]
             version: i64,
         }
+        // The seats, and the reservation's CREATED event in the same
+        // statement (written only when the seats were taken).
         let taken: Option<Taken> = prepared(
-            "UPDATE slots SET reserved = reserved + $2, version = version + 1, updated_at = now()
+            "WITH taken AS (
+                 UPDATE slots SET reserved = reserved + $2, version = version + 1, updated_at = now()
                  WHERE id = $1 AND reserved + $2 <= capacity
-                 RETURNING version",
+                 RETURNING restaurant_id, version
+             ), created AS (
+                 INSERT INTO reservation_events (type, reservation_id, restaurant_id, user_id, status, caller)
+                 SELECT 'CREATED', $3, restaurant_id, $4, 'PENDING_DEPOSIT', $5 FROM taken
+             )
+             SELECT version FROM taken",
         )
         .bind::<BigInt, _>(row.slot_id)
         .bind::<Integer, _>(new.party_size)
+        .bind::<SqlUuid, _>(id.0)
+        .bind::<Text, _>(&new.user_id)
+        .bind::<Text, _>(&new.caller)
         .get_result(conn)
         .await
         .optional()?;

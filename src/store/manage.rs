@@ -59,6 +59,19 @@ pub struct Lapsed {
     pub version: i64,
 }
 
+/// The caller events name for expiry by the deposit deadline.
+pub const SWEEPER: &str = "slotgate";
+
+/// The event of a reservation an `UPDATE ... RETURNING id, status,
+/// cancel_reason, slot_id, user_id` in a CTE named `moved` changed, as a
+/// CTE of the same statement: the event is written exactly when the change
+/// is. Its type is the new status (`CONFIRMED`, `CANCELLED`, `EXPIRED`);
+/// the caller is the statement's third parameter.
+const EVENT_OF_MOVED: &str = "INSERT INTO reservation_events
+       (type, reservation_id, restaurant_id, user_id, status, cancel_reason, caller)
+     SELECT m.status, m.id, s.restaurant_id, m.user_id, m.status, m.cancel_reason, $3
+     FROM moved m JOIN slots s ON s.id = m.slot_id";
+
 /// A reservation a statement moved to another status, and the seats it held.
 #[derive(QueryableByName)]
 struct Moved {
@@ -77,16 +90,21 @@ pub async fn cancel_reservation(
     conn: &mut AsyncPgConnection,
     id: ReservationId,
     reason: CancelReason,
+    caller: &str,
 ) -> Result<Cancelled, StoreError> {
     let changed = conn
         .transaction(async |conn| {
             let freed: Option<Moved> = prepared(format!(
-                "UPDATE reservations SET status = 'CANCELLED', cancel_reason = $2, updated_at = now()
-                 WHERE id = $1 AND status IN {ACTIVE}
-                 RETURNING status, slot_id, party_size"
+                "WITH moved AS (
+                     UPDATE reservations SET status = 'CANCELLED', cancel_reason = $2, updated_at = now()
+                     WHERE id = $1 AND status IN {ACTIVE}
+                     RETURNING id, status, cancel_reason, slot_id, user_id, party_size
+                 ), event AS ({EVENT_OF_MOVED})
+                 SELECT status, slot_id, party_size FROM moved"
             ))
             .bind::<SqlUuid, _>(id.0)
             .bind::<Text, _>(reason.as_str())
+            .bind::<Text, _>(caller)
             .get_result(conn)
             .await
             .optional()?;
@@ -130,19 +148,25 @@ pub async fn confirm_reservation(
     conn: &mut AsyncPgConnection,
     id: ReservationId,
     offset: Offset,
+    caller: &str,
 ) -> Result<Confirmed, StoreError> {
     let moved = conn
         .transaction(async |conn| {
-            let moved: Option<Moved> = prepared(
-                "UPDATE reservations
-                 SET status = CASE WHEN deposit_deadline > now() + $2 * interval '1 microsecond'
-                                   THEN 'CONFIRMED' ELSE 'EXPIRED' END,
-                     updated_at = now()
-                 WHERE id = $1 AND status = 'PENDING_DEPOSIT'
-                 RETURNING status, slot_id, party_size",
-            )
+            // A late confirm expires the reservation: its event says so.
+            let moved: Option<Moved> = prepared(format!(
+                "WITH moved AS (
+                     UPDATE reservations
+                     SET status = CASE WHEN deposit_deadline > now() + $2 * interval '1 microsecond'
+                                       THEN 'CONFIRMED' ELSE 'EXPIRED' END,
+                         updated_at = now()
+                     WHERE id = $1 AND status = 'PENDING_DEPOSIT'
+                     RETURNING id, status, cancel_reason, slot_id, user_id, party_size
+                 ), event AS ({EVENT_OF_MOVED})
+                 SELECT status, slot_id, party_size FROM moved"
+            ))
             .bind::<SqlUuid, _>(id.0)
             .bind::<BigInt, _>(offset.micros())
+            .bind::<Text, _>(caller)
             .get_result(conn)
             .await
             .optional()?;
@@ -221,6 +245,10 @@ pub async fn expire_due(conn: &mut AsyncPgConnection, offset: Offset, limit: i64
                      UPDATE reservations r SET status = 'EXPIRED', updated_at = now()
                      WHERE r.id = ANY($1)
                      RETURNING r.id, r.slot_id, r.user_id, r.party_size
+                 ), event AS (
+                     INSERT INTO reservation_events (type, reservation_id, restaurant_id, user_id, status, caller)
+                     SELECT 'EXPIRED', l.id, s.restaurant_id, l.user_id, 'EXPIRED', $2
+                     FROM lapsed l JOIN slots s ON s.id = l.slot_id
                  ), freed AS (
                      UPDATE slots s
                      SET reserved = s.reserved - f.seats, version = s.version + 1, updated_at = now()
@@ -232,6 +260,7 @@ pub async fn expire_due(conn: &mut AsyncPgConnection, offset: Offset, limit: i64
                  FROM lapsed l JOIN slots s ON s.id = l.slot_id JOIN freed f ON f.id = l.slot_id",
             )
             .bind::<Array<SqlUuid>, _>(&ids)
+            .bind::<Text, _>(SWEEPER)
             .load(conn)
             .await
         })

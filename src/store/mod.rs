@@ -12,11 +12,13 @@
 //! - [`manage`]: cancel, confirm, expire (seats freed in the same
 //!   transaction).
 //! - [`slots`]: opening slots, the figures a counter is loaded from.
+//! - [`events`]: the reservation events' outbox, numbered after commit.
 //! - [`menus`]: menus and the prices pre-orders are charged.
 //! - [`strategies`]: the database-only strategies slotgate is compared with.
 //! - `prepared`: statements prepared once per connection.
 
 pub mod create;
+pub mod events;
 pub mod manage;
 pub mod menus;
 mod prepared;
@@ -235,12 +237,22 @@ impl Store {
         inserted
     }
 
-    pub async fn confirm_reservation(&self, id: ReservationId, offset: Offset) -> Result<Confirmed, StoreError> {
-        manage::confirm_reservation(&mut *self.conn().await?, id, offset).await
+    pub async fn confirm_reservation(
+        &self,
+        id: ReservationId,
+        offset: Offset,
+        caller: &str,
+    ) -> Result<Confirmed, StoreError> {
+        manage::confirm_reservation(&mut *self.conn().await?, id, offset, caller).await
     }
 
-    pub async fn cancel_reservation(&self, id: ReservationId, reason: CancelReason) -> Result<Cancelled, StoreError> {
-        manage::cancel_reservation(&mut *self.conn().await?, id, reason).await
+    pub async fn cancel_reservation(
+        &self,
+        id: ReservationId,
+        reason: CancelReason,
+        caller: &str,
+    ) -> Result<Cancelled, StoreError> {
+        manage::cancel_reservation(&mut *self.conn().await?, id, reason, caller).await
     }
 
     pub async fn expire_due(&self, offset: Offset, limit: i64) -> Result<Vec<Lapsed>, StoreError> {
@@ -290,6 +302,19 @@ impl Store {
 
     pub async fn day_slots(&self, restaurant_id: i64, date: NaiveDate) -> Result<Vec<DaySlot>, StoreError> {
         slots::day_slots(&mut *self.conn().await?, restaurant_id, date).await
+    }
+
+    pub async fn event_bounds(&self) -> Result<events::LogBounds, StoreError> {
+        events::bounds(&mut *self.conn().await?).await
+    }
+
+    pub async fn events_after(
+        &self,
+        after: u64,
+        filter: &events::EventFilter,
+        limit: i64,
+    ) -> Result<Vec<events::Event>, StoreError> {
+        events::events_after(&mut *self.conn().await?, after, filter, limit).await
     }
 
     pub async fn list_reservations(&self, query: &ListQuery) -> Result<Vec<Reservation>, StoreError> {

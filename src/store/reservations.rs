@@ -304,6 +304,11 @@ pub async fn list(conn: &mut AsyncPgConnection, query: &ListQuery) -> Result<Vec
                 .await?
         }
     };
+    with_items(conn, rows).await
+}
+
+/// The reservations of `rows` with their items, read in one statement.
+async fn with_items(conn: &mut AsyncPgConnection, rows: Vec<ReservationRow>) -> Result<Vec<Reservation>, StoreError> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
@@ -332,4 +337,15 @@ pub async fn list(conn: &mut AsyncPgConnection, query: &ListQuery) -> Result<Vec
             row.into_reservation(items)
         })
         .collect()
+}
+
+/// The reservations of `ids` (those that exist), with their items.
+pub async fn find_many(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> Result<HashMap<Uuid, Reservation>, StoreError> {
+    let rows: Vec<ReservationRow> = prepared(format!(
+        "SELECT {RESERVATION_COLUMNS} FROM reservations r JOIN slots s ON s.id = r.slot_id WHERE r.id = ANY($1)"
+    ))
+    .bind::<Array<SqlUuid>, _>(ids)
+    .load(conn)
+    .await?;
+    Ok(with_items(conn, rows).await?.into_iter().map(|r| (r.id.0, r)).collect())
 }

@@ -10,6 +10,7 @@ mod concurrent;
 mod deposits;
 mod discovery;
 mod docs;
+mod events;
 mod exactness;
 mod fault_kit;
 mod faults;
