@@ -143,6 +143,7 @@ fn booking(config: &Config, metrics: &Arc<Metrics>, clock: Arc<dyn Clock>) -> Re
         retention: config.events_retention,
         heartbeat: config.watch_heartbeat,
         buffer: config.watch_buffer as usize,
+        bound: config.db_transaction_timeout,
     };
     Ok(Booking::new(decider, store, settings, Arc::clone(metrics), clock, events))
 }

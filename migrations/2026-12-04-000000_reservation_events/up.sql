@@ -30,6 +30,10 @@ CREATE TABLE reservation_events (
 -- The sequencer's work: rows not numbered yet, in the order written.
 CREATE INDEX reservation_events_unnumbered ON reservation_events (id) WHERE sequence IS NULL;
 
+-- Watchers that want one restaurant's or one user's events walk these.
+CREATE INDEX reservation_events_by_restaurant ON reservation_events (restaurant_id, sequence);
+CREATE INDEX reservation_events_by_user ON reservation_events (user_id, sequence);
+
 -- One row: the highest sequence handed out, and the highest pruned.
 CREATE TABLE event_log (
     one             BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),

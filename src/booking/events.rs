@@ -20,19 +20,20 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
 
-use diesel_async::{AsyncConnection, AsyncPgConnection};
+use diesel_async::AsyncPgConnection;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::{Booking, BookingError};
+use crate::domain::FieldError;
 use crate::store::{
-    StoreError,
+    self, StoreError,
     events::{self, Event, EventFilter},
 };
 
@@ -51,6 +52,8 @@ pub struct EventSettings {
     pub heartbeat: Duration,
     /// How many events a watcher may fall behind before it is ended.
     pub buffer: usize,
+    /// The pump connection's statement and transaction bound.
+    pub bound: Duration,
 }
 
 /// This replica's broadcast of numbered events.
@@ -61,12 +64,22 @@ pub struct EventHub {
     settings: EventSettings,
     /// The highest sequence the pump has broadcast.
     broadcast_through: AtomicU64,
+    /// The pump has read where the log stood and broadcasts from there:
+    /// until then no watcher starts, or it could replay up to a point the
+    /// pump then skips.
+    ready: AtomicBool,
 }
 
 impl EventHub {
     pub fn new(settings: EventSettings) -> Self {
         let (sender, _) = broadcast::channel(settings.buffer.max(1));
-        Self { sender, closing: CancellationToken::new(), settings, broadcast_through: AtomicU64::new(0) }
+        Self {
+            sender,
+            closing: CancellationToken::new(),
+            settings,
+            broadcast_through: AtomicU64::new(0),
+            ready: AtomicBool::new(false),
+        }
     }
 }
 
@@ -102,18 +115,22 @@ impl Booking {
                 () = stop.cancelled() => return,
             }
             if conn.is_none() {
-                match AsyncPgConnection::establish(&database_url).await {
+                match store::connect_bounded(&database_url, self.events.settings.bound, "UTC").await {
                     Ok(mut c) => {
-                        // Broadcast from where the log is now: watchers
-                        // replay what came before from the database.
-                        match events::bounds(&mut c).await {
-                            Ok(b) if self.events.broadcast_through.load(Ordering::Relaxed) == 0 => {
-                                self.events.broadcast_through.store(b.last_sequence as u64, Ordering::Relaxed);
-                            }
-                            Ok(_) => {}
-                            Err(e) => {
-                                debug!(error = %e, "event pump: no database yet");
-                                continue;
+                        // The first time: broadcast from where the log is
+                        // now (watchers replay what came before from the
+                        // database, and none starts before this). Later
+                        // connections go on from the last broadcast.
+                        if !self.events.ready.load(Ordering::Acquire) {
+                            match events::bounds(&mut c).await {
+                                Ok(b) => {
+                                    self.events.broadcast_through.store(b.last_sequence as u64, Ordering::Relaxed);
+                                    self.events.ready.store(true, Ordering::Release);
+                                }
+                                Err(e) => {
+                                    debug!(error = %e, "event pump: no database yet");
+                                    continue;
+                                }
                             }
                         }
                         conn = Some(c);
@@ -139,9 +156,14 @@ impl Booking {
         while events::number_events(conn, BATCH).await? as i64 == BATCH {}
         loop {
             let after = self.events.broadcast_through.load(Ordering::Relaxed);
-            let batch = events::events_after(conn, after, &EventFilter::default(), BATCH).await?;
-            let Some(last) = batch.last().map(|e| e.sequence) else { break };
-            for event in batch {
+            let page = events::events_after(conn, after, &EventFilter::default(), BATCH).await?;
+            if page.pruned_through > after {
+                // Only if this replica's pump fell a whole retention
+                // behind: its watchers miss what was pruned.
+                warn!(after, pruned_through = page.pruned_through, "the event pump fell behind the retention");
+            }
+            let Some(last) = page.events.last().map(|e| e.sequence) else { break };
+            for event in page.events {
                 // No watcher on this replica is no error.
                 let _ = self.events.sender.send(Arc::new(event));
             }
@@ -167,6 +189,17 @@ impl Booking {
         after: u64,
         filter: EventFilter,
     ) -> Result<mpsc::Receiver<Result<Watched, BookingError>>, BookingError> {
+        if self.events.closing.is_cancelled() {
+            return Err(BookingError::ShuttingDown);
+        }
+        if !self.events.ready.load(Ordering::Acquire) {
+            let why = if self.events.settings.poll.is_zero() {
+                "this replica does not deliver events (--events-poll-ms 0)"
+            } else {
+                "event delivery is starting"
+            };
+            return Err(StoreError::Unavailable(why.into()).into());
+        }
         // Subscribed before anything is read: see the module's doc.
         let live = self.events.sender.subscribe();
         let bounds = self.store.event_bounds().await?;
@@ -174,10 +207,14 @@ impl Booking {
         if after != 0 && after < pruned {
             return Err(BookingError::EventsCompacted { oldest: pruned + 1 });
         }
+        if after > bounds.last_sequence as u64 {
+            let why = format!("is past the last event ({}): a cursor from another deployment?", bounds.last_sequence);
+            return Err(FieldError::new("after_sequence", why).into());
+        }
         let (tx, rx) = mpsc::channel(64);
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            if let Err(e) = this.feed_watcher(after.max(pruned), filter, live, &tx).await {
+            if let Err(e) = this.feed_watcher(after, filter, live, &tx).await {
                 let _ = tx.send(Err(e)).await;
             }
         });
@@ -193,11 +230,25 @@ impl Booking {
         tx: &mpsc::Sender<Result<Watched, BookingError>>,
     ) -> Result<(), BookingError> {
         let closing = self.events.closing.clone();
-        // Replay: pages from the database until one comes back short.
+        // Replay: pages from the database until one comes back short. Each
+        // page says how far the log was pruned as of its own read: past the
+        // cursor, the events between are gone (a cursor of 0 asked for the
+        // oldest kept, and starts there).
+        let from_oldest = cursor == 0;
         loop {
+            if closing.is_cancelled() {
+                return Err(BookingError::ShuttingDown);
+            }
             let page = self.store.events_after(cursor, &filter, BATCH).await?;
-            let short = (page.len() as i64) < BATCH;
-            for event in page {
+            if page.pruned_through > cursor {
+                if from_oldest && cursor == 0 {
+                    cursor = page.pruned_through;
+                    continue;
+                }
+                return Err(BookingError::EventsCompacted { oldest: page.pruned_through + 1 });
+            }
+            let short = (page.events.len() as i64) < BATCH;
+            for event in page.events {
                 cursor = event.sequence;
                 if tx.send(Ok(Watched::Event(Arc::new(event)))).await.is_err() {
                     return Ok(());
@@ -210,13 +261,18 @@ impl Booking {
         // The highest sequence the stream has passed, matching or not.
         let mut passed = cursor;
         let heartbeat = self.events.settings.heartbeat;
+        // Reset only when something is sent: events this stream leaves out
+        // do not keep it from its heartbeats.
+        let idle = tokio::time::sleep(heartbeat);
+        tokio::pin!(idle);
         loop {
             let next = tokio::select! {
                 next = live.recv() => next,
-                () = tokio::time::sleep(heartbeat) => {
+                () = &mut idle => {
                     if tx.send(Ok(Watched::Heartbeat(passed))).await.is_err() {
                         return Ok(());
                     }
+                    idle.as_mut().reset(tokio::time::Instant::now() + heartbeat);
                     continue;
                 }
                 () = closing.cancelled() => return Err(BookingError::ShuttingDown),
@@ -232,6 +288,7 @@ impl Booking {
                     if tx.send(Ok(Watched::Event(event))).await.is_err() {
                         return Ok(());
                     }
+                    idle.as_mut().reset(tokio::time::Instant::now() + heartbeat);
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     return Err(BookingError::WatcherTooSlow { resume_after: cursor, missed });

@@ -109,6 +109,8 @@ pub async fn number_events(conn: &mut AsyncPgConnection, batch: i64) -> Result<u
     }
     let numbered = conn
         .transaction(async |conn| {
+            // The reasoning below needs a snapshot per statement.
+            prepared("SET TRANSACTION ISOLATION LEVEL READ COMMITTED").execute(conn).await?;
             let locked: Locked = prepared("SELECT pg_try_advisory_xact_lock($1) AS locked")
                 .bind::<BigInt, _>(SEQUENCER_LOCK)
                 .get_result(conn)
@@ -148,68 +150,104 @@ pub async fn number_events(conn: &mut AsyncPgConnection, batch: i64) -> Result<u
 #[derive(QueryableByName)]
 struct EventRow {
     #[diesel(sql_type = BigInt)]
-    sequence: i64,
-    #[diesel(sql_type = Text)]
-    type_: String,
-    #[diesel(sql_type = SqlUuid)]
-    reservation_id: Uuid,
-    #[diesel(sql_type = Text)]
-    status: String,
+    pruned_through: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    sequence: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    type_: Option<String>,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    reservation_id: Option<Uuid>,
+    #[diesel(sql_type = Nullable<Text>)]
+    status: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
     cancel_reason: Option<String>,
-    #[diesel(sql_type = Timestamptz)]
-    occurred_at: DateTime<Utc>,
-    #[diesel(sql_type = Text)]
-    caller: String,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    occurred_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Text>)]
+    caller: Option<String>,
+}
+
+/// A page of numbered events, and the log's pruned bound as of the same
+/// snapshot: when it is past the cursor, events after the cursor are gone
+/// and the page has a gap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventPage {
+    pub pruned_through: u64,
+    pub events: Vec<Event>,
+}
+
+/// The statement reading a page of events for `filter`'s shape: each
+/// shape walks an index of its own in sequence order (a catch-all
+/// `$2 = 0 OR ...` would walk the whole log for a rare restaurant).
+fn page_statement(filter: &EventFilter) -> String {
+    let only = match (filter.restaurant_id != 0, !filter.user_id.is_empty()) {
+        (false, false) => "",
+        (true, false) => "AND restaurant_id = $2",
+        (false, true) => "AND user_id = $3",
+        (true, true) => "AND user_id = $3 AND restaurant_id = $2",
+    };
+    format!(
+        "SELECT l.pruned_through, e.sequence, e.type AS type_, e.reservation_id, e.status, e.cancel_reason,
+                e.occurred_at, e.caller
+         FROM event_log l
+         LEFT JOIN LATERAL (
+           SELECT * FROM reservation_events
+           WHERE sequence > $1 {only} AND $2 = $2 AND $3 = $3
+           ORDER BY sequence LIMIT $4
+         ) e ON true
+         ORDER BY e.sequence"
+    )
 }
 
 /// Up to `limit` numbered events after `after` that `filter` takes, in
-/// sequence order, each with its reservation as the change left it.
+/// sequence order, each with its reservation as the change left it, with
+/// the pruned bound read in the same statement.
 pub async fn events_after(
     conn: &mut AsyncPgConnection,
     after: u64,
     filter: &EventFilter,
     limit: i64,
-) -> Result<Vec<Event>, StoreError> {
-    let rows: Vec<EventRow> = prepared(
-        "SELECT sequence, type AS type_, reservation_id, status, cancel_reason, occurred_at, caller
-         FROM reservation_events
-         WHERE sequence > $1 AND ($2 = 0 OR restaurant_id = $2) AND ($3 = '' OR user_id = $3)
-         ORDER BY sequence LIMIT $4",
-    )
-    .bind::<BigInt, _>(after as i64)
-    .bind::<BigInt, _>(filter.restaurant_id)
-    .bind::<Text, _>(&filter.user_id)
-    .bind::<BigInt, _>(limit)
-    .load(conn)
-    .await?;
+) -> Result<EventPage, StoreError> {
+    let rows: Vec<EventRow> = prepared(page_statement(filter))
+        .bind::<BigInt, _>(after as i64)
+        .bind::<BigInt, _>(filter.restaurant_id)
+        .bind::<Text, _>(&filter.user_id)
+        .bind::<BigInt, _>(limit)
+        .load(conn)
+        .await?;
+    let pruned_through = rows.iter().map(|r| r.pruned_through).next().unwrap_or_default() as u64;
+    let rows: Vec<EventRow> = rows.into_iter().filter(|r| r.sequence.is_some()).collect();
     if rows.is_empty() {
-        return Ok(Vec::new());
+        return Ok(EventPage { pruned_through, events: Vec::new() });
     }
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.reservation_id).collect();
+    let ids: Vec<Uuid> = rows.iter().filter_map(|r| r.reservation_id).collect();
     let found = reservations::find_many(conn, &ids).await?;
-    rows.into_iter()
+    let events = rows
+        .into_iter()
         .map(|row| {
-            let corrupt = |what: &str, v: &str| StoreError::Corrupt(format!("event {}: {what} {v:?}", row.sequence));
-            let mut reservation = found
-                .get(&row.reservation_id)
-                .cloned()
-                .ok_or_else(|| corrupt("reservation", &row.reservation_id.to_string()))?;
-            reservation.status =
-                ReservationStatus::from_db(&row.status).ok_or_else(|| corrupt("status", &row.status))?;
+            let sequence = row.sequence.unwrap_or_default();
+            let corrupt = |what: &str, v: &str| StoreError::Corrupt(format!("event {sequence}: {what} {v:?}"));
+            let (Some(kind), Some(id), Some(status), Some(occurred_at), Some(caller)) =
+                (row.type_, row.reservation_id, row.status, row.occurred_at, row.caller)
+            else {
+                return Err(corrupt("row", "incomplete"));
+            };
+            let mut reservation = found.get(&id).cloned().ok_or_else(|| corrupt("reservation", &id.to_string()))?;
+            reservation.status = ReservationStatus::from_db(&status).ok_or_else(|| corrupt("status", &status))?;
             reservation.cancel_reason = match &row.cancel_reason {
                 None => None,
                 Some(r) => Some(CancelReason::from_db(r).ok_or_else(|| corrupt("cancel reason", r))?),
             };
             Ok(Event {
-                sequence: row.sequence as u64,
-                kind: EventKind::from_db(&row.type_).ok_or_else(|| corrupt("type", &row.type_))?,
+                sequence: sequence as u64,
+                kind: EventKind::from_db(&kind).ok_or_else(|| corrupt("type", &kind))?,
                 reservation,
-                occurred_at: row.occurred_at,
-                caller: row.caller,
+                occurred_at,
+                caller,
             })
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok(EventPage { pruned_through, events })
 }
 
 /// Deletes numbered events that occurred before `before` (oldest first, up

@@ -157,6 +157,19 @@ pub async fn zone_known(database_url: &str, zone: &str) -> Result<bool, StoreErr
     slots::zone_exists(&mut conn, zone).await
 }
 
+/// A connection of its own (not the pool's), with the pool's session
+/// limits (see [`session_setup`]), for background work that polls often.
+pub async fn connect_bounded(
+    database_url: &str,
+    transaction: Duration,
+    default_zone: &str,
+) -> Result<AsyncPgConnection, StoreError> {
+    let mut conn =
+        AsyncPgConnection::establish(database_url).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    conn.batch_execute(&session_setup(transaction, default_zone)).await?;
+    Ok(conn)
+}
+
 /// The PostgreSQL pool and the operations the use cases need.
 pub struct Store {
     pool: Pooled<Manager>,
@@ -313,7 +326,7 @@ impl Store {
         after: u64,
         filter: &events::EventFilter,
         limit: i64,
-    ) -> Result<Vec<events::Event>, StoreError> {
+    ) -> Result<events::EventPage, StoreError> {
         events::events_after(&mut *self.conn().await?, after, filter, limit).await
     }
 

@@ -291,3 +291,55 @@ async fn heartbeats_keep_idle_streams_alive_and_pruned_cursors_are_refused() {
     assert!(watch(&app, 3).await.is_ok());
     assert!(watch(&app, 0).await.is_ok());
 }
+
+/// A stream filtered by restaurant or user gets only those events, and its
+/// heartbeats keep coming while other restaurants' events go by; a cursor
+/// past the last event is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_filtered_stream_gets_its_events_and_its_heartbeats_while_others_go_by() {
+    let app = spawn_app_with(|c| {
+        by_hand(c);
+        c.watch_heartbeat = Duration::from_millis(300);
+    })
+    .await;
+    let (here, there) = (slot_at("18:00"), pb::SlotRef { restaurant_id: 68, ..slot_at("18:00") });
+    app.open(&[(here.clone(), 400), (there.clone(), 400)]).await;
+    app.create(reserve("a-0", "alice", &here, 1)).await.unwrap();
+    app.create(reserve("b-0", "bob", &there, 1)).await.unwrap();
+    let request = pb::WatchReservationEventsRequest { restaurant_id: 68, ..Default::default() };
+    let mut by_restaurant = app.reservations.clone().watch_reservation_events(request).await.unwrap().into_inner();
+    let request = pb::WatchReservationEventsRequest { user_id: "alice".into(), ..Default::default() };
+    let mut by_user = app.reservations.clone().watch_reservation_events(request).await.unwrap().into_inner();
+    let first = next_events(&mut by_restaurant, 1, Duration::from_secs(10)).await;
+    assert_eq!(first[0].reservation.as_ref().unwrap().user_id, "bob");
+    assert_eq!(next_events(&mut by_user, 1, Duration::from_secs(10)).await[0].sequence, 1);
+
+    // Restaurant 67's events every 50 ms for two seconds: the restaurant 68
+    // stream passes them by, and still gets heartbeats.
+    let writer = {
+        let (addr, here) = (app.addr, here.clone());
+        tokio::spawn(async move {
+            for i in 1..40 {
+                let request = reserve(&format!("c-{i}"), &format!("carol-{i}"), &here, 1);
+                burst(addr, vec![request], 1).await.pop().unwrap().unwrap();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let beat = timeout(Duration::from_secs(2), async {
+        loop {
+            let e = by_restaurant.message().await.unwrap().unwrap();
+            assert_eq!(e.r#type(), Kind::Heartbeat, "another restaurant's event: {e:?}");
+            if e.sequence > 2 {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("no heartbeat while other events went by");
+    assert!(beat.reservation.is_none());
+    writer.await.unwrap();
+
+    let past = watch(&app, 1_000_000).await.unwrap_err();
+    assert_eq!(reason_of(&past), (Code::InvalidArgument, "INVALID_FIELD".into()));
+}

@@ -510,6 +510,9 @@ impl PrivateRedisCluster {
             let mut command = Command::new("redis-server");
             command
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--cluster-enabled", "yes"])
+                // The bus port on a free port of its own: the default (the
+                // port + 10000) may be taken by another process's socket.
+                .args(["--cluster-port", &free_port().to_string()])
                 .args(["--cluster-config-file", &format!("nodes-{port}.conf"), "--save", "", "--appendonly", "no"])
                 .arg("--dir")
                 .arg(&cluster.dir);
