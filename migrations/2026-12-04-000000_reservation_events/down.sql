@@ -1,2 +1,3 @@
 DROP TABLE event_log;
 DROP TABLE reservation_events;
+DROP TABLE event_inbox;

@@ -153,21 +153,20 @@ impl Booking {
     }
 
     async fn pump_pass(&self, conn: &mut AsyncPgConnection, prune: bool) -> Result<(), StoreError> {
-        while events::number_events(conn, BATCH).await? as i64 == BATCH {}
-        loop {
-            let after = self.events.broadcast_through.load(Ordering::Relaxed);
-            let page = events::events_after(conn, after, &EventFilter::default(), BATCH).await?;
-            if page.pruned_through > after {
-                // Only if this replica's pump fell a whole retention
-                // behind: its watchers miss what was pruned.
-                warn!(after, pruned_through = page.pruned_through, "the event pump fell behind the retention");
+        let last = loop {
+            let (numbered, last) = events::number_events(conn, BATCH).await?;
+            if (numbered as i64) < BATCH {
+                break last;
             }
-            let Some(last) = page.events.last().map(|e| e.sequence) else { break };
-            for event in page.events {
-                // No watcher on this replica is no error.
-                let _ = self.events.sender.send(Arc::new(event));
-            }
-            self.events.broadcast_through.store(last, Ordering::Relaxed);
+        };
+        // No watcher here: nothing to read back. One that subscribes after
+        // this check replays from the database, which has everything up to
+        // `last` (read before the check), so the pump may go on from there.
+        if self.events.sender.receiver_count() == 0 {
+            let through = self.events.broadcast_through.load(Ordering::Relaxed);
+            self.events.broadcast_through.store(through.max(last as u64), Ordering::Relaxed);
+        } else {
+            self.broadcast_new(conn).await?;
         }
         if prune {
             let retention =
@@ -177,6 +176,26 @@ impl Booking {
             if pruned > 0 {
                 debug!(pruned, "pruned reservation events past their retention");
             }
+        }
+        Ok(())
+    }
+
+    /// Broadcasts the numbered events after the last one broadcast.
+    async fn broadcast_new(&self, conn: &mut AsyncPgConnection) -> Result<(), StoreError> {
+        loop {
+            let after = self.events.broadcast_through.load(Ordering::Relaxed);
+            let page = events::events_after(conn, after, &EventFilter::default(), BATCH).await?;
+            if page.pruned_through > after {
+                // Only if this replica's pump fell a whole retention
+                // behind: its watchers miss what was pruned.
+                warn!(after, pruned_through = page.pruned_through, "the event pump fell behind the retention");
+            }
+            let Some(through) = page.events.last().map(|e| e.sequence) else { break };
+            for event in page.events {
+                // A watcher that left meanwhile is no error.
+                let _ = self.events.sender.send(Arc::new(event));
+            }
+            self.events.broadcast_through.store(through, Ordering::Relaxed);
         }
         Ok(())
     }

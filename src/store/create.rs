@@ -251,7 +251,7 @@ async fn try_insert(
                  WHERE id = $1 AND reserved + $2 <= capacity
                  RETURNING restaurant_id, version
              ), created AS (
-                 INSERT INTO reservation_events (type, reservation_id, restaurant_id, user_id, status, caller)
+                 INSERT INTO event_inbox (type, reservation_id, restaurant_id, user_id, status, caller)
                  SELECT 'CREATED', $3, restaurant_id, $4, 'PENDING_DEPOSIT', $5 FROM taken
              )
              SELECT version FROM taken",

@@ -87,20 +87,24 @@ pub async fn bounds(conn: &mut AsyncPgConnection) -> Result<LogBounds, StoreErro
     Ok(prepared("SELECT last_sequence, pruned_through FROM event_log").get_result(conn).await?)
 }
 
-/// Numbers up to `batch` committed events not numbered yet, in the order
-/// they were written, after the highest number handed out; returns how many.
+/// Numbers up to `batch` committed events of the inbox, in the order they
+/// were written, after the highest number handed out, moving them into the
+/// log; returns how many, and the highest number handed out after it.
 /// Does nothing (and answers 0) while another replica's pass holds the lock.
-pub async fn number_events(conn: &mut AsyncPgConnection, batch: i64) -> Result<usize, StoreError> {
+pub async fn number_events(conn: &mut AsyncPgConnection, batch: i64) -> Result<(usize, i64), StoreError> {
     #[derive(QueryableByName)]
     struct Any {
         #[diesel(sql_type = diesel::sql_types::Bool)]
         any: bool,
+        #[diesel(sql_type = BigInt)]
+        last: i64,
     }
-    let pending: Any = prepared("SELECT EXISTS (SELECT 1 FROM reservation_events WHERE sequence IS NULL) AS any")
-        .get_result(conn)
-        .await?;
+    let pending: Any =
+        prepared("SELECT EXISTS (SELECT 1 FROM event_inbox) AS any, (SELECT last_sequence FROM event_log) AS last")
+            .get_result(conn)
+            .await?;
     if !pending.any {
-        return Ok(0);
+        return Ok((0, pending.last));
     }
     #[derive(QueryableByName)]
     struct Locked {
@@ -116,7 +120,7 @@ pub async fn number_events(conn: &mut AsyncPgConnection, batch: i64) -> Result<u
                 .get_result(conn)
                 .await?;
             if !locked.locked {
-                return Ok::<_, diesel::result::Error>(0);
+                return Ok::<_, diesel::result::Error>((0, pending.last));
             }
             // A statement of its own after the lock: its snapshot includes
             // every pass that committed before this one took the lock.
@@ -124,24 +128,30 @@ pub async fn number_events(conn: &mut AsyncPgConnection, batch: i64) -> Result<u
             struct Count {
                 #[diesel(sql_type = BigInt)]
                 n: i64,
+                #[diesel(sql_type = BigInt)]
+                last: i64,
             }
             let moved: Count = prepared(
                 "WITH next AS (
-                   SELECT id, row_number() OVER (ORDER BY id) AS n
-                   FROM reservation_events WHERE sequence IS NULL ORDER BY id LIMIT $1
+                   DELETE FROM event_inbox
+                   WHERE id IN (SELECT id FROM event_inbox ORDER BY id LIMIT $1)
+                   RETURNING *
                  ), numbered AS (
-                   UPDATE reservation_events e SET sequence = l.last_sequence + next.n
-                   FROM next, event_log l
-                   WHERE e.id = next.id
-                   RETURNING e.sequence
+                   INSERT INTO reservation_events
+                     (sequence, type, reservation_id, restaurant_id, user_id, status, cancel_reason, occurred_at,
+                      caller)
+                   SELECT l.last_sequence + row_number() OVER (ORDER BY n.id), n.type, n.reservation_id,
+                          n.restaurant_id, n.user_id, n.status, n.cancel_reason, n.occurred_at, n.caller
+                   FROM next n, event_log l
+                   RETURNING sequence
                  )
                  UPDATE event_log SET last_sequence = last_sequence + (SELECT count(*) FROM numbered)
-                 RETURNING (SELECT count(*) FROM numbered) AS n",
+                 RETURNING (SELECT count(*) FROM numbered) AS n, last_sequence AS last",
             )
             .bind::<BigInt, _>(batch)
             .get_result(conn)
             .await?;
-            Ok(moved.n as usize)
+            Ok((moved.n as usize, moved.last))
         })
         .await?;
     Ok(numbered)
@@ -262,9 +272,9 @@ pub async fn prune(conn: &mut AsyncPgConnection, before: DateTime<Utc>, batch: i
     }
     let pruned: Option<Pruned> = prepared(
         "WITH gone AS (
-           DELETE FROM reservation_events WHERE id IN (
-             SELECT id FROM reservation_events
-             WHERE sequence IS NOT NULL AND occurred_at < $1
+           DELETE FROM reservation_events WHERE sequence IN (
+             SELECT sequence FROM reservation_events
+             WHERE occurred_at < $1
              ORDER BY sequence LIMIT $2)
            RETURNING sequence
          ), moved AS (

@@ -67,7 +67,7 @@ pub const SWEEPER: &str = "slotgate";
 /// CTE of the same statement: the event is written exactly when the change
 /// is. Its type is the new status (`CONFIRMED`, `CANCELLED`, `EXPIRED`);
 /// the caller is the statement's third parameter.
-const EVENT_OF_MOVED: &str = "INSERT INTO reservation_events
+const EVENT_OF_MOVED: &str = "INSERT INTO event_inbox
        (type, reservation_id, restaurant_id, user_id, status, cancel_reason, caller)
      SELECT m.status, m.id, s.restaurant_id, m.user_id, m.status, m.cancel_reason, $3
      FROM moved m JOIN slots s ON s.id = m.slot_id";
@@ -246,7 +246,7 @@ pub async fn expire_due(conn: &mut AsyncPgConnection, offset: Offset, limit: i64
                      WHERE r.id = ANY($1)
                      RETURNING r.id, r.slot_id, r.user_id, r.party_size
                  ), event AS (
-                     INSERT INTO reservation_events (type, reservation_id, restaurant_id, user_id, status, caller)
+                     INSERT INTO event_inbox (type, reservation_id, restaurant_id, user_id, status, caller)
                      SELECT 'EXPIRED', l.id, s.restaurant_id, l.user_id, 'EXPIRED', $2
                      FROM lapsed l JOIN slots s ON s.id = l.slot_id
                  ), freed AS (
