@@ -93,4 +93,21 @@ if ! redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
   wait_for Redis redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping
 fi
 
-say "PostgreSQL $PGHOST:$PGPORT (database $SLOTGATE_DB) and Redis 127.0.0.1:$REDIS_PORT are up"
+# --- RabbitMQ ---------------------------------------------------------------
+# The events relay publishes to it (and its tests consume from it); guest /
+# guest works from localhost.
+command -v rabbitmqctl >/dev/null || apt_install rabbitmq-server
+if ! as_root rabbitmqctl -q status >/dev/null 2>&1; then
+  say "starting RabbitMQ (the first start takes several seconds)"
+  if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
+    as_root systemctl start rabbitmq-server
+  else
+    as_root sh -c 'rabbitmq-server -detached >/dev/null 2>&1 || true'
+  fi
+  wait_for RabbitMQ as_root rabbitmq-diagnostics -q ping
+fi
+# A broker whose application was stopped (and not started again) answers
+# status but not AMQP.
+as_root rabbitmqctl -q start_app >/dev/null 2>&1 || true
+
+say "PostgreSQL $PGHOST:$PGPORT (database $SLOTGATE_DB), Redis 127.0.0.1:$REDIS_PORT and RabbitMQ 127.0.0.1:5672 are up"

@@ -129,6 +129,12 @@ pub struct Config {
     #[arg(long = "events-retention", env = "SLOTGATE_EVENTS_RETENTION", default_value = "7d", value_parser = parse_span)]
     pub events_retention: Duration,
 
+    /// Publish reservation events to this RabbitMQ (AMQP 0.9.1), e.g.
+    /// `amqp://user:password@broker:5672/%2f`: the topic exchange
+    /// `slotgate.events`, one replica at a time. Unset: no relay.
+    #[arg(long = "events-amqp-url", env = "SLOTGATE_EVENTS_AMQP_URL", hide_env_values = true)]
+    pub events_amqp_url: Option<String>,
+
     /// How often each replica numbers committed events and passes new ones
     /// to its watchers; 0 turns events delivery off in this replica.
     #[arg(long = "events-poll-ms", env = "SLOTGATE_EVENTS_POLL_MS", default_value = "20", value_parser = parse_millis)]

@@ -51,6 +51,8 @@
 //!   machine-readable reason; used by the handlers and the layers alike.
 //! - [`lifecycle`]: background passes: the lease reaper, the expiry sweeper
 //!   and the periodic reconciler.
+//! - [`relay`]: reservation events published to RabbitMQ, by one replica
+//!   at a time.
 //! - [`telemetry`], [`metrics`], [`pools`]: logs and traces (set up once, by
 //!   the binary); what the service counts; the connection pools and their
 //!   timed checkout.
@@ -70,6 +72,7 @@ pub mod metrics;
 pub mod overload;
 pub mod pools;
 pub mod precheck;
+pub mod relay;
 pub mod server;
 pub mod service;
 pub mod status;

@@ -40,6 +40,7 @@ use crate::{
     pb::{self, reservations_server::ReservationsServer, slot_admin_server::SlotAdminServer},
     pools::PoolSettings,
     precheck::PrecheckLayer,
+    relay,
     service::{AdminService, ReservationsService},
     store::{self, SeatLock, Store, StoreError},
     telemetry::TraceLayer,
@@ -290,6 +291,15 @@ impl Application {
         let pump = tokio::spawn(
             Arc::clone(&self.booking).pump_events(c.database.database_url.clone(), background_stopped.clone()),
         );
+        let relay = c.events_amqp_url.clone().map(|amqp_url| {
+            let settings = relay::RelaySettings {
+                amqp_url,
+                database_url: c.database.database_url.clone(),
+                bound: c.db_transaction_timeout,
+                poll: c.events_poll,
+            };
+            tokio::spawn(relay::run(settings, background_stopped.clone()))
+        });
         // Probes that cannot speak TLS get health alone, in plaintext, on a
         // listener of its own; it stops last, after the background passes.
         let probes = self.health_listener.map(|listener| {
@@ -325,6 +335,9 @@ impl Application {
         background_stopped.cancel();
         let _ = background.await;
         let _ = pump.await;
+        if let Some(relay) = relay {
+            let _ = relay.await;
+        }
         stopped.cancel();
         if let Some(probes) = probes {
             let _ = probes.await;

@@ -45,10 +45,12 @@ CREATE TABLE reservation_events (
 CREATE INDEX reservation_events_by_restaurant ON reservation_events (restaurant_id, sequence);
 CREATE INDEX reservation_events_by_user ON reservation_events (user_id, sequence);
 
--- One row: the highest sequence handed out, and the highest pruned.
+-- One row: the highest sequence handed out, the highest pruned, and the
+-- highest the RabbitMQ relay had confirmed by the broker.
 CREATE TABLE event_log (
-    one             BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),
-    last_sequence   BIGINT NOT NULL DEFAULT 0,
-    pruned_through  BIGINT NOT NULL DEFAULT 0
+    one              BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),
+    last_sequence    BIGINT NOT NULL DEFAULT 0,
+    pruned_through   BIGINT NOT NULL DEFAULT 0,
+    relayed_through  BIGINT NOT NULL DEFAULT 0
 );
 INSERT INTO event_log DEFAULT VALUES;

@@ -4,7 +4,7 @@
 //! [`crate::status`] only.
 
 mod admin;
-mod convert;
+pub(crate) mod convert;
 mod reservations;
 
 pub use admin::AdminService;

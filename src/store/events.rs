@@ -290,3 +290,23 @@ pub async fn prune(conn: &mut AsyncPgConnection, before: DateTime<Utc>, batch: i
     .optional()?;
     Ok(pruned.map_or(0, |p| if p.through.is_some() { p.n as usize } else { 0 }))
 }
+
+/// The highest sequence the relay has had confirmed by the broker.
+pub async fn relayed_through(conn: &mut AsyncPgConnection) -> Result<u64, StoreError> {
+    #[derive(QueryableByName)]
+    struct Relayed {
+        #[diesel(sql_type = BigInt)]
+        through: i64,
+    }
+    let r: Relayed = prepared("SELECT relayed_through AS through FROM event_log").get_result(conn).await?;
+    Ok(r.through as u64)
+}
+
+/// Records that the broker confirmed every event up to `through`.
+pub async fn set_relayed_through(conn: &mut AsyncPgConnection, through: u64) -> Result<(), StoreError> {
+    prepared("UPDATE event_log SET relayed_through = GREATEST(relayed_through, $1)")
+        .bind::<BigInt, _>(through as i64)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

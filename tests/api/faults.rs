@@ -214,6 +214,31 @@ async fn assert_recovers(
         }
     }
 
+    // Events: every reservation that committed has exactly one CREATED
+    // event (and one for its status, if it moved on), and no event speaks
+    // of a change that did not commit.
+    #[derive(QueryableByName)]
+    struct EventAudit {
+        #[diesel(sql_type = BigInt)]
+        wrong: i64,
+        #[diesel(sql_type = BigInt)]
+        orphans: i64,
+    }
+    let audit: EventAudit = sql_query(
+        "WITH e AS (SELECT type, reservation_id FROM event_inbox
+                    UNION ALL SELECT type, reservation_id FROM reservation_events)
+         SELECT (SELECT count(*) FROM reservations r
+                 WHERE (SELECT count(*) FROM e WHERE e.reservation_id = r.id AND e.type = 'CREATED') <> 1
+                    OR (r.status <> 'PENDING_DEPOSIT'
+                        AND (SELECT count(*) FROM e WHERE e.reservation_id = r.id AND e.type = r.status) <> 1)) AS wrong,
+                (SELECT count(*) FROM e WHERE NOT EXISTS (SELECT 1 FROM reservations r WHERE r.id = e.reservation_id))
+                  AS orphans",
+    )
+    .get_result(&mut app.database().await)
+    .await
+    .unwrap();
+    assert_eq!((audit.wrong, audit.orphans), (0, 0), "{name}: events and committed changes disagree");
+
     // The gate: off right after the burst by some seats, then equal to the
     // database again once leases ran out and the reaper and reconciler
     // passed (the bound is patience, not a speed claim).

@@ -23,6 +23,7 @@ mod overload;
 mod preorder;
 mod reaper;
 mod reconcile;
+mod relay;
 mod security;
 mod shutdown;
 mod strategies;
