@@ -260,8 +260,12 @@ pub async fn events_after(
     Ok(EventPage { pruned_through, events })
 }
 
-/// Deletes numbered events that occurred before `before` (oldest first, up
-/// to `batch`), moving `pruned_through` past them; returns how many.
+/// Deletes the oldest numbered events, in sequence order, up to the first
+/// that occurred at `before` or later (at most `batch`), moving
+/// `pruned_through` past them; returns how many. Only a prefix of the log
+/// goes: events are not numbered in the order their transactions started
+/// (`occurred_at`), and one left behind a pruned one could never be
+/// delivered (its cursor would be refused as compacted).
 pub async fn prune(conn: &mut AsyncPgConnection, before: DateTime<Utc>, batch: i64) -> Result<usize, StoreError> {
     #[derive(QueryableByName)]
     struct Pruned {
@@ -271,11 +275,13 @@ pub async fn prune(conn: &mut AsyncPgConnection, before: DateTime<Utc>, batch: i
         n: i64,
     }
     let pruned: Option<Pruned> = prepared(
-        "WITH gone AS (
+        "WITH head AS (
+           SELECT sequence, occurred_at FROM reservation_events ORDER BY sequence LIMIT $2
+         ), kept AS (
+           SELECT min(sequence) AS first FROM head WHERE occurred_at >= $1
+         ), gone AS (
            DELETE FROM reservation_events WHERE sequence IN (
-             SELECT sequence FROM reservation_events
-             WHERE occurred_at < $1
-             ORDER BY sequence LIMIT $2)
+             SELECT sequence FROM head, kept WHERE kept.first IS NULL OR head.sequence < kept.first)
            RETURNING sequence
          ), moved AS (
            UPDATE event_log SET pruned_through = GREATEST(pruned_through, (SELECT max(sequence) FROM gone))

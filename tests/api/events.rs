@@ -345,3 +345,31 @@ async fn a_filtered_stream_gets_its_events_and_its_heartbeats_while_others_go_by
     let past = watch(&app, 1_000_000).await.unwrap_err();
     assert_eq!(reason_of(&past), (Code::InvalidArgument, "INVALID_FIELD".into()));
 }
+
+/// Pruning takes only a prefix of the log: an event numbered after a
+/// recent one, whose transaction started earlier, waits for it, so no event
+/// is left behind the pruned bound, where no cursor could reach it.
+#[tokio::test(flavor = "multi_thread")]
+async fn pruning_takes_only_a_prefix_of_the_log() {
+    let app = spawn_app_by_hand().await;
+    let mut db = app.database().await;
+    db.batch_execute(
+        "INSERT INTO reservation_events
+           (sequence, type, reservation_id, restaurant_id, user_id, status, occurred_at, caller)
+         VALUES (1, 'CREATED', gen_random_uuid(), 67, 'u', 'PENDING_DEPOSIT', now(), ''),
+                (2, 'CREATED', gen_random_uuid(), 67, 'u', 'PENDING_DEPOSIT', now() - interval '1 hour', ''),
+                (3, 'CREATED', gen_random_uuid(), 67, 'u', 'PENDING_DEPOSIT', now() - interval '1 hour', '');
+         UPDATE event_log SET last_sequence = 3",
+    )
+    .await
+    .unwrap();
+    let before = chrono::Utc::now() - chrono::TimeDelta::minutes(1);
+    assert_eq!(slotgate::store::events::prune(&mut db, before, 100).await.unwrap(), 0, "2 and 3 wait for 1");
+    db.batch_execute("UPDATE reservation_events SET occurred_at = now() - interval '2 hours' WHERE sequence = 1")
+        .await
+        .unwrap();
+    assert_eq!(slotgate::store::events::prune(&mut db, before, 2).await.unwrap(), 2, "a batch of two");
+    assert_eq!(slotgate::store::events::bounds(&mut db).await.unwrap().pruned_through, 2);
+    assert_eq!(slotgate::store::events::prune(&mut db, before, 100).await.unwrap(), 1);
+    assert_eq!(slotgate::store::events::bounds(&mut db).await.unwrap().pruned_through, 3);
+}
