@@ -5,6 +5,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
+use self::values::{parse_millis, parse_namespace, parse_span, parse_zone};
+
+mod values;
+
 /// `slotgate [serve|migrate] [options]`
 #[derive(Debug, Parser)]
 #[command(name = "slotgate", version, about = "Seat reservations that stay fast and exact under bursts")]
@@ -301,42 +305,6 @@ impl Config {
             _ => unreachable!("`serve` parses into Command::Serve"),
         }
     }
-}
-
-/// A span of time: a number and a unit (`d`, `h`, `m`, `s`), or seconds.
-fn parse_span(s: &str) -> Result<Duration, String> {
-    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: u64 = number.parse().map_err(|_| format!("expected a number and a unit (7d, 12h, 30m, 45s): {s:?}"))?;
-    let seconds = match unit {
-        "d" => 86_400,
-        "h" => 3_600,
-        "m" => 60,
-        "s" => 1,
-        _ => return Err(format!("unknown unit {unit:?}: d, h, m or s")),
-    };
-    n.checked_mul(seconds).map(Duration::from_secs).ok_or_else(|| "too long".into())
-}
-
-fn parse_zone(s: &str) -> Result<String, String> {
-    if crate::domain::valid_zone_name(s) {
-        Ok(s.to_owned())
-    } else {
-        Err("expected an IANA time zone name, e.g. UTC or Asia/Seoul".into())
-    }
-}
-
-fn parse_millis(s: &str) -> Result<Duration, String> {
-    s.parse::<u64>().map(Duration::from_millis).map_err(|e| format!("expected milliseconds: {e}"))
-}
-
-fn parse_namespace(s: &str) -> Result<String, String> {
-    let ok = !s.is_empty()
-        && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok { Ok(s.to_owned()) } else { Err("1 to 64 characters from [A-Za-z0-9._-]".to_owned()) }
 }
 
 /// How seats are taken (`--gate`).

@@ -2,12 +2,17 @@
 //! handlers turn proto messages into these types on their first line, and
 //! nothing deeper sees a raw proto message.
 
+mod admin;
 mod ids;
 mod listing;
 mod menu;
 mod request;
 mod slot;
 
+pub use admin::{
+    SlotCapacity, ZoneChange, parse_close_slots, parse_open_slots, parse_put_restaurant, parse_timestamp,
+    valid_zone_name,
+};
 pub use ids::{ReservationId, parse_code, reservation_code};
 pub use listing::{
     Cursor, DEFAULT_PAGE_SIZE, DayQuery, ListFilter, ListQuery, MAX_PAGE_SIZE, parse_list_availability,
@@ -15,9 +20,7 @@ pub use listing::{
 };
 pub use menu::{MenuItem, MenuUpload, parse_put_menu};
 pub use request::{
-    CancelReason, Cancellation, Limits, MenuOrder, NewReservation, ReservationKind, ReservationStatus, SlotCapacity,
-    ZoneChange, parse_cancel, parse_close_slots, parse_open_slots, parse_put_restaurant, parse_timestamp,
-    valid_zone_name,
+    CancelReason, Cancellation, Limits, MenuOrder, NewReservation, ReservationKind, ReservationStatus, parse_cancel,
 };
 pub use slot::{Holder, KnownRequest, Remaining, SlotFigures, SlotKey, SlotState, Window, parse_date};
 

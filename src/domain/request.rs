@@ -1,7 +1,5 @@
 use std::collections::HashSet;
 
-use chrono::{DateTime, Utc};
-
 use super::{FieldError, ReservationId, SlotKey, ids::fnv1a64};
 use crate::pb;
 
@@ -215,120 +213,6 @@ fn parse_items(
     Ok(orders)
 }
 
-/// A validated entry of `OpenSlotsRequest`: the slot, its capacity and its
-/// sale window (`Window::starts_at` is the database's to work out).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SlotCapacity {
-    pub slot: SlotKey,
-    pub capacity: i32,
-    pub opens_at: Option<DateTime<Utc>>,
-    pub closes_at: Option<DateTime<Utc>>,
-}
-
-/// A proto timestamp as an instant, rounded up to the millisecond (the
-/// gate's precision: a window never opens or closes before the instant
-/// given).
-pub fn parse_timestamp(ts: &prost_types::Timestamp, field: &str) -> Result<DateTime<Utc>, FieldError> {
-    let invalid = || FieldError::new(field, "is not a valid timestamp");
-    if !(0..1_000_000_000).contains(&ts.nanos) {
-        return Err(invalid());
-    }
-    let millis = (i64::from(ts.nanos) + 999_999) / 1_000_000;
-    // Years 1 to 9999, as RFC 3339 (and PostgreSQL) take them.
-    if !(-62_135_596_800..=253_402_300_799).contains(&ts.seconds) {
-        return Err(invalid());
-    }
-    DateTime::from_timestamp_millis(ts.seconds * 1_000 + millis).ok_or_else(invalid)
-}
-
-/// Most slots one `OpenSlots` call may open.
-pub const MAX_OPEN_SLOTS: usize = 10_000;
-
-/// `slots` of an `OpenSlots` or `CloseSlots` call: 1 to [`MAX_OPEN_SLOTS`].
-fn check_slot_count(count: usize) -> Result<(), FieldError> {
-    match count {
-        0 => Err(FieldError::new("slots", "give at least one slot")),
-        n if n > MAX_OPEN_SLOTS => Err(FieldError::new("slots", format!("at most {MAX_OPEN_SLOTS} slots per call"))),
-        _ => Ok(()),
-    }
-}
-
-pub fn parse_open_slots(req: &pb::OpenSlotsRequest) -> Result<Vec<SlotCapacity>, FieldError> {
-    check_slot_count(req.slots.len())?;
-    let mut seen = HashSet::with_capacity(req.slots.len());
-    req.slots
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let slot = SlotKey::parse(s.slot.as_ref(), &format!("slots[{i}].slot"))?;
-            if s.capacity <= 0 {
-                return Err(FieldError::new(format!("slots[{i}].capacity"), "must be positive"));
-            }
-            if !seen.insert(slot) {
-                return Err(FieldError::new(format!("slots[{i}].slot"), "appears twice"));
-            }
-            let opens_at =
-                s.opens_at.as_ref().map(|t| parse_timestamp(t, &format!("slots[{i}].opens_at"))).transpose()?;
-            let closes_at =
-                s.closes_at.as_ref().map(|t| parse_timestamp(t, &format!("slots[{i}].closes_at"))).transpose()?;
-            if let (Some(opens), Some(closes)) = (opens_at, closes_at)
-                && closes <= opens
-            {
-                return Err(FieldError::new(format!("slots[{i}].closes_at"), "must be after opens_at"));
-            }
-            Ok(SlotCapacity { slot, capacity: s.capacity, opens_at, closes_at })
-        })
-        .collect()
-}
-
-/// Slots named by `CloseSlotsRequest`, each once.
-pub fn parse_close_slots(req: &pb::CloseSlotsRequest) -> Result<Vec<SlotKey>, FieldError> {
-    check_slot_count(req.slots.len())?;
-    let mut seen = HashSet::with_capacity(req.slots.len());
-    let mut slots = Vec::with_capacity(req.slots.len());
-    for (i, s) in req.slots.iter().enumerate() {
-        let slot = SlotKey::parse(Some(s), &format!("slots[{i}]"))?;
-        if !seen.insert(slot) {
-            return Err(FieldError::new(format!("slots[{i}]"), "appears twice"));
-        }
-        slots.push(slot);
-    }
-    Ok(slots)
-}
-
-/// A validated `PutRestaurantRequest`. Whether the zone exists is the time
-/// zone database's to say (PostgreSQL's).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ZoneChange {
-    pub restaurant_id: i64,
-    /// `None`: the server's default zone.
-    pub time_zone: Option<String>,
-}
-
-/// Whether `zone` is shaped like an IANA time zone name (`Asia/Seoul`,
-/// `America/Argentina/Buenos_Aires`, `Etc/GMT+5`, `UTC`).
-pub fn valid_zone_name(zone: &str) -> bool {
-    (1..=64).contains(&zone.len())
-        && zone.split('/').all(|part| {
-            !part.is_empty()
-                && part != "."
-                && part != ".."
-                && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-+.".contains(&b))
-        })
-}
-
-pub fn parse_put_restaurant(req: &pb::PutRestaurantRequest) -> Result<ZoneChange, FieldError> {
-    if req.restaurant_id <= 0 {
-        return Err(FieldError::new("restaurant_id", "must be a positive id"));
-    }
-    let time_zone = match req.time_zone.as_str() {
-        "" => None,
-        zone if valid_zone_name(zone) => Some(zone.to_owned()),
-        _ => return Err(FieldError::new("time_zone", "must be an IANA time zone name, e.g. Asia/Seoul")),
-    };
-    Ok(ZoneChange { restaurant_id: req.restaurant_id, time_zone })
-}
-
 /// A validated `CancelReservationRequest`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cancellation {
@@ -438,21 +322,5 @@ mod tests {
         let other_size =
             NewReservation::parse(&pb::CreateReservationRequest { party_size: 3, ..valid() }, LIMITS).unwrap();
         assert_ne!(NewReservation::parse(&valid(), LIMITS).unwrap().fingerprint(), other_size.fingerprint());
-    }
-
-    #[test]
-    fn open_slots_rejects_non_positive_capacity_and_repeated_slots() {
-        let slot = valid().slot;
-        let req = |caps: &[i32]| pb::OpenSlotsRequest {
-            slots: caps
-                .iter()
-                .map(|&capacity| pb::SlotCapacity { slot: slot.clone(), capacity, ..Default::default() })
-                .collect(),
-        };
-        assert_eq!(parse_open_slots(&req(&[0])).unwrap_err().field, "slots[0].capacity");
-        assert_eq!(parse_open_slots(&req(&[-5])).unwrap_err().field, "slots[0].capacity");
-        assert_eq!(parse_open_slots(&req(&[4, 4])).unwrap_err().field, "slots[1].slot");
-        assert_eq!(parse_open_slots(&req(&[])).unwrap_err().field, "slots");
-        assert_eq!(parse_open_slots(&req(&[40])).unwrap()[0].capacity, 40);
     }
 }

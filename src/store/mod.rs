@@ -11,12 +11,14 @@
 //! - [`reservations`]: reading reservations.
 //! - [`manage`]: cancel, confirm, expire (seats freed in the same
 //!   transaction).
-//! - [`slots`]: opening slots, the figures a counter is loaded from.
+//! - [`slots`]: opening slots, the figures a counter is loaded from;
+//!   [`closing`] and [`zones`]: closing them, restaurants' time zones.
 //! - [`events`]: the reservation events' outbox, numbered after commit.
 //! - [`menus`]: menus and the prices pre-orders are charged.
 //! - [`strategies`]: the database-only strategies slotgate is compared with.
 //! - `prepared`: statements prepared once per connection.
 
+pub mod closing;
 pub mod create;
 pub mod events;
 pub mod manage;
@@ -25,6 +27,7 @@ mod prepared;
 pub mod reservations;
 pub mod slots;
 pub mod strategies;
+pub mod zones;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -43,11 +46,13 @@ use tracing::{Instrument, field::Empty, info_span};
 
 use self::prepared::prepared;
 pub use self::{
+    closing::CloseOutcome,
     create::{Inserted, Timing},
     manage::{Cancelled, Confirmed, Lapsed},
     reservations::{Committed, Reservation, ReservedItem},
-    slots::{CloseOutcome, DaySlot, OpenOutcome, Opened, Reshaped, ZoneOutcome},
+    slots::{DaySlot, OpenOutcome, Opened, Reshaped},
     strategies::SeatLock,
+    zones::ZoneOutcome,
 };
 use crate::{
     clock::Offset,
@@ -154,7 +159,7 @@ pub async fn migrate(database_url: &str) -> Result<usize, StoreError> {
 pub async fn zone_known(database_url: &str, zone: &str) -> Result<bool, StoreError> {
     let mut conn =
         AsyncPgConnection::establish(database_url).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
-    slots::zone_exists(&mut conn, zone).await
+    zones::zone_exists(&mut conn, zone).await
 }
 
 /// A connection of its own (not the pool's), with the pool's session
@@ -301,7 +306,7 @@ impl Store {
     }
 
     pub async fn close_slots(&self, slots: &[SlotKey], now: DateTime<Utc>) -> Result<CloseOutcome, StoreError> {
-        slots::close_slots(&mut *self.conn().await?, slots, now).await
+        closing::close_slots(&mut *self.conn().await?, slots, now).await
     }
 
     pub async fn put_restaurant(
@@ -310,7 +315,7 @@ impl Store {
         time_zone: Option<&str>,
         from: NaiveDate,
     ) -> Result<ZoneOutcome, StoreError> {
-        slots::put_restaurant(&mut *self.conn().await?, restaurant_id, time_zone, from).await
+        zones::put_restaurant(&mut *self.conn().await?, restaurant_id, time_zone, from).await
     }
 
     pub async fn day_slots(&self, restaurant_id: i64, date: NaiveDate) -> Result<Vec<DaySlot>, StoreError> {

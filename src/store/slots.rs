@@ -1,6 +1,6 @@
-//! Slots: opening and closing them, changing capacities, windows and time
-//! zones, and reading the figures a seat counter is loaded or reconciled
-//! from.
+//! Slots: opening them, changing capacities and windows, a restaurant's
+//! day, and reading the figures a seat counter is loaded or reconciled
+//! from. Closing them is in `closing`, time zones in `zones`.
 //!
 //! A slot starts at its local date and time in its restaurant's time zone,
 //! or, for a restaurant without one, in the connection's `TimeZone` (each
@@ -27,11 +27,12 @@ use crate::{
 };
 
 /// A slot's start, as SQL over `slots s` joined with `restaurants z`.
-const STARTS_AT: &str = "((s.slot_date + s.slot_time) AT TIME ZONE COALESCE(z.time_zone, current_setting('TimeZone')))";
+pub(super) const STARTS_AT: &str =
+    "((s.slot_date + s.slot_time) AT TIME ZONE COALESCE(z.time_zone, current_setting('TimeZone')))";
 
 /// Transaction advisory lock that serialises `OpenSlots` calls, so two
 /// operators changing one slot cannot interleave their capacity deltas.
-const OPEN_SLOTS_LOCK: i64 = MIGRATION_LOCK + 1;
+pub(super) const OPEN_SLOTS_LOCK: i64 = MIGRATION_LOCK + 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Opened {
@@ -74,13 +75,6 @@ pub struct Reshaped {
     pub window: Window,
 }
 
-#[derive(Debug)]
-pub enum CloseOutcome {
-    Closed(Vec<Reshaped>),
-    /// No such slot; nothing was changed.
-    Missing(SlotKey),
-}
-
 /// A slot of a restaurant's day: what `ListAvailability` shows besides the
 /// seats left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,7 +104,7 @@ impl SlotKeyRow {
 
 /// A slot's natural key and seat figures, as selected from `slots s`.
 #[derive(QueryableByName)]
-struct SlotRow {
+pub(super) struct SlotRow {
     #[diesel(embed)]
     natural: SlotKeyRow,
     #[diesel(sql_type = Integer)]
@@ -124,11 +118,11 @@ struct SlotRow {
 }
 
 impl SlotRow {
-    fn key(&self) -> SlotKey {
+    pub(super) fn key(&self) -> SlotKey {
         self.natural.key()
     }
 
-    fn reshaped(&self) -> Reshaped {
+    pub(super) fn reshaped(&self) -> Reshaped {
         Reshaped { slot: self.key(), capacity: self.capacity, version: self.version, window: self.window.window() }
     }
 }
@@ -151,7 +145,7 @@ impl WindowRow {
 }
 
 /// The columns of a [`SlotRow`], over `slots s` joined with `restaurants z`.
-fn slot_columns() -> String {
+pub(super) fn slot_columns() -> String {
     format!(
         "s.restaurant_id, s.slot_date, s.slot_time, s.capacity, s.reserved, s.version,
          s.opens_at, s.closes_at, {STARTS_AT} AS starts_at"
@@ -412,202 +406,6 @@ pub async fn open_slots(
         })
         .await?;
     Ok(outcome)
-}
-
-/// Ends the sales of `slots` at `now` (the gate's clock), unless they ended
-/// earlier, all or nothing. Every slot named moves its version up, so a
-/// counter loaded from figures read before the close cannot reopen it.
-pub async fn close_slots(
-    conn: &mut AsyncPgConnection,
-    slots: &[SlotKey],
-    now: DateTime<Utc>,
-) -> Result<CloseOutcome, StoreError> {
-    let restaurants: Vec<i64> = slots.iter().map(|s| s.restaurant_id).collect();
-    let dates: Vec<NaiveDate> = slots.iter().map(|s| s.date).collect();
-    let times: Vec<NaiveTime> = slots.iter().map(|s| s.time).collect();
-    let outcome = conn
-        .transaction(async |conn| {
-            // Serialised with OpenSlots and PutRestaurant (a start read
-            // under a zone being changed would be stale), and the rows
-            // locked in id order, as every statement that locks several
-            // slots takes them.
-            prepared("SELECT pg_advisory_xact_lock($1)").bind::<BigInt, _>(OPEN_SLOTS_LOCK).execute(conn).await?;
-            prepared(
-                "SELECT s.id FROM slots s
-                 JOIN unnest($1::bigint[], $2::date[], $3::time[]) AS v(r, d, t)
-                   ON s.restaurant_id = v.r AND s.slot_date = v.d AND s.slot_time = v.t
-                 ORDER BY s.id FOR NO KEY UPDATE OF s",
-            )
-            .bind::<Array<BigInt>, _>(&restaurants)
-            .bind::<Array<Date>, _>(&dates)
-            .bind::<Array<Time>, _>(&times)
-            .execute(conn)
-            .await?;
-            let closed: Vec<SlotRow> = prepared(format!(
-                "WITH closed AS (
-                   UPDATE slots s SET closes_at = LEAST(COALESCE(s.closes_at, $4), $4),
-                                      version = s.version + 1, updated_at = now()
-                   FROM unnest($1::bigint[], $2::date[], $3::time[]) AS v(r, d, t)
-                   WHERE s.restaurant_id = v.r AND s.slot_date = v.d AND s.slot_time = v.t
-                   RETURNING s.*)
-                 SELECT {} FROM closed s JOIN restaurants z ON z.id = s.restaurant_id",
-                slot_columns()
-            ))
-            .bind::<Array<BigInt>, _>(&restaurants)
-            .bind::<Array<Date>, _>(&dates)
-            .bind::<Array<Time>, _>(&times)
-            .bind::<Timestamptz, _>(now)
-            .load(conn)
-            .await?;
-            if closed.len() < slots.len() {
-                let found: std::collections::HashSet<SlotKey> = closed.iter().map(SlotRow::key).collect();
-                if let Some(missing) = slots.iter().find(|s| !found.contains(s)) {
-                    // Nothing is half-done: the updates roll back.
-                    return Err(Missing(*missing));
-                }
-            }
-            let by_key: HashMap<SlotKey, Reshaped> = closed.iter().map(|r| (r.key(), r.reshaped())).collect();
-            Ok(slots.iter().filter_map(|s| by_key.get(s).copied()).collect())
-        })
-        .await;
-    match outcome {
-        Ok(closed) => Ok(CloseOutcome::Closed(closed)),
-        Err(Missing(slot)) => Ok(CloseOutcome::Missing(slot)),
-        Err(Failed(e)) => Err(e.into()),
-    }
-}
-
-/// Why [`close_slots`]' transaction rolled back.
-enum CloseFailed {
-    Missing(SlotKey),
-    Failed(diesel::result::Error),
-}
-use CloseFailed::{Failed, Missing};
-
-impl From<diesel::result::Error> for CloseFailed {
-    fn from(e: diesel::result::Error) -> Self {
-        Failed(e)
-    }
-}
-
-/// What [`put_restaurant`] did.
-#[derive(Debug)]
-pub enum ZoneOutcome {
-    /// The zone is set. `moved` slots start at another instant now; `slots`
-    /// are every slot of the restaurant from the date given, with their
-    /// figures after the change (all of them, so that a call repeated after
-    /// its counters could not be updated updates them).
-    Set { time_zone: String, moved: usize, slots: Vec<Reshaped> },
-    /// PostgreSQL knows no such zone.
-    Unknown,
-}
-
-/// Sets a restaurant's time zone (`None`: the default zone), creating the
-/// restaurant if it is new. Every slot of it dated `from` or later whose
-/// start this moves gets a new version, returned with its new window.
-pub async fn put_restaurant(
-    conn: &mut AsyncPgConnection,
-    restaurant_id: i64,
-    time_zone: Option<&str>,
-    from: NaiveDate,
-) -> Result<ZoneOutcome, StoreError> {
-    if let Some(zone) = time_zone
-        && !zone_exists(conn, zone).await?
-    {
-        return Ok(ZoneOutcome::Unknown);
-    }
-    #[derive(QueryableByName)]
-    struct Zone {
-        #[diesel(sql_type = Text)]
-        zone: String,
-    }
-    let (moved, slots) = conn
-        .transaction(async |conn| {
-            // Serialised with OpenSlots and CloseSlots: a slot opened or
-            // closed meanwhile is either seen here or done under the new
-            // zone.
-            prepared("SELECT pg_advisory_xact_lock($1)").bind::<BigInt, _>(OPEN_SLOTS_LOCK).execute(conn).await?;
-            let old: Zone = prepared(
-                "SELECT COALESCE((SELECT time_zone FROM restaurants WHERE id = $1), current_setting('TimeZone')) AS zone",
-            )
-            .bind::<BigInt, _>(restaurant_id)
-            .get_result(conn)
-            .await?;
-            prepared(
-                "INSERT INTO restaurants (id, time_zone) VALUES ($1, $2)
-                 ON CONFLICT (id) DO UPDATE SET time_zone = EXCLUDED.time_zone",
-            )
-            .bind::<BigInt, _>(restaurant_id)
-            .bind::<Nullable<Text>, _>(time_zone)
-            .execute(conn)
-            .await?;
-            // The slots' rows in id order, as every statement that locks
-            // several slots takes them.
-            prepared(
-                "SELECT id FROM slots WHERE restaurant_id = $1 AND slot_date >= $2 ORDER BY id FOR NO KEY UPDATE",
-            )
-            .bind::<BigInt, _>(restaurant_id)
-            .bind::<Date, _>(from)
-            .execute(conn)
-            .await?;
-            let moved = prepared(format!(
-                "UPDATE slots s SET version = s.version + 1, updated_at = now()
-                 FROM restaurants z
-                 WHERE z.id = s.restaurant_id AND s.restaurant_id = $1 AND s.slot_date >= $2
-                   AND (s.slot_date + s.slot_time) AT TIME ZONE $3 IS DISTINCT FROM {STARTS_AT}"
-            ))
-            .bind::<BigInt, _>(restaurant_id)
-            .bind::<Date, _>(from)
-            .bind::<Text, _>(&old.zone)
-            .execute(conn)
-            .await?;
-            let slots: Vec<SlotRow> = prepared(format!(
-                "SELECT {} FROM slots s JOIN restaurants z ON z.id = s.restaurant_id
-                 WHERE s.restaurant_id = $1 AND s.slot_date >= $2 ORDER BY s.id",
-                slot_columns()
-            ))
-            .bind::<BigInt, _>(restaurant_id)
-            .bind::<Date, _>(from)
-            .load(conn)
-            .await?;
-            Ok::<_, diesel::result::Error>((moved, slots))
-        })
-        .await?;
-    let time_zone = match time_zone {
-        Some(zone) => zone.to_owned(),
-        None => current_zone(conn).await?,
-    };
-    Ok(ZoneOutcome::Set { time_zone, moved, slots: slots.iter().map(SlotRow::reshaped).collect() })
-}
-
-/// Whether PostgreSQL's time zone database has `zone` (an IANA name, in
-/// its canonical spelling).
-pub async fn zone_exists(conn: &mut AsyncPgConnection, zone: &str) -> Result<bool, StoreError> {
-    #[derive(QueryableByName)]
-    struct Found {
-        #[diesel(sql_type = diesel::sql_types::Bool)]
-        found: bool,
-    }
-    // Names of the zone files that are no zone of their own are left out.
-    let found: Found = prepared(
-        "SELECT EXISTS (SELECT 1 FROM pg_timezone_names
-                        WHERE name = $1 AND name NOT IN ('localtime', 'posixrules', 'Factory')) AS found",
-    )
-    .bind::<Text, _>(zone)
-    .get_result(conn)
-    .await?;
-    Ok(found.found)
-}
-
-/// The connection's `TimeZone`: the default zone.
-async fn current_zone(conn: &mut AsyncPgConnection) -> Result<String, StoreError> {
-    #[derive(QueryableByName)]
-    struct Zone {
-        #[diesel(sql_type = Text)]
-        zone: String,
-    }
-    let zone: Zone = prepared("SELECT current_setting('TimeZone') AS zone").get_result(conn).await?;
-    Ok(zone.zone)
 }
 
 /// Every slot of a restaurant's local day, in time order.
