@@ -31,11 +31,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
+    domain::EventFilter,
     pb,
     service::convert,
     store::{
         self, StoreError,
-        events::{self, Event, EventFilter},
+        events::{self, Event},
     },
 };
 

@@ -31,10 +31,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::{Booking, BookingError};
-use crate::domain::FieldError;
+use crate::domain::{EventFilter, FieldError};
 use crate::store::{
     self, StoreError,
-    events::{self, Event, EventFilter},
+    events::{self, Event},
 };
 
 /// Events read or numbered per statement.
@@ -300,7 +300,9 @@ impl Booking {
             match next {
                 Ok(event) => {
                     passed = passed.max(event.sequence);
-                    if event.sequence <= cursor || !filter.matches(&event) {
+                    if event.sequence <= cursor
+                        || !filter.takes(event.reservation.slot.restaurant_id, &event.reservation.user_id)
+                    {
                         continue;
                     }
                     cursor = event.sequence;

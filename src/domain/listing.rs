@@ -162,10 +162,25 @@ pub fn parse_list_reservations(req: &pb::ListReservationsRequest) -> Result<List
     Ok(ListQuery { filter, statuses, page_size, after })
 }
 
+/// Which reservation events a watcher wants.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// 0: every restaurant.
+    pub restaurant_id: i64,
+    /// Empty: every user.
+    pub user_id: String,
+}
+
+impl EventFilter {
+    /// Whether an event of `user_id`'s reservation at `restaurant_id` is one.
+    pub fn takes(&self, restaurant_id: i64, user_id: &str) -> bool {
+        (self.restaurant_id == 0 || restaurant_id == self.restaurant_id)
+            && (self.user_id.is_empty() || user_id == self.user_id)
+    }
+}
+
 /// A validated `WatchReservationEventsRequest`: the cursor and the filter.
-pub fn parse_watch(
-    req: &pb::WatchReservationEventsRequest,
-) -> Result<(u64, crate::store::events::EventFilter), FieldError> {
+pub fn parse_watch(req: &pb::WatchReservationEventsRequest) -> Result<(u64, EventFilter), FieldError> {
     if req.restaurant_id < 0 {
         return Err(FieldError::new("restaurant_id", "must be a positive id, or 0 for every restaurant"));
     }
@@ -175,7 +190,7 @@ pub fn parse_watch(
     if req.after_sequence > i64::MAX as u64 {
         return Err(FieldError::new("after_sequence", "is beyond any sequence"));
     }
-    let filter = crate::store::events::EventFilter { restaurant_id: req.restaurant_id, user_id: req.user_id.clone() };
+    let filter = EventFilter { restaurant_id: req.restaurant_id, user_id: req.user_id.clone() };
     Ok((req.after_sequence, filter))
 }
 

@@ -15,7 +15,7 @@ pub use admin::{
 };
 pub use ids::{ReservationId, parse_code, reservation_code};
 pub use listing::{
-    Cursor, DEFAULT_PAGE_SIZE, DayQuery, ListFilter, ListQuery, MAX_PAGE_SIZE, parse_list_availability,
+    Cursor, DEFAULT_PAGE_SIZE, DayQuery, EventFilter, ListFilter, ListQuery, MAX_PAGE_SIZE, parse_list_availability,
     parse_list_reservations, parse_watch,
 };
 pub use menu::{MenuItem, MenuUpload, parse_put_menu};

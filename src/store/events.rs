@@ -17,7 +17,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::{StoreError, prepared::prepared, reservations};
-use crate::domain::{CancelReason, ReservationStatus};
+use crate::domain::{CancelReason, EventFilter, ReservationStatus};
 
 /// Transaction advisory lock of the sequencer: one numbering pass at a time
 /// across the deployment.
@@ -55,22 +55,6 @@ pub struct Event {
     pub reservation: reservations::Reservation,
     pub occurred_at: DateTime<Utc>,
     pub caller: String,
-}
-
-/// Which events a reader wants.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EventFilter {
-    /// 0: every restaurant.
-    pub restaurant_id: i64,
-    /// Empty: every user.
-    pub user_id: String,
-}
-
-impl EventFilter {
-    pub fn matches(&self, event: &Event) -> bool {
-        (self.restaurant_id == 0 || event.reservation.slot.restaurant_id == self.restaurant_id)
-            && (self.user_id.is_empty() || event.reservation.user_id == self.user_id)
-    }
 }
 
 /// The log's bounds: the highest sequence handed out, and the highest

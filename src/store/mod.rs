@@ -56,7 +56,10 @@ pub use self::{
 };
 use crate::{
     clock::Offset,
-    domain::{CancelReason, ListQuery, MenuUpload, NewReservation, ReservationId, SlotCapacity, SlotFigures, SlotKey},
+    domain::{
+        CancelReason, EventFilter, ListQuery, MenuUpload, NewReservation, ReservationId, SlotCapacity, SlotFigures,
+        SlotKey,
+    },
     metrics::Metrics,
     pools::{CheckoutError, PoolSettings, PoolState, Pooled, WaitRecording},
 };
@@ -329,7 +332,7 @@ impl Store {
     pub async fn events_after(
         &self,
         after: u64,
-        filter: &events::EventFilter,
+        filter: &EventFilter,
         limit: i64,
     ) -> Result<events::EventPage, StoreError> {
         events::events_after(&mut *self.conn().await?, after, filter, limit).await
