@@ -158,6 +158,16 @@ pub struct Config {
     #[arg(long, env = "SLOTGATE_DEPOSIT_WINDOW_SECS", default_value_t = 600)]
     pub deposit_window_secs: u32,
 
+    /// Entries a slot's waitlist takes unless the slot has its own limit
+    /// (`SlotCapacity.waitlist_limit`); 0 turns waitlists off.
+    #[arg(long, env = "SLOTGATE_WAITLIST_LIMIT", default_value_t = 200, value_parser = clap::value_parser!(i32).range(0..=10_000))]
+    pub waitlist_limit: i32,
+
+    /// How long an offer to a waitlist entry stays open (its reservation's
+    /// deposit deadline) unless the slot has its own window.
+    #[arg(long, env = "SLOTGATE_OFFER_WINDOW_SECS", default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..=604_800))]
+    pub offer_window_secs: u32,
+
     /// How long a retry waits for the first attempt of the same request_id
     /// to finish before it is answered ABORTED / REQUEST_IN_PROGRESS.
     #[arg(long = "replay-wait-ms", env = "SLOTGATE_REPLAY_WAIT_MS", default_value = "5000", value_parser = parse_millis)]

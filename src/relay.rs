@@ -168,8 +168,7 @@ async fn publish(channel: &Channel, events: &[Event]) -> Result<(), RelayError> 
     let mut confirms = Vec::with_capacity(events.len());
     for event in events {
         let message = convert::event(event);
-        let routing =
-            format!("reservation.{}.{}", event.kind.as_str().to_lowercase(), event.reservation.slot.restaurant_id);
+        let routing = format!("reservation.{}.{}", event.kind.as_str().to_lowercase(), event.restaurant_id);
         let properties = BasicProperties::default()
             .with_content_type("application/json".into())
             .with_message_id(event.sequence.to_string().into())
@@ -209,16 +208,20 @@ fn put(map: &mut Map<String, Value>, key: &str, value: Value) {
     }
 }
 
-fn reservation_json(r: &pb::Reservation) -> Value {
-    let mut m = Map::new();
-    put(&mut m, "id", json!(r.id));
-    put(&mut m, "code", json!(r.code));
-    if let Some(slot) = &r.slot {
+fn slot_json(m: &mut Map<String, Value>, slot: Option<&pb::SlotRef>) {
+    if let Some(slot) = slot {
         m.insert(
             "slot".into(),
             json!({ "restaurantId": slot.restaurant_id.to_string(), "date": slot.date, "time": slot.time }),
         );
     }
+}
+
+fn reservation_json(r: &pb::Reservation) -> Value {
+    let mut m = Map::new();
+    put(&mut m, "id", json!(r.id));
+    put(&mut m, "code", json!(r.code));
+    slot_json(&mut m, r.slot.as_ref());
     put(&mut m, "userId", json!(r.user_id));
     put(&mut m, "partySize", json!(r.party_size));
     put(&mut m, "type", json!(r.r#type().as_str_name()));
@@ -239,6 +242,21 @@ fn reservation_json(r: &pb::Reservation) -> Value {
     Value::Object(m)
 }
 
+fn entry_json(e: &pb::WaitlistEntry) -> Value {
+    let mut m = Map::new();
+    put(&mut m, "id", json!(e.id));
+    slot_json(&mut m, e.slot.as_ref());
+    put(&mut m, "userId", json!(e.user_id));
+    put(&mut m, "partySize", json!(e.party_size));
+    put(&mut m, "state", json!(e.state().as_str_name()));
+    put(&mut m, "position", json!(e.position));
+    put(&mut m, "partiesAhead", json!(e.parties_ahead));
+    put(&mut m, "offerReservationId", json!(e.offer_reservation_id));
+    put(&mut m, "offerDeadline", e.offer_deadline.as_ref().map_or(Value::Null, timestamp));
+    put(&mut m, "createdAt", e.created_at.as_ref().map_or(Value::Null, timestamp));
+    Value::Object(m)
+}
+
 /// A `ReservationEvent` in protobuf's JSON mapping (field names in
 /// lowerCamelCase, 64-bit integers as strings, enums by name, defaults
 /// left out), as `grpcurl` and every protobuf JSON parser read it.
@@ -251,6 +269,9 @@ pub fn event_json(e: &pb::ReservationEvent) -> Value {
     }
     put(&mut m, "occurredAt", e.occurred_at.as_ref().map_or(Value::Null, timestamp));
     put(&mut m, "caller", json!(e.caller));
+    if let Some(entry) = &e.waitlist_entry {
+        m.insert("waitlistEntry".into(), entry_json(entry));
+    }
     Value::Object(m)
 }
 
@@ -274,6 +295,12 @@ mod tests {
             }),
             occurred_at: Some(prost_types::Timestamp { seconds: 2_114_380_800, nanos: 0 }),
             caller: String::new(),
+            waitlist_entry: Some(pb::WaitlistEntry {
+                id: "w".into(),
+                state: pb::WaitlistState::Offered as i32,
+                position: 3,
+                ..Default::default()
+            }),
         };
         let json = event_json(&event);
         assert_eq!(json["sequence"], "42");
@@ -285,6 +312,9 @@ mod tests {
         assert_eq!(json["reservation"]["createdAt"], "2037-01-01T00:00:00.500Z");
         assert_eq!(json["occurredAt"], "2037-01-01T00:00:00Z");
         assert!(json.get("caller").is_none() && json["reservation"].get("items").is_none());
+        assert_eq!(json["waitlistEntry"]["state"], "WAITLIST_STATE_OFFERED");
+        assert_eq!(json["waitlistEntry"]["position"], 3);
+        assert!(json["waitlistEntry"].get("partiesAhead").is_none());
         assert_eq!(redacted("amqp://user:secret@broker:5672/%2f"), "amqp://***@broker:5672/%2f");
     }
 }

@@ -126,6 +126,7 @@ fn booking(config: &Config, metrics: &Arc<Metrics>, clock: Arc<dyn Clock>) -> Re
                     cluster: config.redis_cluster,
                 },
                 lease: config.hold_lease,
+                waitlist_limit: config.waitlist_limit,
             };
             let gate =
                 Gate::new(&config.redis_url, &config.redis_namespace, settings, metrics.redis_pool_wait.clone())?;
@@ -138,6 +139,8 @@ fn booking(config: &Config, metrics: &Arc<Metrics>, clock: Arc<dyn Clock>) -> Re
         deposit_window: Duration::from_secs(config.deposit_window_secs.into()),
         replay_wait: config.replay_wait,
         commit_bound: config.pool_timeout + config.db_transaction_timeout,
+        waitlist_limit: config.waitlist_limit,
+        offer_window: Duration::from_secs(config.offer_window_secs.into()),
     };
     let events = EventSettings {
         poll: config.events_poll,

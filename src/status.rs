@@ -46,6 +46,11 @@ pub mod reason {
     pub const WATCHER_TOO_SLOW: &str = "WATCHER_TOO_SLOW";
     pub const SHUTTING_DOWN: &str = "SHUTTING_DOWN";
     pub const CAPACITY_BELOW_RESERVED: &str = "CAPACITY_BELOW_RESERVED";
+    pub const SEATS_AVAILABLE: &str = "SEATS_AVAILABLE";
+    pub const WAITLIST_FULL: &str = "WAITLIST_FULL";
+    pub const WAITLIST_OFF: &str = "WAITLIST_OFF";
+    pub const WAITLIST_ENTRY_NOT_FOUND: &str = "WAITLIST_ENTRY_NOT_FOUND";
+    pub const WAITLIST_ENTRY_ENDED: &str = "WAITLIST_ENTRY_ENDED";
     pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
     pub const ADMIN_REQUIRED: &str = "ADMIN_REQUIRED";
     pub const OVERLOADED: &str = "OVERLOADED";
@@ -202,6 +207,21 @@ impl From<BookingError> for Status {
             }
             E::ShuttingDown => {
                 Refusal::new(Code::Unavailable, reason::SHUTTING_DOWN, message).retry_after(RETRY_AFTER_OUTAGE)
+            }
+            E::SeatsAvailable { left } => {
+                Refusal::new(Code::FailedPrecondition, reason::SEATS_AVAILABLE, message).with("remaining", left)
+            }
+            E::AlreadyWaiting { entry } => {
+                Refusal::new(Code::AlreadyExists, reason::DUPLICATE, message).with("waitlist_entry_id", entry)
+            }
+            E::WaitlistFull { limit } => {
+                Refusal::new(Code::FailedPrecondition, reason::WAITLIST_FULL, message).with("limit", limit)
+            }
+            E::WaitlistOff => Refusal::new(Code::FailedPrecondition, reason::WAITLIST_OFF, message),
+            E::WaitlistEntryNotFound => Refusal::new(Code::NotFound, reason::WAITLIST_ENTRY_NOT_FOUND, message),
+            E::WaitlistEntryEnded(state) => {
+                Refusal::new(Code::FailedPrecondition, reason::WAITLIST_ENTRY_ENDED, message)
+                    .with("state", state.as_str())
             }
             E::Gate(GateError::Unavailable(detail)) => unavailable(reason::REDIS_UNAVAILABLE, "redis", &detail),
             E::Store(StoreError::Unavailable(detail)) => unavailable(reason::DATABASE_UNAVAILABLE, "database", &detail),

@@ -300,9 +300,7 @@ impl Booking {
             match next {
                 Ok(event) => {
                     passed = passed.max(event.sequence);
-                    if event.sequence <= cursor
-                        || !filter.takes(event.reservation.slot.restaurant_id, &event.reservation.user_id)
-                    {
+                    if event.sequence <= cursor || !filter.takes(event.restaurant_id, &event.user_id) {
                         continue;
                     }
                     cursor = event.sequence;

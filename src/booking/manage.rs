@@ -9,7 +9,7 @@ use tracing::warn;
 use super::{Booking, BookingError};
 use crate::{
     domain::{CancelReason, ReservationId, ReservationStatus, SlotKey},
-    store::{Cancelled, Confirmed, Reservation},
+    store::{Cancelled, Confirmed, Freed, OfferTerms, Reservation},
 };
 
 /// What a cancel call did.
@@ -40,18 +40,30 @@ impl Booking {
         caller: String,
     ) -> Result<Cancellation, BookingError> {
         let this = Arc::clone(self);
-        self.run_to_completion(async move {
-            match this.store.cancel_reservation(id, reason, &caller).await? {
-                Cancelled::Now { reservation: r, version } => {
-                    this.give_back(&r.slot, r.id, &r.user_id, r.party_size, version).await;
-                    Ok(Cancellation { reservation: r, already_cancelled: false })
-                }
-                Cancelled::Already(r) => Ok(Cancellation { reservation: r, already_cancelled: true }),
-                Cancelled::NotActive(r) => Err(BookingError::NotCancellable(r.status)),
-                Cancelled::Missing => Err(BookingError::ReservationNotFound),
+        self.run_to_completion(async move { this.cancel_now(id, reason, &caller).await }).await
+    }
+
+    /// [`Booking::cancel`]'s work, in the caller's task.
+    pub(super) async fn cancel_now(
+        &self,
+        id: ReservationId,
+        reason: CancelReason,
+        caller: &str,
+    ) -> Result<Cancellation, BookingError> {
+        match self.store.cancel_reservation(id, reason, caller, self.offer_terms()).await? {
+            Cancelled::Now { reservation: r, version, waitlist } => {
+                self.seats_freed(&r.slot, r.id, &r.user_id, r.party_size, Freed { version, waitlist }).await;
+                Ok(Cancellation { reservation: r, already_cancelled: false })
             }
-        })
-        .await
+            Cancelled::Already(r) => Ok(Cancellation { reservation: r, already_cancelled: true }),
+            Cancelled::NotActive(r) => Err(BookingError::NotCancellable(r.status)),
+            Cancelled::Missing => Err(BookingError::ReservationNotFound),
+        }
+    }
+
+    /// The terms offers to the waitlist are made on now.
+    pub(super) fn offer_terms(&self) -> OfferTerms {
+        OfferTerms { offset: self.clock.offset(), window: self.settings.offer_window }
     }
 
     /// Payment arrived: confirms a pending reservation. Past its deadline it
@@ -60,10 +72,10 @@ impl Booking {
     pub async fn confirm(self: &Arc<Self>, id: ReservationId, caller: String) -> Result<Reservation, BookingError> {
         let this = Arc::clone(self);
         self.run_to_completion(async move {
-            match this.store.confirm_reservation(id, this.clock.offset(), &caller).await? {
+            match this.store.confirm_reservation(id, this.offer_terms(), &caller).await? {
                 Confirmed::Now(r) | Confirmed::Already(r) => Ok(r),
-                Confirmed::ExpiredNow { reservation: r, version } => {
-                    this.give_back(&r.slot, r.id, &r.user_id, r.party_size, version).await;
+                Confirmed::ExpiredNow { reservation: r, version, waitlist } => {
+                    this.seats_freed(&r.slot, r.id, &r.user_id, r.party_size, Freed { version, waitlist }).await;
                     Err(BookingError::DepositExpired)
                 }
                 Confirmed::NotPending(r) if r.status == ReservationStatus::Expired => Err(BookingError::DepositExpired),
@@ -80,9 +92,15 @@ impl Booking {
         const BATCH: i64 = 500;
         let mut expired = 0;
         loop {
-            let lapsed = self.store.expire_due(self.clock.offset(), BATCH).await?;
+            let lapsed = self.store.expire_due(self.offer_terms(), BATCH).await?;
+            let mut refreshed = std::collections::HashSet::new();
             for l in &lapsed {
-                self.give_back(&l.slot, l.id, &l.user_id, l.party_size, l.version).await;
+                // One refresh per slot whose waitlist had a say.
+                if l.waitlist && !refreshed.insert(l.slot) {
+                    continue;
+                }
+                let freed = Freed { version: l.version, waitlist: l.waitlist };
+                self.seats_freed(&l.slot, l.id, &l.user_id, l.party_size, freed).await;
             }
             expired += lapsed.len();
             if (lapsed.len() as i64) < BATCH {
@@ -91,12 +109,16 @@ impl Booking {
         }
     }
 
-    /// The database freed a reservation's seats, leaving its slot at
-    /// `version`; the counter gets them back too. If Redis cannot be
-    /// reached, the reconciler restores them later.
-    async fn give_back(&self, slot: &SlotKey, id: ReservationId, user: &str, party: i32, version: i64) {
+    /// The database freed a reservation's seats; the counter gets them
+    /// back too, or, when the slot's waitlist had a say in them (offers,
+    /// seats set aside), is loaded afresh. If Redis cannot be reached, the
+    /// reconciler restores them later.
+    async fn seats_freed(&self, slot: &SlotKey, id: ReservationId, user: &str, party: i32, freed: Freed) {
         let Some(gate) = self.gate() else { return };
-        if let Err(e) = gate.give_back(slot, id, user, party, version).await {
+        if freed.waitlist {
+            return self.refresh_counter(*slot).await;
+        }
+        if let Err(e) = gate.give_back(slot, id, user, party, freed.version).await {
             warn!(error = %e, reservation = %id, "seats freed in the database but not yet in the counter");
         }
     }

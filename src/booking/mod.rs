@@ -16,12 +16,15 @@
 //! - `upkeep`: open and close slots, time zones, warm, read and reconcile
 //!   counters, reap holds.
 //! - `listing`: pages of reservations, a restaurant's day's availability.
+//! - `waitlist`: joining, leaving and listing a slot's waitlist; offers are
+//!   made by the database in the transactions that free seats.
 
 mod create;
 mod events;
 mod listing;
 mod manage;
 mod upkeep;
+mod waitlist;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -35,10 +38,11 @@ pub use self::{
     listing::{Availability, Page},
     manage::Cancellation,
     upkeep::{Closed, Correction, Reaped, Reconciliation, Warmed, ZoneSet},
+    waitlist::EntryPage,
 };
 use crate::{
     clock::Clock,
-    domain::{FieldError, ReservationId, ReservationStatus, SlotKey},
+    domain::{EntryId, FieldError, ReservationId, ReservationStatus, SlotKey, WaitlistState},
     gate::{Gate, GateError},
     metrics::Metrics,
     pools::PoolStates,
@@ -96,6 +100,20 @@ pub enum BookingError {
     /// The server is shutting down; the caller resumes on another replica.
     #[error("the server is shutting down; resume on another replica")]
     ShuttingDown,
+    /// The party fits in the seats public now: book them instead.
+    #[error("{left} seats are free; book them instead of joining the waitlist")]
+    SeatsAvailable { left: i64 },
+    /// The user is in the slot's line already.
+    #[error("the user is on this slot's waitlist already, as entry {entry}")]
+    AlreadyWaiting { entry: EntryId },
+    #[error("the slot's waitlist is full ({limit} entries)")]
+    WaitlistFull { limit: i32 },
+    #[error("this slot takes no waitlist")]
+    WaitlistOff,
+    #[error("no such waitlist entry")]
+    WaitlistEntryNotFound,
+    #[error("the waitlist entry is {}, no longer in line", .0.as_str())]
+    WaitlistEntryEnded(WaitlistState),
     #[error(transparent)]
     Gate(#[from] GateError),
     #[error(transparent)]
@@ -116,6 +134,11 @@ pub struct Settings {
     /// otherwise), so a reaper never ends the hold of a transaction that can
     /// still commit.
     pub commit_bound: Duration,
+    /// A slot's waitlist limit unless it has its own (0: none).
+    pub waitlist_limit: i32,
+    /// How long an offer to a waitlist entry stays open unless the slot
+    /// has its own window.
+    pub offer_window: Duration,
 }
 
 /// Who decides a reservation request.

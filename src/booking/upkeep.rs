@@ -88,7 +88,7 @@ impl Booking {
     pub async fn open_slots(self: &Arc<Self>, slots: Vec<SlotCapacity>) -> Result<Vec<Opened>, BookingError> {
         let this = Arc::clone(self);
         self.run_to_completion(async move {
-            let opened = match this.store.open_slots(&slots, this.clock.offset()).await? {
+            let opened = match this.store.open_slots(&slots, this.offer_terms()).await? {
                 OpenOutcome::Opened(opened) => opened,
                 OpenOutcome::BelowReserved { slot, reserved } => {
                     return Err(BookingError::CapacityBelowReserved { slot, reserved });
@@ -101,6 +101,10 @@ impl Booking {
             };
             let Some(gate) = this.gate() else { return Ok(opened) };
             for o in &opened {
+                if o.waitlist {
+                    this.refresh_counter(o.slot).await;
+                    continue;
+                }
                 match o.previous_capacity {
                     None => {
                         let figures = SlotFigures {
@@ -216,7 +220,7 @@ impl Booking {
         let Some(gate) = self.gate().filter(|_| slot.date >= oldest_kept()) else {
             let figures = self.store.slot_figures(&slot).await?.ok_or(BookingError::SlotNotFound(slot))?;
             return Ok(Remaining {
-                left: figures.capacity - figures.reserved,
+                left: figures.capacity - figures.reserved - figures.waitlist.set_aside,
                 capacity: figures.capacity,
                 window: figures.window,
                 state: figures.window.state_at(self.clock.now()),

@@ -16,6 +16,12 @@ pub struct SlotCapacity {
     pub capacity: i32,
     pub opens_at: Option<DateTime<Utc>>,
     pub closes_at: Option<DateTime<Utc>>,
+    /// The slot's own waitlist limit (`None`: the server's default; 0: no
+    /// waitlist).
+    pub waitlist_limit: Option<i32>,
+    /// The slot's own offer window in seconds (`None`: the server's
+    /// default).
+    pub offer_window_secs: Option<i32>,
 }
 
 /// A proto timestamp as an instant, rounded up to the millisecond (the
@@ -33,6 +39,12 @@ pub fn parse_timestamp(ts: &prost_types::Timestamp, field: &str) -> Result<DateT
     }
     DateTime::from_timestamp_millis(ts.seconds * 1_000 + millis).ok_or_else(invalid)
 }
+
+/// The longest waitlist a slot may have.
+pub const MAX_WAITLIST_LIMIT: i32 = 10_000;
+
+/// The longest an offer may stay open: a week.
+pub const MAX_OFFER_WINDOW_SECS: i32 = 7 * 24 * 3600;
 
 /// Most slots one `OpenSlots` call may open.
 pub const MAX_OPEN_SLOTS: usize = 10_000;
@@ -69,7 +81,22 @@ pub fn parse_open_slots(req: &pb::OpenSlotsRequest) -> Result<Vec<SlotCapacity>,
             {
                 return Err(FieldError::new(format!("slots[{i}].closes_at"), "must be after opens_at"));
             }
-            Ok(SlotCapacity { slot, capacity: s.capacity, opens_at, closes_at })
+            if s.waitlist_limit.is_some_and(|l| !(0..=MAX_WAITLIST_LIMIT).contains(&l)) {
+                let why = format!("must be between 0 and {MAX_WAITLIST_LIMIT}");
+                return Err(FieldError::new(format!("slots[{i}].waitlist_limit"), why));
+            }
+            if s.offer_window_secs.is_some_and(|w| !(1..=MAX_OFFER_WINDOW_SECS).contains(&w)) {
+                let why = format!("must be between 1 and {MAX_OFFER_WINDOW_SECS}");
+                return Err(FieldError::new(format!("slots[{i}].offer_window_secs"), why));
+            }
+            Ok(SlotCapacity {
+                slot,
+                capacity: s.capacity,
+                opens_at,
+                closes_at,
+                waitlist_limit: s.waitlist_limit,
+                offer_window_secs: s.offer_window_secs,
+            })
         })
         .collect()
 }
@@ -150,7 +177,13 @@ mod tests {
         assert!(parse_timestamp(&at(10, -1), "t").is_err());
         let slot = Some(pb::SlotRef { restaurant_id: 67, date: "2036-12-24".into(), time: "19:00".into() });
         let req = pb::OpenSlotsRequest {
-            slots: vec![pb::SlotCapacity { slot, capacity: 4, opens_at: Some(at(20, 0)), closes_at: Some(at(20, 0)) }],
+            slots: vec![pb::SlotCapacity {
+                slot,
+                capacity: 4,
+                opens_at: Some(at(20, 0)),
+                closes_at: Some(at(20, 0)),
+                ..Default::default()
+            }],
         };
         assert_eq!(parse_open_slots(&req).unwrap_err().field, "slots[0].closes_at");
     }

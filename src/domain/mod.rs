@@ -8,6 +8,7 @@ mod listing;
 mod menu;
 mod request;
 mod slot;
+mod waitlist;
 
 pub use admin::{
     SlotCapacity, ZoneChange, parse_close_slots, parse_open_slots, parse_put_restaurant, parse_timestamp,
@@ -22,7 +23,11 @@ pub use menu::{MenuItem, MenuUpload, parse_put_menu};
 pub use request::{
     CancelReason, Cancellation, Limits, MenuOrder, NewReservation, ReservationKind, ReservationStatus, parse_cancel,
 };
-pub use slot::{Holder, KnownRequest, Remaining, SlotFigures, SlotKey, SlotState, Window, parse_date};
+pub use slot::{Holder, KnownRequest, Remaining, SlotFigures, SlotKey, SlotState, Waitlisted, Window, parse_date};
+pub use waitlist::{
+    EntryId, Join, MAX_PASSES, OfferPlan, Waiter, WaitlistQuery, WaitlistState, parse_entry_id, parse_list_waitlist,
+    plan_offers,
+};
 
 /// One invalid field: which one (as a proto field path, e.g. `slot.date`) and
 /// why. Becomes `INVALID_ARGUMENT` with a `google.rpc.BadRequest` naming it.

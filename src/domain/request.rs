@@ -158,7 +158,7 @@ impl NewReservation {
     }
 }
 
-fn parse_id(value: &str, field: &str) -> Result<String, FieldError> {
+pub(super) fn parse_id(value: &str, field: &str) -> Result<String, FieldError> {
     if value.is_empty() {
         return Err(FieldError::new(field, "is required"));
     }

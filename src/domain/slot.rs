@@ -2,7 +2,7 @@ use std::fmt;
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 
-use super::{FieldError, ReservationId};
+use super::{EntryId, FieldError, ReservationId};
 use crate::pb;
 
 /// A slot as callers name it: restaurant, local date and local start time.
@@ -55,6 +55,25 @@ pub struct SlotFigures {
     /// of them must be recognised as one, not mistaken for a duplicate or a
     /// new request.
     pub requests: Vec<KnownRequest>,
+    pub waitlist: Waitlisted,
+}
+
+/// A slot's waitlist, as its counter is loaded with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Waitlisted {
+    /// The slot's own limit (`None`: the server's default; 0: off).
+    pub limit: Option<i32>,
+    /// Seats set aside for a waiting entry passed over too often: neither
+    /// public nor offered. Seats public are `capacity - reserved -
+    /// set_aside`.
+    pub set_aside: i32,
+    /// The highest position handed out.
+    pub last_position: i32,
+    /// Every entry in line (WAITING): its user and id.
+    pub waiting: Vec<(String, EntryId)>,
+    /// Every entry of the slot, whatever its state, with its join's
+    /// fingerprint: a replay of any is recognised as one.
+    pub joins: Vec<(EntryId, i64)>,
 }
 
 /// When a slot takes reservations: from `opens_at` (none: at once) until

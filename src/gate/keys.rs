@@ -4,10 +4,11 @@
 //! touches keys of one Redis Cluster hash slot:
 //!
 //! ```text
-//! {ns}:{67:2026-01-16:11:00}:seats   hash  left, cap, epoch
+//! {ns}:{67:2026-01-16:11:00}:seats   hash  left, cap, epoch, versions, window, wlimit, wseq
 //! {ns}:{67:2026-01-16:11:00}:users   hash  user id -> reservation id; '' -> 1 (sentinel)
 //! {ns}:{67:2026-01-16:11:00}:ids     hash  reservation id -> fingerprint; '' -> 1 (sentinel)
 //! {ns}:{67:2026-01-16:11:00}:holds   hash  reservation id -> party|user|lease deadline|nonce
+//! {ns}:{67:2026-01-16:11:00}:waiters hash  user id -> waitlist entry id (in line); '' -> 1 (sentinel)
 //! {ns}:{67:2026-01-16:11:00}:void:N  string, for one hold lease: attempt N gave up on a lost
 //!                                    reply; its acquire, if it still runs, takes nothing
 //! {ns}:request:{reservation id}       string, one Redis only: the slot the id was admitted in,
@@ -37,8 +38,8 @@ pub fn oldest_kept(today: NaiveDate) -> NaiveDate {
     today - Days::new(KEEP_DAYS - 1)
 }
 
-/// The four keys of one slot, in the order the scripts expect them, and
-/// the prefix they share.
+/// The keys of one slot, in the order the scripts expect them, and the
+/// prefix they share.
 pub(super) struct SlotKeys {
     prefix: String,
     /// The slot as the request records name it.
@@ -47,6 +48,7 @@ pub(super) struct SlotKeys {
     pub users: String,
     pub ids: String,
     pub holds: String,
+    pub waiters: String,
     /// When the keys expire, in Unix seconds.
     pub expire_at: i64,
 }
@@ -60,6 +62,7 @@ impl SlotKeys {
             users: format!("{prefix}:users"),
             ids: format!("{prefix}:ids"),
             holds: format!("{prefix}:holds"),
+            waiters: format!("{prefix}:waiters"),
             expire_at: (slot.date + Days::new(KEEP_DAYS))
                 .and_hms_opt(0, 0, 0)
                 .map_or(i64::MAX, |t| t.and_utc().timestamp()),

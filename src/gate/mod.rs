@@ -7,11 +7,13 @@
 //! replies. This file has what a reservation's way through needs (acquire,
 //! finalize, release, give back); `upkeep` what loads, reads and keeps the
 //! counters true (warm, remaining, probe, reconcile, resize, expired
-//! holds); `keys` the key layout; [`conn`] the connections.
+//! holds); `waitlist` the waitlist's joins; `keys` the key layout; [`conn`]
+//! the connections.
 
 pub mod conn;
 mod keys;
 mod upkeep;
+mod waitlist;
 
 use std::time::Duration;
 
@@ -27,6 +29,7 @@ use self::{
 pub use self::{
     keys::oldest_kept,
     upkeep::{ExpiredHold, Overwrite, Probe, Reconciled, Warm},
+    waitlist::JoinDecision,
 };
 use crate::{
     domain::{ReservationId, SlotKey},
@@ -141,6 +144,8 @@ pub struct GateSettings {
     pub connect: ConnectSettings,
     /// Lease of a hold.
     pub lease: Duration,
+    /// A slot's waitlist limit unless it has its own.
+    pub waitlist_limit: i32,
 }
 
 /// A fresh attempt nonce. `RandomState` is seeded from the OS once per
@@ -170,6 +175,8 @@ struct Scripts {
     expired_holds: Script,
     remaining: Script,
     clock: Script,
+    join: Script,
+    unjoin: Script,
 }
 
 /// The Redis gate: a connection pool, the key namespace and the scripts.
@@ -182,6 +189,8 @@ pub struct Gate {
     /// One Redis, not a Cluster: acquire also reads and writes the
     /// request's record, which lives outside the slot's hash slot.
     request_records: bool,
+    /// A slot's waitlist limit unless it has its own.
+    waitlist_limit: i32,
     scripts: Scripts,
 }
 
@@ -202,6 +211,7 @@ impl Gate {
             lease_ms: settings.lease.as_millis() as u64,
             tries: settings.pool.size as usize + 1,
             request_records: !settings.connect.cluster,
+            waitlist_limit: settings.waitlist_limit,
             scripts: Scripts {
                 acquire: Script::new(include_str!("acquire.lua")),
                 release: Script::new(include_str!("release.lua")),
@@ -222,6 +232,8 @@ impl Gate {
                 expired_holds: Script::new(include_str!("expired_holds.lua")),
                 remaining: Script::new(include_str!("remaining.lua")),
                 clock: Script::new(include_str!("clock.lua")),
+                join: Script::new(include_str!("join.lua")),
+                unjoin: Script::new(include_str!("unjoin.lua")),
             },
         })
     }

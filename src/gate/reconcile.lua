@@ -9,6 +9,7 @@
 -- back.)
 --
 -- KEYS[1] seats   KEYS[2] users   KEYS[3] ids   KEYS[4] holds   (as acquire)
+-- KEYS[5] waiters (see figures.lua)
 -- ARGV[1] epoch, as read before the database read
 -- ARGV[2..] the figures (see figures.lua)
 -- Returns {status, left before}:
@@ -26,13 +27,13 @@ end
 
 local cap = tonumber(ARGV[2])
 if left == cap - tonumber(ARGV[3]) and tonumber(redis.call('HGET', KEYS[1], 'cap')) == cap
-    and window_matches(KEYS[1], 6) and entries_match(KEYS[2], KEYS[3]) then
-  for i = 1, 4 do
+    and window_matches(KEYS[1], 6) and entries_match(KEYS[1], KEYS[2], KEYS[3], KEYS[5]) then
+  for i = 1, 5 do
     redis.call('EXPIREAT', KEYS[i], ARGV[5])
   end
   return {1, left}
 end
 
 local seen = math.max(version_of(KEYS[1], 'seen'), tonumber(ARGV[4]))
-write_figures(KEYS[1], KEYS[2], KEYS[3], KEYS[4], redis.call('HINCRBY', KEYS[1], 'epoch', 1), seen)
+write_figures(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], redis.call('HINCRBY', KEYS[1], 'epoch', 1), seen)
 return {0, left}

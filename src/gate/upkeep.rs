@@ -79,20 +79,33 @@ pub enum Overwrite {
     /// the figures were read again after a stale reply and are still older,
     /// so the database's versions went back (a restore, a reseed).
     IfColdVersionsWentBack,
+    /// Warm or cold, unless a change newer than the figures was reported
+    /// (then [`Warm::Stale`]): a change the counter cannot apply itself
+    /// (the waitlist's offers, a leave) committed before they were read.
+    Refresh,
 }
 
 /// Appends the figures as `warm.lua` and `reconcile.lua` read them (see
 /// `figures.lua`).
-fn push_figures(invocation: &mut ScriptInvocation<'_>, figures: &SlotFigures, expire_at: i64) {
-    invocation.arg(figures.capacity).arg(figures.reserved).arg(figures.version).arg(expire_at);
+fn push_figures(invocation: &mut ScriptInvocation<'_>, figures: &SlotFigures, expire_at: i64, default_limit: i32) {
+    let waitlist = &figures.waitlist;
+    let not_public = figures.reserved + waitlist.set_aside;
+    invocation.arg(figures.capacity).arg(not_public).arg(figures.version).arg(expire_at);
     let w = &figures.window;
     invocation.arg(millis(w.opens_at)).arg(millis(w.closes_at)).arg(millis(w.starts_at));
-    invocation.arg(figures.holders.len());
+    invocation.arg(waitlist.limit.unwrap_or(default_limit)).arg(waitlist.last_position);
+    invocation.arg(figures.holders.len()).arg(waitlist.waiting.len());
     for holder in &figures.holders {
         invocation.arg(&holder.user).arg(holder.id.to_string());
     }
+    for (user, entry) in &waitlist.waiting {
+        invocation.arg(user).arg(entry.to_string());
+    }
     for request in &figures.requests {
         invocation.arg(request.id.to_string()).arg(request.fingerprint);
+    }
+    for (entry, fingerprint) in &waitlist.joins {
+        invocation.arg(entry.to_string()).arg(fingerprint);
     }
 }
 
@@ -101,13 +114,15 @@ impl Gate {
     pub async fn warm(&self, slot: &SlotKey, figures: &SlotFigures, overwrite: Overwrite) -> Result<Warm, GateError> {
         let k = self.keys(slot);
         let mut invocation = k.invoke(&self.scripts.warm);
+        invocation.key(&k.waiters);
         let mode = match overwrite {
             Overwrite::IfCold => 0,
             Overwrite::Always => 1,
             Overwrite::IfColdVersionsWentBack => 2,
+            Overwrite::Refresh => 3,
         };
         invocation.arg(mode);
-        push_figures(&mut invocation, figures, k.expire_at);
+        push_figures(&mut invocation, figures, k.expire_at, self.waitlist_limit);
         let (status, seen): (i64, i64) = self.invoke(&invocation).await?;
         match status {
             0 => Ok(Warm::AlreadyWarm),
@@ -164,8 +179,9 @@ impl Gate {
     pub async fn reconcile(&self, slot: &SlotKey, epoch: &str, figures: &SlotFigures) -> Result<Reconciled, GateError> {
         let k = self.keys(slot);
         let mut invocation = k.invoke(&self.scripts.reconcile);
+        invocation.key(&k.waiters);
         invocation.arg(epoch);
-        push_figures(&mut invocation, figures, k.expire_at);
+        push_figures(&mut invocation, figures, k.expire_at, self.waitlist_limit);
         let (status, left_before): (i64, i64) = self.invoke(&invocation).await?;
         Ok(match status {
             0 => Reconciled::Corrected { left_before },

@@ -1,16 +1,22 @@
 -- warm: load a slot's state from the database's figures.
 --
 -- KEYS[1] seats   KEYS[2] users   KEYS[3] ids   KEYS[4] holds   (as acquire)
+-- KEYS[5] waiters (see figures.lua)
 -- ARGV[1] mode: 0 only if the slot is cold; 1 a slot just created: also
 --         over a counter that exists, unless it is at least as new as the
 --         figures; 2 only if cold, even if a newer change was reported: the
 --         loader read the figures again after a stale reply and they are
 --         still older, so the database's versions went back (a restore, a
---         reseeded database), and `seen` starts again from the figures
+--         reseeded database), and `seen` starts again from the figures;
+--         3 a refresh: a change the counter cannot apply by itself (the
+--         waitlist's offers, leaves) committed before the figures were
+--         read: over a counter that exists too, unless a change newer than
+--         the figures was reported (then read them again)
 -- ARGV[2..] the figures (see figures.lua)
 -- Returns {status, seen}: status 1 if it wrote the slot's state; 0 if the
--- slot was warm already; 2 if it is cold but a change newer than these
--- figures (version `seen`) has been reported meanwhile: read them again.
+-- slot was warm already; 2 if it is cold (or refreshed) but a change newer
+-- than these figures (version `seen`) has been reported meanwhile: read
+-- them again.
 --
 -- Holds in flight whose reservation the figures do not include (not yet
 -- committed when they were read) are kept, their seats still taken and
@@ -21,7 +27,7 @@
 -- (Loaded after versions.lua and figures.lua.)
 local v = tonumber(ARGV[4])
 local seen = version_of(KEYS[1], 'seen')
-if redis.call('HEXISTS', KEYS[1], 'left') == 1 and (ARGV[1] ~= '1' or seen >= v) then
+if redis.call('HEXISTS', KEYS[1], 'left') == 1 and ARGV[1] ~= '3' and (ARGV[1] ~= '1' or seen >= v) then
   return {0, seen}
 end
 if seen > v and ARGV[1] ~= '2' then
@@ -29,7 +35,7 @@ if seen > v and ARGV[1] ~= '2' then
 end
 
 local known = {}
-for i = holders_end() + 1, #ARGV, 2 do
+for i = waiters_end() + 1, #ARGV, 2 do
   known[ARGV[i]] = true
 end
 local kept, held = {}, 0
@@ -51,7 +57,7 @@ local epoch = tonumber(now[1]) * 1000000 + tonumber(now[2])
 if ARGV[1] == '2' then
   seen = v
 end
-write_figures(KEYS[1], KEYS[2], KEYS[3], KEYS[4], epoch, math.max(seen, v))
+write_figures(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], epoch, math.max(seen, v))
 if #kept > 0 then
   redis.call('HINCRBY', KEYS[1], 'left', -held)
   for _, h in ipairs(kept) do

@@ -8,7 +8,10 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use crate::{
     booking::{Booking, BookingError},
-    domain::{FieldError, parse_close_slots, parse_date, parse_open_slots, parse_put_menu, parse_put_restaurant},
+    domain::{
+        FieldError, parse_close_slots, parse_date, parse_list_waitlist, parse_open_slots, parse_put_menu,
+        parse_put_restaurant,
+    },
     pb::{self, slot_admin_server::SlotAdmin},
 };
 
@@ -32,6 +35,18 @@ impl AdminService {
 
 #[tonic::async_trait]
 impl SlotAdmin for AdminService {
+    async fn list_waitlist(
+        &self,
+        request: Request<pb::ListWaitlistRequest>,
+    ) -> Result<Response<pb::ListWaitlistResponse>, Status> {
+        let query = parse_list_waitlist(request.get_ref()).map_err(BookingError::from)?;
+        let page = self.booking.list_waitlist(&query).await?;
+        Ok(Response::new(pb::ListWaitlistResponse {
+            entries: page.entries.into_iter().map(convert::entry).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
     async fn open_slots(
         &self,
         request: Request<pb::OpenSlotsRequest>,

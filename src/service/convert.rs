@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use crate::{
     pb,
     store::{
-        Reservation,
+        Entry, Reservation,
         events::{Event, EventKind},
     },
 };
@@ -43,12 +43,32 @@ pub fn event(e: &Event) -> pb::ReservationEvent {
         EventKind::Confirmed => pb::ReservationEventType::Confirmed,
         EventKind::Cancelled => pb::ReservationEventType::Cancelled,
         EventKind::Expired => pb::ReservationEventType::Expired,
+        EventKind::WaitlistJoined => pb::ReservationEventType::WaitlistJoined,
+        EventKind::WaitlistOffered => pb::ReservationEventType::WaitlistOffered,
+        EventKind::WaitlistLapsed => pb::ReservationEventType::WaitlistLapsed,
+        EventKind::WaitlistLeft => pb::ReservationEventType::WaitlistLeft,
     };
     pb::ReservationEvent {
         sequence: e.sequence,
         r#type: kind as i32,
-        reservation: Some(reservation(e.reservation.clone())),
+        reservation: e.reservation.clone().map(reservation),
         occurred_at: Some(timestamp(e.occurred_at)),
         caller: e.caller.clone(),
+        waitlist_entry: e.entry.clone().map(entry),
+    }
+}
+
+pub fn entry(e: Entry) -> pb::WaitlistEntry {
+    pb::WaitlistEntry {
+        id: e.id.to_string(),
+        slot: Some(e.slot.to_proto()),
+        user_id: e.user_id,
+        party_size: e.party_size,
+        state: e.state.to_proto() as i32,
+        position: e.position,
+        parties_ahead: e.parties_ahead,
+        offer_reservation_id: e.offer_reservation_id.map(|r| r.to_string()).unwrap_or_default(),
+        offer_deadline: e.offer_deadline.map(timestamp),
+        created_at: Some(timestamp(e.created_at)),
     }
 }

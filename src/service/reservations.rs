@@ -9,8 +9,8 @@ use crate::{
     auth::Caller,
     booking::{Booking, BookingError, Watched},
     domain::{
-        FieldError, Limits, NewReservation, ReservationId, SlotKey, parse_cancel, parse_code, parse_list_availability,
-        parse_list_reservations, parse_watch,
+        FieldError, Join, Limits, NewReservation, ReservationId, SlotKey, parse_cancel, parse_code, parse_entry_id,
+        parse_list_availability, parse_list_reservations, parse_watch,
     },
     overload::{Deadline, UserGuard},
     pb::{self, reservations_server::Reservations},
@@ -185,5 +185,33 @@ impl Reservations for ReservationsService {
                 })
                 .collect(),
         }))
+    }
+
+    async fn join_waitlist(
+        &self,
+        request: Request<pb::JoinWaitlistRequest>,
+    ) -> Result<Response<pb::WaitlistEntry>, Status> {
+        let mut join = Join::parse(request.get_ref(), self.limits).map_err(BookingError::from)?;
+        join.caller = caller_of(&request);
+        self.guard.check(&join.user_id).map_err(|retry_after| BookingError::UserThrottled { retry_after })?;
+        still_wanted(&request)?;
+        Ok(Response::new(convert::entry(self.booking.join_waitlist(join).await?)))
+    }
+
+    async fn get_waitlist_entry(
+        &self,
+        request: Request<pb::GetWaitlistEntryRequest>,
+    ) -> Result<Response<pb::WaitlistEntry>, Status> {
+        let id = parse_entry_id(&request.get_ref().id).map_err(BookingError::from)?;
+        Ok(Response::new(convert::entry(self.booking.get_entry(id).await?)))
+    }
+
+    async fn leave_waitlist(
+        &self,
+        request: Request<pb::LeaveWaitlistRequest>,
+    ) -> Result<Response<pb::WaitlistEntry>, Status> {
+        let id = parse_entry_id(&request.get_ref().id).map_err(BookingError::from)?;
+        still_wanted(&request)?;
+        Ok(Response::new(convert::entry(self.booking.leave_waitlist(id, caller_of(&request)).await?)))
     }
 }

@@ -248,7 +248,7 @@ async fn try_insert(
         let taken: Option<Taken> = prepared(
             "WITH taken AS (
                  UPDATE slots SET reserved = reserved + $2, version = version + 1, updated_at = now()
-                 WHERE id = $1 AND reserved + $2 <= capacity
+                 WHERE id = $1 AND reserved + set_aside + $2 <= capacity
                  RETURNING restaurant_id, version
              ), created AS (
                  INSERT INTO event_inbox (type, reservation_id, restaurant_id, user_id, status, caller)

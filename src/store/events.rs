@@ -16,43 +16,82 @@ use diesel::{
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::{StoreError, prepared::prepared, reservations};
-use crate::domain::{CancelReason, EventFilter, ReservationStatus};
+use super::{
+    StoreError,
+    prepared::prepared,
+    reservations,
+    waitlist::{self, Entry},
+};
+use crate::domain::{CancelReason, EventFilter, ReservationStatus, WaitlistState};
 
 /// Transaction advisory lock of the sequencer: one numbering pass at a time
 /// across the deployment.
 const SEQUENCER_LOCK: i64 = super::MIGRATION_LOCK + 2;
 
-/// What happened to a reservation.
+/// What happened to a reservation or a waitlist entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
     Created,
     Confirmed,
     Cancelled,
     Expired,
+    WaitlistJoined,
+    WaitlistOffered,
+    WaitlistLapsed,
+    WaitlistLeft,
 }
 
 impl EventKind {
+    const ALL: [Self; 8] = [
+        Self::Created,
+        Self::Confirmed,
+        Self::Cancelled,
+        Self::Expired,
+        Self::WaitlistJoined,
+        Self::WaitlistOffered,
+        Self::WaitlistLapsed,
+        Self::WaitlistLeft,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Created => "CREATED",
             Self::Confirmed => "CONFIRMED",
             Self::Cancelled => "CANCELLED",
             Self::Expired => "EXPIRED",
+            Self::WaitlistJoined => "WAITLIST_JOINED",
+            Self::WaitlistOffered => "WAITLIST_OFFERED",
+            Self::WaitlistLapsed => "WAITLIST_LAPSED",
+            Self::WaitlistLeft => "WAITLIST_LEFT",
         }
     }
 
     fn from_db(s: &str) -> Option<Self> {
-        [Self::Created, Self::Confirmed, Self::Cancelled, Self::Expired].into_iter().find(|k| k.as_str() == s)
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The status an offer's reservation has after a waitlist event.
+    fn offer_status(self) -> Option<ReservationStatus> {
+        match self {
+            Self::WaitlistOffered => Some(ReservationStatus::PendingDeposit),
+            Self::WaitlistLapsed => Some(ReservationStatus::Expired),
+            Self::WaitlistLeft => Some(ReservationStatus::Cancelled),
+            _ => None,
+        }
     }
 }
 
-/// One numbered event: the change, and the reservation as it left it.
+/// One numbered event: the change, and the reservation and waitlist entry
+/// it concerns as it left them (a waitlist event names a reservation only
+/// when an offer is involved; a reservation event names no entry).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub sequence: u64,
     pub kind: EventKind,
-    pub reservation: reservations::Reservation,
+    pub restaurant_id: i64,
+    pub user_id: String,
+    pub reservation: Option<reservations::Reservation>,
+    pub entry: Option<Entry>,
     pub occurred_at: DateTime<Utc>,
     pub caller: String,
 }
@@ -123,9 +162,10 @@ pub async fn number_events(conn: &mut AsyncPgConnection, batch: i64) -> Result<(
                  ), numbered AS (
                    INSERT INTO reservation_events
                      (sequence, type, reservation_id, restaurant_id, user_id, status, cancel_reason, occurred_at,
-                      caller)
+                      caller, waitlist_entry_id)
                    SELECT l.last_sequence + row_number() OVER (ORDER BY n.id), n.type, n.reservation_id,
-                          n.restaurant_id, n.user_id, n.status, n.cancel_reason, n.occurred_at, n.caller
+                          n.restaurant_id, n.user_id, n.status, n.cancel_reason, n.occurred_at, n.caller,
+                          n.waitlist_entry_id
                    FROM next n, event_log l
                    RETURNING sequence
                  )
@@ -151,6 +191,12 @@ struct EventRow {
     type_: Option<String>,
     #[diesel(sql_type = Nullable<SqlUuid>)]
     reservation_id: Option<Uuid>,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    waitlist_entry_id: Option<Uuid>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    restaurant_id: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    user_id: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
     status: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
@@ -181,8 +227,8 @@ fn page_statement(filter: &EventFilter) -> String {
         (true, true) => "AND user_id = $3 AND restaurant_id = $2",
     };
     format!(
-        "SELECT l.pruned_through, e.sequence, e.type AS type_, e.reservation_id, e.status, e.cancel_reason,
-                e.occurred_at, e.caller
+        "SELECT l.pruned_through, e.sequence, e.type AS type_, e.reservation_id, e.waitlist_entry_id,
+                e.restaurant_id, e.user_id, e.status, e.cancel_reason, e.occurred_at, e.caller
          FROM event_log l
          LEFT JOIN LATERAL (
            SELECT * FROM reservation_events
@@ -216,26 +262,52 @@ pub async fn events_after(
     }
     let ids: Vec<Uuid> = rows.iter().filter_map(|r| r.reservation_id).collect();
     let found = reservations::find_many(conn, &ids).await?;
+    let entry_ids: Vec<Uuid> = rows.iter().filter_map(|r| r.waitlist_entry_id).collect();
+    let entries = if entry_ids.is_empty() { Default::default() } else { waitlist::find_many(conn, &entry_ids).await? };
     let events = rows
         .into_iter()
         .map(|row| {
             let sequence = row.sequence.unwrap_or_default();
             let corrupt = |what: &str, v: &str| StoreError::Corrupt(format!("event {sequence}: {what} {v:?}"));
-            let (Some(kind), Some(id), Some(status), Some(occurred_at), Some(caller)) =
-                (row.type_, row.reservation_id, row.status, row.occurred_at, row.caller)
+            let (Some(kind), Some(restaurant_id), Some(user_id), Some(status), Some(occurred_at), Some(caller)) =
+                (row.type_, row.restaurant_id, row.user_id, row.status, row.occurred_at, row.caller)
             else {
                 return Err(corrupt("row", "incomplete"));
             };
-            let mut reservation = found.get(&id).cloned().ok_or_else(|| corrupt("reservation", &id.to_string()))?;
-            reservation.status = ReservationStatus::from_db(&status).ok_or_else(|| corrupt("status", &status))?;
-            reservation.cancel_reason = match &row.cancel_reason {
+            let kind = EventKind::from_db(&kind).ok_or_else(|| corrupt("type", &kind))?;
+            let entry = match row.waitlist_entry_id {
                 None => None,
-                Some(r) => Some(CancelReason::from_db(r).ok_or_else(|| corrupt("cancel reason", r))?),
+                Some(id) => {
+                    let mut entry = entries.get(&id).cloned().ok_or_else(|| corrupt("entry", &id.to_string()))?;
+                    entry.state = WaitlistState::from_db(&status).ok_or_else(|| corrupt("state", &status))?;
+                    entry.parties_ahead = 0;
+                    Some(entry)
+                }
+            };
+            let reservation = match row.reservation_id {
+                None => None,
+                Some(id) => {
+                    let mut r = found.get(&id).cloned().ok_or_else(|| corrupt("reservation", &id.to_string()))?;
+                    r.status = match (entry.is_some(), kind.offer_status()) {
+                        (true, Some(status)) => status,
+                        _ => ReservationStatus::from_db(&status).ok_or_else(|| corrupt("status", &status))?,
+                    };
+                    if entry.is_none() {
+                        r.cancel_reason = match &row.cancel_reason {
+                            None => None,
+                            Some(c) => Some(CancelReason::from_db(c).ok_or_else(|| corrupt("cancel reason", c))?),
+                        };
+                    }
+                    Some(r)
+                }
             };
             Ok(Event {
                 sequence: sequence as u64,
-                kind: EventKind::from_db(&kind).ok_or_else(|| corrupt("type", &kind))?,
+                kind,
+                restaurant_id,
+                user_id,
                 reservation,
+                entry,
                 occurred_at,
                 caller,
             })

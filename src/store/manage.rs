@@ -10,19 +10,24 @@ use diesel::{
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::{ACTIVE, Reservation, StoreError, prepared::prepared, reservations::find_reservation, slots::SlotKeyRow};
-use crate::{
-    clock::Offset,
-    domain::{CancelReason, ReservationId, ReservationStatus, SlotKey},
+use super::{
+    ACTIVE, Reservation, StoreError,
+    prepared::prepared,
+    reservations::find_reservation,
+    slots::SlotKeyRow,
+    waitlist::{FREED_COLUMNS, FreedIn, OfferTerms, offers_ended_with, settle_freed},
 };
+use crate::domain::{CancelReason, ReservationId, ReservationStatus, SlotKey};
 
 #[derive(Debug)]
 pub enum Cancelled {
     /// This call cancelled it and freed its seats in the database; the slot
-    /// is at `version` after it.
+    /// is at `version` after it. `waitlist`: the slot's waitlist had a say
+    /// in the seats (see [`Freed`]).
     Now {
         reservation: Reservation,
         version: i64,
+        waitlist: bool,
     },
     /// It was cancelled before; nothing changed.
     Already(Reservation),
@@ -42,6 +47,7 @@ pub enum Confirmed {
     ExpiredNow {
         reservation: Reservation,
         version: i64,
+        waitlist: bool,
     },
     /// Cancelled or expired before: nothing to confirm.
     NotPending(Reservation),
@@ -57,6 +63,18 @@ pub struct Lapsed {
     pub party_size: i32,
     /// The slot's version after the sweep freed these seats.
     pub version: i64,
+    /// The slot's waitlist had a say in the seats (see [`Freed`]).
+    pub waitlist: bool,
+}
+
+/// Seats a change freed in the database, as the gate's counter is to learn
+/// them: given back (`waitlist` false), or, when the slot's waitlist had a
+/// say in them (offers made, seats set aside), by loading the counter
+/// afresh at `version` or later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freed {
+    pub version: i64,
+    pub waitlist: bool,
 }
 
 /// The caller events name for expiry by the deposit deadline.
@@ -70,7 +88,8 @@ pub const SWEEPER: &str = "slotgate";
 const EVENT_OF_MOVED: &str = "INSERT INTO event_inbox
        (type, reservation_id, restaurant_id, user_id, status, cancel_reason, caller)
      SELECT m.status, m.id, s.restaurant_id, m.user_id, m.status, m.cancel_reason, $3
-     FROM moved m JOIN slots s ON s.id = m.slot_id";
+     FROM moved m JOIN slots s ON s.id = m.slot_id
+     RETURNING id";
 
 /// A reservation a statement moved to another status, and the seats it held.
 #[derive(QueryableByName)]
@@ -85,12 +104,14 @@ struct Moved {
 
 /// Cancels an active reservation and frees its seats in the database, in one
 /// transaction; only the call that moves it out of an active status frees
-/// them.
+/// them. A cancelled waitlist offer ends its entry (LEFT); the seats go on
+/// to the waitlist (see [`settle_freed`]).
 pub async fn cancel_reservation(
     conn: &mut AsyncPgConnection,
     id: ReservationId,
     reason: CancelReason,
     caller: &str,
+    terms: OfferTerms,
 ) -> Result<Cancelled, StoreError> {
     let changed = conn
         .transaction(async |conn| {
@@ -99,8 +120,9 @@ pub async fn cancel_reservation(
                      UPDATE reservations SET status = 'CANCELLED', cancel_reason = $2, updated_at = now()
                      WHERE id = $1 AND status IN {ACTIVE}
                      RETURNING id, status, cancel_reason, slot_id, user_id, party_size
-                 ), event AS ({EVENT_OF_MOVED})
-                 SELECT status, slot_id, party_size FROM moved"
+                 ), event AS ({EVENT_OF_MOVED}), {}
+                 SELECT status, slot_id, party_size FROM moved",
+                offers_ended_with("moved", "$3")
             ))
             .bind::<SqlUuid, _>(id.0)
             .bind::<Text, _>(reason.as_str())
@@ -109,45 +131,50 @@ pub async fn cancel_reservation(
             .await
             .optional()?;
             match &freed {
-                Some(f) => Ok::<_, diesel::result::Error>(Some(free_seats(conn, f.slot_id, f.party_size).await?)),
+                Some(f) => {
+                    Ok::<_, diesel::result::Error>(Some(free_seats(conn, f.slot_id, f.party_size, terms).await?))
+                }
                 None => Ok(None),
             }
         })
         .await?;
     Ok(match (find_reservation(conn, id).await?, changed) {
         (None, _) => Cancelled::Missing,
-        (Some(reservation), Some(version)) => Cancelled::Now { reservation, version },
+        (Some(reservation), Some(f)) => Cancelled::Now { reservation, version: f.version, waitlist: f.waitlist },
         (Some(r), None) if r.status == ReservationStatus::Cancelled => Cancelled::Already(r),
         (Some(r), None) => Cancelled::NotActive(r),
     })
 }
 
 /// Frees a reservation's seats in the database (its slot's `reserved` goes
-/// down), inside the transaction that ended the reservation. Returns the
-/// slot's version after it.
-async fn free_seats(conn: &mut AsyncPgConnection, slot_id: i64, seats: i32) -> Result<i64, diesel::result::Error> {
-    #[derive(QueryableByName)]
-    struct Version {
-        #[diesel(sql_type = BigInt)]
-        version: i64,
-    }
-    let row: Version = prepared(
+/// down), inside the transaction that ended the reservation, and offers
+/// them to the slot's waitlist if it has a say in them.
+async fn free_seats(
+    conn: &mut AsyncPgConnection,
+    slot_id: i64,
+    seats: i32,
+    terms: OfferTerms,
+) -> Result<Freed, diesel::result::Error> {
+    let row: FreedIn = prepared(format!(
         "UPDATE slots SET reserved = reserved - $2, version = version + 1, updated_at = now()
-         WHERE id = $1 RETURNING version",
-    )
+         WHERE id = $1 RETURNING {FREED_COLUMNS}"
+    ))
     .bind::<BigInt, _>(slot_id)
     .bind::<Integer, _>(seats)
     .get_result(conn)
     .await?;
-    Ok(row.version)
+    let (version, waitlist) = settle_freed(conn, row, seats, terms).await?;
+    Ok(Freed { version, waitlist })
 }
 
 /// Confirms a pending reservation, or expires it if its deadline has passed
-/// (by the database's clock, shifted by `offset`), in one transaction (its seats are freed with the expiry).
+/// (by the database's clock, shifted by `terms.offset`), in one transaction
+/// (its seats are freed with the expiry). A confirmed waitlist offer is
+/// ACCEPTED; an expired one LAPSED.
 pub async fn confirm_reservation(
     conn: &mut AsyncPgConnection,
     id: ReservationId,
-    offset: Offset,
+    terms: OfferTerms,
     caller: &str,
 ) -> Result<Confirmed, StoreError> {
     let moved = conn
@@ -161,39 +188,50 @@ pub async fn confirm_reservation(
                          updated_at = now()
                      WHERE id = $1 AND status = 'PENDING_DEPOSIT'
                      RETURNING id, status, cancel_reason, slot_id, user_id, party_size
-                 ), event AS ({EVENT_OF_MOVED})
-                 SELECT status, slot_id, party_size FROM moved"
+                 ), event AS ({EVENT_OF_MOVED}), {}
+                 SELECT status, slot_id, party_size FROM moved",
+                offers_ended_with("moved", "$3")
             ))
             .bind::<SqlUuid, _>(id.0)
-            .bind::<BigInt, _>(offset.micros())
+            .bind::<BigInt, _>(terms.offset.micros())
             .bind::<Text, _>(caller)
             .get_result(conn)
             .await
             .optional()?;
             let Some(m) = moved else { return Ok::<_, diesel::result::Error>(None) };
-            let freed =
-                if m.status == "EXPIRED" { Some(free_seats(conn, m.slot_id, m.party_size).await?) } else { None };
+            let freed = if m.status == "EXPIRED" {
+                Some(free_seats(conn, m.slot_id, m.party_size, terms).await?)
+            } else {
+                None
+            };
             Ok(Some(freed))
         })
         .await?;
     Ok(match (find_reservation(conn, id).await?, moved) {
         (None, _) => Confirmed::Missing,
         (Some(r), Some(None)) => Confirmed::Now(r),
-        (Some(reservation), Some(Some(version))) => Confirmed::ExpiredNow { reservation, version },
+        (Some(reservation), Some(Some(f))) => {
+            Confirmed::ExpiredNow { reservation, version: f.version, waitlist: f.waitlist }
+        }
         (Some(r), None) if r.status == ReservationStatus::Confirmed => Confirmed::Already(r),
         (Some(r), None) => Confirmed::NotPending(r),
     })
 }
 
 /// Expires up to `limit` unpaid reservations whose deadline has passed (by
-/// the database's clock, shifted by `offset`; see [`crate::clock`]) and
-/// frees their seats, in one transaction. `SKIP LOCKED` lets several
+/// the database's clock, shifted by `terms.offset`; see [`crate::clock`])
+/// and frees their seats, in one transaction; expired waitlist offers are
+/// LAPSED and the seats go on to the waitlist. `SKIP LOCKED` lets several
 /// replicas sweep at once without waiting on, or double-counting, each
 /// other's rows.
 ///
 /// Slot rows are locked in id order before they are updated, the order
 /// `OpenSlots` locks them in, so the two never deadlock.
-pub async fn expire_due(conn: &mut AsyncPgConnection, offset: Offset, limit: i64) -> Result<Vec<Lapsed>, StoreError> {
+pub async fn expire_due(
+    conn: &mut AsyncPgConnection,
+    terms: OfferTerms,
+    limit: i64,
+) -> Result<Vec<Lapsed>, StoreError> {
     #[derive(QueryableByName)]
     struct Due {
         #[diesel(sql_type = SqlUuid)]
@@ -211,10 +249,10 @@ pub async fn expire_due(conn: &mut AsyncPgConnection, offset: Offset, limit: i64
         party_size: i32,
         #[diesel(embed)]
         slot: SlotKeyRow,
-        #[diesel(sql_type = BigInt)]
-        version: i64,
+        #[diesel(embed)]
+        freed: FreedIn,
     }
-    let rows: Vec<Row> = conn
+    let lapsed: Vec<(Row, bool)> = conn
         .transaction(async |conn| {
             let due: Vec<Due> = prepared(
                 "SELECT id, slot_id FROM reservations
@@ -223,7 +261,7 @@ pub async fn expire_due(conn: &mut AsyncPgConnection, offset: Offset, limit: i64
                  LIMIT $2
                  FOR UPDATE SKIP LOCKED",
             )
-            .bind::<BigInt, _>(offset.micros())
+            .bind::<BigInt, _>(terms.offset.micros())
             .bind::<BigInt, _>(limit)
             .load(conn)
             .await?;
@@ -240,39 +278,65 @@ pub async fn expire_due(conn: &mut AsyncPgConnection, offset: Offset, limit: i64
                 .bind::<Array<BigInt>, _>(&slot_ids)
                 .execute(conn)
                 .await?;
-            prepared(
+            let rows: Vec<Row> = prepared(format!(
                 "WITH lapsed AS (
                      UPDATE reservations r SET status = 'EXPIRED', updated_at = now()
                      WHERE r.id = ANY($1)
-                     RETURNING r.id, r.slot_id, r.user_id, r.party_size
+                     RETURNING r.id, r.status, r.slot_id, r.user_id, r.party_size
                  ), event AS (
                      INSERT INTO event_inbox (type, reservation_id, restaurant_id, user_id, status, caller)
                      SELECT 'EXPIRED', l.id, s.restaurant_id, l.user_id, 'EXPIRED', $2
                      FROM lapsed l JOIN slots s ON s.id = l.slot_id
-                 ), freed AS (
+                     RETURNING id
+                 ), {}, freed AS (
                      UPDATE slots s
                      SET reserved = s.reserved - f.seats, version = s.version + 1, updated_at = now()
                      FROM (SELECT slot_id, sum(party_size)::int AS seats FROM lapsed GROUP BY slot_id) f
                      WHERE s.id = f.slot_id
-                     RETURNING s.id, s.version
+                     RETURNING s.id, s.version, s.waiting, s.set_aside
                  )
-                 SELECT l.id, l.user_id, l.party_size, s.restaurant_id, s.slot_date, s.slot_time, f.version
+                 SELECT l.id, l.user_id, l.party_size, s.restaurant_id, s.slot_date, s.slot_time,
+                        f.id AS slot_id, f.version, f.waiting, f.set_aside
                  FROM lapsed l JOIN slots s ON s.id = l.slot_id JOIN freed f ON f.id = l.slot_id",
-            )
+                offers_ended_with("lapsed", "$2")
+            ))
             .bind::<Array<SqlUuid>, _>(&ids)
             .bind::<Text, _>(SWEEPER)
             .load(conn)
-            .await
+            .await?;
+            // Each slot whose waitlist has a say gets the seats it freed
+            // offered on, once, in slot id order (the order they are locked
+            // in).
+            let mut seats: std::collections::BTreeMap<i64, (FreedIn, i32)> = Default::default();
+            for r in rows.iter().filter(|r| r.freed.concerns_waitlist()) {
+                seats.entry(r.freed.slot_id).or_insert((r.freed, 0)).1 += r.party_size;
+            }
+            let mut versions = std::collections::HashMap::new();
+            for (slot_id, (freed, n)) in seats {
+                versions.insert(slot_id, settle_freed(conn, freed, n, terms).await?.0);
+            }
+            Ok::<_, diesel::result::Error>(
+                rows.into_iter()
+                    .map(|mut r| {
+                        let offered = versions.get(&r.freed.slot_id).copied();
+                        if let Some(v) = offered {
+                            r.freed.version = v;
+                        }
+                        (r, offered.is_some())
+                    })
+                    .collect(),
+            )
         })
         .await?;
-    Ok(rows
+    Ok(lapsed
         .into_iter()
-        .map(|r| Lapsed {
+        .map(|(r, waitlist)| Lapsed {
             id: ReservationId(r.id),
             slot: r.slot.key(),
             user_id: r.user_id,
             party_size: r.party_size,
-            version: r.version,
+            version: r.freed.version,
+            waitlist,
         })
         .collect())
 }

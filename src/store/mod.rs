@@ -13,6 +13,8 @@
 //!   transaction).
 //! - [`slots`]: opening slots, the figures a counter is loaded from;
 //!   [`closing`] and [`zones`]: closing them, restaurants' time zones.
+//! - [`waitlist`]: waitlist entries and the offers made to them (in the
+//!   transactions that free seats).
 //! - [`events`]: the reservation events' outbox, numbered after commit.
 //! - [`menus`]: menus and the prices pre-orders are charged.
 //! - [`strategies`]: the database-only strategies slotgate is compared with.
@@ -27,6 +29,7 @@ mod prepared;
 pub mod reservations;
 pub mod slots;
 pub mod strategies;
+pub mod waitlist;
 pub mod zones;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -48,17 +51,18 @@ use self::prepared::prepared;
 pub use self::{
     closing::CloseOutcome,
     create::{Inserted, Timing},
-    manage::{Cancelled, Confirmed, Lapsed},
+    manage::{Cancelled, Confirmed, Freed, Lapsed},
     reservations::{Committed, Reservation, ReservedItem},
     slots::{DaySlot, OpenOutcome, Opened, Reshaped},
     strategies::SeatLock,
+    waitlist::{Entry, Joined, Left, OfferTerms},
     zones::ZoneOutcome,
 };
 use crate::{
     clock::Offset,
     domain::{
-        CancelReason, EventFilter, ListQuery, MenuUpload, NewReservation, ReservationId, SlotCapacity, SlotFigures,
-        SlotKey,
+        CancelReason, EntryId, EventFilter, Join, ListQuery, MenuUpload, NewReservation, ReservationId, SlotCapacity,
+        SlotFigures, SlotKey, WaitlistQuery,
     },
     metrics::Metrics,
     pools::{CheckoutError, PoolSettings, PoolState, Pooled, WaitRecording},
@@ -261,10 +265,10 @@ impl Store {
     pub async fn confirm_reservation(
         &self,
         id: ReservationId,
-        offset: Offset,
+        terms: OfferTerms,
         caller: &str,
     ) -> Result<Confirmed, StoreError> {
-        manage::confirm_reservation(&mut *self.conn().await?, id, offset, caller).await
+        manage::confirm_reservation(&mut *self.conn().await?, id, terms, caller).await
     }
 
     pub async fn cancel_reservation(
@@ -272,12 +276,13 @@ impl Store {
         id: ReservationId,
         reason: CancelReason,
         caller: &str,
+        terms: OfferTerms,
     ) -> Result<Cancelled, StoreError> {
-        manage::cancel_reservation(&mut *self.conn().await?, id, reason, caller).await
+        manage::cancel_reservation(&mut *self.conn().await?, id, reason, caller, terms).await
     }
 
-    pub async fn expire_due(&self, offset: Offset, limit: i64) -> Result<Vec<Lapsed>, StoreError> {
-        manage::expire_due(&mut *self.conn().await?, offset, limit).await
+    pub async fn expire_due(&self, terms: OfferTerms, limit: i64) -> Result<Vec<Lapsed>, StoreError> {
+        manage::expire_due(&mut *self.conn().await?, terms, limit).await
     }
 
     pub async fn find_reservation(&self, id: ReservationId) -> Result<Option<Reservation>, StoreError> {
@@ -304,8 +309,33 @@ impl Store {
         slots::slot_keys_from(&mut *self.conn().await?, from).await
     }
 
-    pub async fn open_slots(&self, slots: &[SlotCapacity], offset: Offset) -> Result<OpenOutcome, StoreError> {
-        slots::open_slots(&mut *self.conn().await?, slots, offset).await
+    pub async fn open_slots(&self, slots: &[SlotCapacity], terms: OfferTerms) -> Result<OpenOutcome, StoreError> {
+        slots::open_slots(&mut *self.conn().await?, slots, terms).await
+    }
+
+    /// Persists a join the gate admitted; see [`waitlist::insert_entry`].
+    pub async fn insert_entry(
+        &self,
+        join: &Join,
+        position: i32,
+        default_limit: i32,
+        offset: Offset,
+    ) -> Result<Joined, StoreError> {
+        let mut conn = self.conn().await?;
+        Metrics::bump(&self.metrics.store_transactions);
+        waitlist::insert_entry(&mut conn, join, position, default_limit, offset).await
+    }
+
+    pub async fn find_entry(&self, id: EntryId) -> Result<Option<Entry>, StoreError> {
+        waitlist::find_entry(&mut *self.conn().await?, id).await
+    }
+
+    pub async fn leave_entry(&self, id: EntryId, caller: &str) -> Result<Left, StoreError> {
+        waitlist::leave_entry(&mut *self.conn().await?, id, caller).await
+    }
+
+    pub async fn list_entries(&self, query: &WaitlistQuery) -> Result<Vec<Entry>, StoreError> {
+        waitlist::list_entries(&mut *self.conn().await?, query).await
     }
 
     pub async fn close_slots(&self, slots: &[SlotKey], now: DateTime<Utc>) -> Result<CloseOutcome, StoreError> {

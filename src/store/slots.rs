@@ -20,10 +20,13 @@ use diesel::{
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::{ACTIVE, MIGRATION_LOCK, StoreError, prepared::prepared};
-use crate::{
-    clock::Offset,
-    domain::{Holder, KnownRequest, ReservationId, SlotCapacity, SlotFigures, SlotKey, Window},
+use super::{
+    ACTIVE, MIGRATION_LOCK, StoreError,
+    prepared::prepared,
+    waitlist::{FreedIn, OfferTerms, offer_freed},
+};
+use crate::domain::{
+    EntryId, Holder, KnownRequest, ReservationId, SlotCapacity, SlotFigures, SlotKey, Waitlisted, Window,
 };
 
 /// A slot's start, as SQL over `slots s` joined with `restaurants z`.
@@ -38,6 +41,8 @@ pub(super) const OPEN_SLOTS_LOCK: i64 = MIGRATION_LOCK + 1;
 pub struct Opened {
     pub slot: SlotKey,
     pub capacity: i32,
+    /// Seats not public after this call: reserved (offers to the waitlist
+    /// included), and set aside for it.
     pub reserved: i32,
     /// The capacity before this call; `None` for a slot it created.
     pub previous_capacity: Option<i32>,
@@ -47,6 +52,10 @@ pub struct Opened {
     pub window: Window,
     /// Whether this call changed the slot (capacity or window).
     pub changed: bool,
+    /// Its waitlist had a say (offers made or seats set aside by a raise,
+    /// set-aside seats cut by a cut, its limit changed): the gate's counter
+    /// is loaded afresh rather than resized.
+    pub waitlist: bool,
 }
 
 #[derive(Debug)]
@@ -81,6 +90,7 @@ pub struct Reshaped {
 pub struct DaySlot {
     pub slot: SlotKey,
     pub capacity: i32,
+    /// Seats not public: reserved, and set aside for the waitlist.
     pub reserved: i32,
     pub window: Window,
 }
@@ -164,17 +174,32 @@ struct FigureRow {
     fingerprint: Option<i64>,
     #[diesel(sql_type = Nullable<diesel::sql_types::Bool>)]
     active: Option<bool>,
+    /// Set for a waitlist entry (whether it is WAITING), not for a
+    /// reservation.
+    #[diesel(sql_type = Nullable<diesel::sql_types::Bool>)]
+    waiting: Option<bool>,
+    #[diesel(sql_type = Integer)]
+    set_aside: i32,
+    #[diesel(sql_type = Nullable<Integer>)]
+    waitlist_limit: Option<i32>,
+    #[diesel(sql_type = Integer)]
+    last_position: i32,
 }
 
-/// Capacity, seats reserved, and the reservations of slots (active ones
-/// name their holders), read in one statement: one snapshot, so `reserved`
-/// and the holders agree.
+/// Capacity, seats reserved, the reservations of slots (active ones name
+/// their holders) and their waitlists, read in one statement: one
+/// snapshot, so `reserved`, the holders and the entries agree.
 fn figures_query(filter: &str) -> String {
     format!(
-        "SELECT {}, r.user_id, r.id, r.fingerprint, r.status IN {ACTIVE} AS active
+        "SELECT {}, s.set_aside, s.waitlist_limit, s.last_position, r.user_id, r.id, r.fingerprint, r.active, r.waiting
          FROM slots s
          JOIN restaurants z ON z.id = s.restaurant_id
-         LEFT JOIN reservations r ON r.slot_id = s.id
+         LEFT JOIN (
+             SELECT slot_id, user_id, id, fingerprint, status IN {ACTIVE} AS active, NULL::boolean AS waiting
+             FROM reservations
+             UNION ALL
+             SELECT slot_id, user_id, id, fingerprint, false, state = 'WAITING' FROM waitlist_entries
+         ) r ON r.slot_id = s.id
          WHERE {filter}
          ORDER BY s.id",
         slot_columns()
@@ -191,17 +216,34 @@ fn group_figures(rows: Vec<FigureRow>) -> Vec<(SlotKey, SlotFigures)> {
                 reserved: row.slot.reserved,
                 version: row.slot.version,
                 window: row.slot.window.window(),
+                waitlist: Waitlisted {
+                    limit: row.waitlist_limit,
+                    set_aside: row.set_aside,
+                    last_position: row.last_position,
+                    ..Default::default()
+                },
                 ..Default::default()
             };
             out.push((key, figures));
         }
-        if let (Some(user), Some(id), Some(fp), Some(active), Some((_, figures))) =
+        let (Some(user), Some(id), Some(fp), Some(active), Some((_, figures))) =
             (row.user_id, row.id, row.fingerprint, row.active, out.last_mut())
-        {
-            let id = ReservationId(id);
-            figures.requests.push(KnownRequest { id, fingerprint: fp });
-            if active {
-                figures.holders.push(Holder { user, id });
+        else {
+            continue;
+        };
+        match row.waiting {
+            Some(waiting) => {
+                figures.waitlist.joins.push((EntryId(id), fp));
+                if waiting {
+                    figures.waitlist.waiting.push((user, EntryId(id)));
+                }
+            }
+            None => {
+                let id = ReservationId(id);
+                figures.requests.push(KnownRequest { id, fingerprint: fp });
+                if active {
+                    figures.holders.push(Holder { user, id });
+                }
             }
         }
     }
@@ -265,7 +307,7 @@ const UNBOUNDED: &str = "SET LOCAL statement_timeout = 0";
 pub async fn open_slots(
     conn: &mut AsyncPgConnection,
     slots: &[SlotCapacity],
-    offset: Offset,
+    terms: OfferTerms,
 ) -> Result<OpenOutcome, StoreError> {
     #[derive(QueryableByName)]
     struct Existing {
@@ -273,7 +315,16 @@ pub async fn open_slots(
         id: i64,
         #[diesel(embed)]
         slot: SlotRow,
+        #[diesel(sql_type = Integer)]
+        waiting: i32,
+        #[diesel(sql_type = Integer)]
+        set_aside: i32,
+        #[diesel(sql_type = Nullable<Integer>)]
+        waitlist_limit: Option<i32>,
+        #[diesel(sql_type = Nullable<Integer>)]
+        offer_window_secs: Option<i32>,
     }
+    let offset = terms.offset;
     #[derive(QueryableByName)]
     struct Start {
         #[diesel(sql_type = Timestamptz)]
@@ -313,7 +364,7 @@ pub async fn open_slots(
             // capacities below are committed, so `reserved` cannot move under
             // the check.
             let existing: Vec<Existing> = prepared(format!(
-                "SELECT s.id, {}
+                "SELECT s.id, {}, s.waiting, s.set_aside, s.waitlist_limit, s.offer_window_secs
                  FROM slots s
                  JOIN restaurants z ON z.id = s.restaurant_id
                  JOIN unnest($1::bigint[], $2::date[], $3::time[]) AS v(r, d, t)
@@ -328,32 +379,48 @@ pub async fn open_slots(
             .load(conn)
             .await?;
             let existing: HashMap<SlotKey, Existing> = existing.into_iter().map(|e| (e.slot.key(), e)).collect();
+            let ids_by_slot: HashMap<SlotKey, i64> = existing.iter().map(|(k, e)| (*k, e.id)).collect();
 
             let mut opened = Vec::with_capacity(slots.len());
             let mut changed = Vec::new();
             let mut fresh = Vec::new();
+            let mut raises = Vec::new();
             for (s, start) in slots.iter().zip(&starts) {
                 let window = Window { opens_at: s.opens_at, closes_at: s.closes_at, starts_at: Some(start.starts_at) };
                 match existing.get(&s.slot) {
                     Some(Existing { slot: e, .. }) if s.capacity < e.reserved => {
                         return Ok(OpenOutcome::BelowReserved { slot: s.slot, reserved: e.reserved });
                     }
-                    Some(Existing { id, slot: e }) => {
+                    Some(x @ Existing { id, slot: e, .. }) => {
+                        let waitlist_differs =
+                            x.waitlist_limit != s.waitlist_limit || x.offer_window_secs != s.offer_window_secs;
                         let differs = e.capacity != s.capacity
                             || e.window.opens_at != s.opens_at
-                            || e.window.closes_at != s.closes_at;
+                            || e.window.closes_at != s.closes_at
+                            || waitlist_differs;
                         if differs {
                             changed.push((*id, s));
                         }
+                        // Seats a raise adds come back like freed ones;
+                        // set-aside seats a cut leaves no room for go.
+                        let raised = s.capacity - e.capacity;
+                        let concerns_waitlist = x.waiting > 0 || x.set_aside > 0;
+                        if raised > 0 && concerns_waitlist {
+                            raises.push((*id, raised, x.waiting, x.set_aside.min(s.capacity - e.reserved)));
+                        }
+                        let cut_aside = x.set_aside > s.capacity - e.reserved;
                         opened.push(Opened {
                             slot: s.slot,
                             capacity: s.capacity,
-                            reserved: e.reserved,
+                            reserved: e.reserved + x.set_aside.min(s.capacity - e.reserved),
                             previous_capacity: Some(e.capacity),
                             // The UPDATE below moves it by one.
                             version: e.version + i64::from(differs),
                             window,
                             changed: differs,
+                            waitlist: (raised > 0 && concerns_waitlist)
+                                || cut_aside
+                                || x.waitlist_limit != s.waitlist_limit,
                         });
                     }
                     None => {
@@ -366,6 +433,7 @@ pub async fn open_slots(
                             version: 1,
                             window,
                             changed: true,
+                            waitlist: false,
                         });
                     }
                 }
@@ -373,25 +441,43 @@ pub async fn open_slots(
             if !changed.is_empty() {
                 prepared(
                     "UPDATE slots s SET capacity = v.cap, opens_at = v.opens, closes_at = v.closes,
+                            waitlist_limit = v.wl, offer_window_secs = v.ow,
+                            set_aside = LEAST(s.set_aside, v.cap - s.reserved),
                             version = s.version + 1, updated_at = now()
-                     FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::timestamptz[])
-                          AS v(id, cap, opens, closes)
+                     FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::timestamptz[], $5::int[], $6::int[])
+                          AS v(id, cap, opens, closes, wl, ow)
                      WHERE s.id = v.id",
                 )
                 .bind::<Array<BigInt>, _>(changed.iter().map(|(id, _)| *id).collect::<Vec<_>>())
                 .bind::<Array<Integer>, _>(changed.iter().map(|(_, s)| s.capacity).collect::<Vec<_>>())
                 .bind::<Array<Nullable<Timestamptz>>, _>(changed.iter().map(|(_, s)| s.opens_at).collect::<Vec<_>>())
                 .bind::<Array<Nullable<Timestamptz>>, _>(changed.iter().map(|(_, s)| s.closes_at).collect::<Vec<_>>())
+                .bind::<Array<Nullable<Integer>>, _>(changed.iter().map(|(_, s)| s.waitlist_limit).collect::<Vec<_>>())
+                .bind::<Array<Nullable<Integer>>, _>(
+                    changed.iter().map(|(_, s)| s.offer_window_secs).collect::<Vec<_>>(),
+                )
                 .execute(conn)
                 .await?;
+            }
+            // Seats a raise added go to the waitlist first, slot by slot in
+            // id order (the order the rows were locked in).
+            raises.sort_unstable_by_key(|r| r.0);
+            for (slot_id, raised, waiting, set_aside) in raises {
+                let freed = FreedIn { slot_id, version: 0, waiting, set_aside };
+                let (version, not_public) = offer_freed(conn, freed, raised, terms).await?;
+                if let Some(o) = opened.iter_mut().find(|o| ids_by_slot.get(&o.slot) == Some(&slot_id)) {
+                    o.version = version;
+                    o.reserved = not_public;
+                }
             }
             if !fresh.is_empty() {
                 // The advisory lock above rules out a concurrent insert of the
                 // same slot, so a plain INSERT cannot conflict.
                 prepared(
-                    "INSERT INTO slots (restaurant_id, slot_date, slot_time, capacity, opens_at, closes_at)
+                    "INSERT INTO slots (restaurant_id, slot_date, slot_time, capacity, opens_at, closes_at,
+                                        waitlist_limit, offer_window_secs)
                      SELECT * FROM unnest($1::bigint[], $2::date[], $3::time[], $4::int[],
-                                          $5::timestamptz[], $6::timestamptz[])",
+                                          $5::timestamptz[], $6::timestamptz[], $7::int[], $8::int[])",
                 )
                 .bind::<Array<BigInt>, _>(fresh.iter().map(|s| s.slot.restaurant_id).collect::<Vec<_>>())
                 .bind::<Array<Date>, _>(fresh.iter().map(|s| s.slot.date).collect::<Vec<_>>())
@@ -399,6 +485,8 @@ pub async fn open_slots(
                 .bind::<Array<Integer>, _>(fresh.iter().map(|s| s.capacity).collect::<Vec<_>>())
                 .bind::<Array<Nullable<Timestamptz>>, _>(fresh.iter().map(|s| s.opens_at).collect::<Vec<_>>())
                 .bind::<Array<Nullable<Timestamptz>>, _>(fresh.iter().map(|s| s.closes_at).collect::<Vec<_>>())
+                .bind::<Array<Nullable<Integer>>, _>(fresh.iter().map(|s| s.waitlist_limit).collect::<Vec<_>>())
+                .bind::<Array<Nullable<Integer>>, _>(fresh.iter().map(|s| s.offer_window_secs).collect::<Vec<_>>())
                 .execute(conn)
                 .await?;
             }
@@ -414,8 +502,15 @@ pub async fn day_slots(
     restaurant_id: i64,
     date: NaiveDate,
 ) -> Result<Vec<DaySlot>, StoreError> {
-    let rows: Vec<SlotRow> = prepared(format!(
-        "SELECT {} FROM slots s JOIN restaurants z ON z.id = s.restaurant_id
+    #[derive(QueryableByName)]
+    struct DayRow {
+        #[diesel(embed)]
+        slot: SlotRow,
+        #[diesel(sql_type = Integer)]
+        set_aside: i32,
+    }
+    let rows: Vec<DayRow> = prepared(format!(
+        "SELECT {}, s.set_aside FROM slots s JOIN restaurants z ON z.id = s.restaurant_id
          WHERE s.restaurant_id = $1 AND s.slot_date = $2
          ORDER BY s.slot_time",
         slot_columns()
@@ -426,6 +521,11 @@ pub async fn day_slots(
     .await?;
     Ok(rows
         .iter()
-        .map(|r| DaySlot { slot: r.key(), capacity: r.capacity, reserved: r.reserved, window: r.window.window() })
+        .map(|r| DaySlot {
+            slot: r.slot.key(),
+            capacity: r.slot.capacity,
+            reserved: r.slot.reserved + r.set_aside,
+            window: r.slot.window.window(),
+        })
         .collect())
 }

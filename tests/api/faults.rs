@@ -440,6 +440,7 @@ async fn a_lost_acquire_that_runs_after_its_undo_takes_nothing() {
                 cluster: false,
             },
             lease: Duration::from_secs(30),
+            waitlist_limit: 200,
         },
         Metrics::default().redis_pool_wait,
     )

@@ -29,4 +29,5 @@ mod shutdown;
 mod strategies;
 mod telemetry;
 mod validation;
+mod waitlist;
 mod windows;

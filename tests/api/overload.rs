@@ -158,6 +158,8 @@ async fn a_call_past_the_server_timeout_ends_deadline_exceeded() {
         capacity: 40,
         opens_at: None,
         closes_at: None,
+        waitlist_limit: None,
+        offer_window_secs: None,
     };
     app.booking.open_slots(vec![capacity]).await.unwrap();
     let stalled = redis.stall(Duration::from_millis(600)).await;

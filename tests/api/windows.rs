@@ -51,6 +51,7 @@ async fn open_window(
             capacity,
             opens_at: opens_at.map(timestamp),
             closes_at: closes_at.map(timestamp),
+            ..Default::default()
         }],
     };
     app.admin.clone().open_slots(request).await.map(tonic::Response::into_inner)
@@ -386,7 +387,7 @@ async fn a_window_that_closes_before_it_opens_or_a_bad_timestamp_is_refused() {
             slot: Some(slot.clone()),
             capacity: 40,
             opens_at: Some(prost_types::Timestamp { seconds: 0, nanos: -1 }),
-            closes_at: None,
+            ..Default::default()
         }],
     };
     let refused = app.admin.clone().open_slots(bad).await.unwrap_err();

@@ -1,0 +1,84 @@
+-- join: decide one waitlist join, atomically.
+--
+-- KEYS[1] seats  (as acquire; its `wlimit` is the waitlist's limit, `wseq`
+--                the highest position handed out)
+-- KEYS[2] users  (as acquire)
+-- KEYS[3] ids    (as acquire: entry ids live here too, beside reservation
+--                ids; the two are derived apart, so they never meet)
+-- KEYS[4] waiters hash user_id -> entry id, for every entry in line
+-- ARGV[1] entry id   ARGV[2] user id   ARGV[3] party size
+-- ARGV[4] fingerprint   ARGV[5] when the slot's keys expire (Unix seconds)
+--
+-- Returns {code, detail}:
+--   {0, position}  JOINED: in line at `position`, entries recorded
+--   {1, ''}        COLD: no counter for this slot; load it and ask again
+--   {2, left}      SEATS_AVAILABLE: the party fits now; nothing recorded
+--   {3, id}        HOLDING: the user holds reservation `id` in this slot
+--   {4, ''}        REPLAY: this request id joined before, same payload
+--   {5, ''}        REUSED: this request id was used with another payload
+--   {6, limit}     FULL: `limit` entries are in line already
+--   {7..9}         NOT_OPEN, CLOSED, STARTED: as acquire
+--   {10, id}       WAITING: the user is in line already, as entry `id`
+--   {11, ''}       OFF: the slot has no waitlist (its limit is 0)
+-- A refusal writes nothing (but for dropping a counter found untrustworthy).
+local id, user, party = ARGV[1], ARGV[2], tonumber(ARGV[3])
+
+local known = redis.call('HGET', KEYS[3], id)
+if known then
+  return known == ARGV[4] and {4, ''} or {5, ''}
+end
+
+local left = redis.call('HGET', KEYS[1], 'left')
+if not left then
+  return {1, ''}
+end
+left = tonumber(left)
+
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local window = redis.call('HMGET', KEYS[1], 'opens', 'closes', 'starts', 'wlimit', 'wseq')
+local opens, closes, starts = tonumber(window[1]), tonumber(window[2]), tonumber(window[3])
+if starts and now_ms >= starts then
+  return {9, window[3]}
+elseif closes and now_ms >= closes then
+  return {8, window[2]}
+elseif opens and now_ms < opens then
+  return {7, window[1] .. ' ' .. string.format('%d', tonumber(now[1]) * 1000000 + tonumber(now[2]))}
+end
+
+-- A lost users, ids or waiters key (its sentinel is gone), or a counter
+-- loaded by a slotgate without waitlists (no limit recorded): reload.
+local limit = tonumber(window[4])
+if not limit or redis.call('HEXISTS', KEYS[2], '') == 0 or redis.call('HEXISTS', KEYS[3], '') == 0
+    or redis.call('HEXISTS', KEYS[4], '') == 0 then
+  redis.call('HDEL', KEYS[1], 'left')
+  return {1, ''}
+end
+
+local holder = redis.call('HGET', KEYS[2], user)
+if holder then
+  return {3, holder}
+end
+local waiting = redis.call('HGET', KEYS[4], user)
+if waiting then
+  return {10, waiting}
+end
+if limit == 0 then
+  return {11, ''}
+end
+if left >= party then
+  return {2, tostring(left)}
+end
+if redis.call('HLEN', KEYS[4]) - 1 >= limit then
+  return {6, tostring(limit)}
+end
+
+local position = (tonumber(window[5]) or 0) + 1
+redis.call('HSET', KEYS[1], 'wseq', position)
+redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+redis.call('HSET', KEYS[4], user, id)
+redis.call('HSET', KEYS[3], id, ARGV[4])
+for i = 3, 4 do
+  redis.call('EXPIREAT', KEYS[i], ARGV[5])
+end
+return {0, tostring(position)}

@@ -1,0 +1,120 @@
+//! The gate's side of the waitlist: deciding a join in one script call.
+//! Offers are the database's to make (in the transaction that frees the
+//! seats); the counter learns of them by being loaded afresh.
+
+use chrono::DateTime;
+use tracing::{Instrument, field::Empty, info_span};
+
+use super::{Gate, GateError};
+use crate::domain::{EntryId, Join, ReservationId};
+
+/// The gate's decision on one join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinDecision {
+    /// In line at `position`; the database is to persist it.
+    Joined {
+        position: i32,
+    },
+    /// No counter for the slot: load it and ask again.
+    Cold,
+    /// The party fits now: `left` seats are public.
+    SeatsAvailable {
+        left: i64,
+    },
+    /// The user holds this reservation in the slot.
+    Holding(ReservationId),
+    /// The user is in line already, as this entry.
+    Waiting(EntryId),
+    /// This request id joined before with the same payload.
+    Replay,
+    /// This request id was used with another payload.
+    Reused,
+    Full {
+        limit: i32,
+    },
+    /// The slot has no waitlist.
+    Off,
+    NotOpen {
+        opens_at: DateTime<chrono::Utc>,
+        wait: std::time::Duration,
+    },
+    Closed {
+        closes_at: DateTime<chrono::Utc>,
+    },
+    Started,
+}
+
+impl JoinDecision {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Joined { .. } => "JOINED",
+            Self::Cold => "COLD",
+            Self::SeatsAvailable { .. } => "SEATS_AVAILABLE",
+            Self::Holding(_) | Self::Waiting(_) => "DUPLICATE",
+            Self::Replay => "REPLAY",
+            Self::Reused => "REUSED",
+            Self::Full { .. } => "WAITLIST_FULL",
+            Self::Off => "WAITLIST_OFF",
+            Self::NotOpen { .. } => "SLOT_NOT_OPEN",
+            Self::Closed { .. } => "SLOT_CLOSED",
+            Self::Started => "SLOT_STARTED",
+        }
+    }
+}
+
+impl Gate {
+    /// Decides one join: see `join.lua`.
+    pub async fn join(&self, join: &Join) -> Result<JoinDecision, GateError> {
+        let span = info_span!("gate.join", slot = %join.slot, party_size = join.party_size, outcome = Empty);
+        let decision = async {
+            let k = self.keys(&join.slot);
+            let mut invocation = self.scripts.join.key(&k.seats);
+            invocation.key(&k.users).key(&k.ids).key(&k.waiters);
+            invocation
+                .arg(join.entry_id().to_string())
+                .arg(&join.user_id)
+                .arg(join.party_size)
+                .arg(join.fingerprint())
+                .arg(k.expire_at);
+            let (code, detail): (i64, String) = self.invoke(&invocation).await?;
+            let bad = || GateError::Protocol(format!("join: bad detail {detail:?}"));
+            let number = || detail.parse::<i64>().map_err(|_| bad());
+            let instant = |ms: i64| DateTime::from_timestamp_millis(ms).ok_or_else(bad);
+            Ok(match code {
+                0 => JoinDecision::Joined { position: i32::try_from(number()?).map_err(|_| bad())? },
+                1 => JoinDecision::Cold,
+                2 => JoinDecision::SeatsAvailable { left: number()? },
+                3 => JoinDecision::Holding(detail.parse().map_err(|_| bad())?),
+                4 => JoinDecision::Replay,
+                5 => JoinDecision::Reused,
+                6 => JoinDecision::Full { limit: i32::try_from(number()?).map_err(|_| bad())? },
+                7 => {
+                    let (opens, now) = detail.split_once(' ').ok_or_else(bad)?;
+                    let (opens, now): (i64, i64) = (opens.parse().map_err(|_| bad())?, now.parse().map_err(|_| bad())?);
+                    let wait =
+                        std::time::Duration::from_micros(opens.saturating_mul(1_000).saturating_sub(now).max(0) as u64);
+                    JoinDecision::NotOpen { opens_at: instant(opens)?, wait }
+                }
+                8 => JoinDecision::Closed { closes_at: instant(number()?)? },
+                9 => JoinDecision::Started,
+                10 => JoinDecision::Waiting(detail.parse().map_err(|_| bad())?),
+                11 => JoinDecision::Off,
+                _ => return Err(GateError::Protocol(format!("join: unknown code {code}"))),
+            })
+        }
+        .instrument(span.clone())
+        .await;
+        span.record("outcome", decision.as_ref().map_or("ERROR", JoinDecision::name));
+        decision
+    }
+
+    /// Undoes a join the database did not persist: see `unjoin.lua`.
+    pub async fn unjoin(&self, join: &Join) -> Result<bool, GateError> {
+        let k = self.keys(&join.slot);
+        let mut invocation = self.scripts.unjoin.key(&k.seats);
+        invocation.key(&k.ids).key(&k.waiters);
+        invocation.arg(join.entry_id().to_string()).arg(&join.user_id);
+        let removed: i64 = self.invoke(&invocation).await?;
+        Ok(removed == 1)
+    }
+}

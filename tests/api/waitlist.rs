@@ -1,0 +1,323 @@
+//! The waitlist: refused parties queue in order, and seats that come back
+//! are offered to them before anyone else sees them.
+
+use std::time::Duration;
+
+use diesel::{QueryableByName, sql_query, sql_types::BigInt};
+use diesel_async::RunQueryDsl;
+use slotgate::pb;
+use tonic::{Code, Status};
+
+use crate::helpers::{TestApp, by_hand, reason_of, reserve, slot_at, spawn_app_with};
+
+pub const OFFER_WINDOW: Duration = Duration::from_secs(600);
+
+/// An app with its background passes off, and a per-user guard loose
+/// enough for a user's several calls in a row.
+async fn spawn() -> TestApp {
+    spawn_app_with(|c| {
+        by_hand(c);
+        c.user_burst = 1_000;
+    })
+    .await
+}
+
+pub async fn open_with(app: &TestApp, slot: &pb::SlotRef, capacity: i32, waitlist_limit: Option<i32>) {
+    let request = pb::OpenSlotsRequest {
+        slots: vec![pb::SlotCapacity { slot: Some(slot.clone()), capacity, waitlist_limit, ..Default::default() }],
+    };
+    app.admin.clone().open_slots(request).await.expect("open slots");
+}
+
+pub fn join_request(request_id: &str, user: &str, slot: &pb::SlotRef, party_size: i32) -> pb::JoinWaitlistRequest {
+    pb::JoinWaitlistRequest {
+        request_id: request_id.into(),
+        user_id: user.into(),
+        slot: Some(slot.clone()),
+        party_size,
+    }
+}
+
+pub async fn join(
+    app: &TestApp,
+    request_id: &str,
+    user: &str,
+    slot: &pb::SlotRef,
+    party_size: i32,
+) -> Result<pb::WaitlistEntry, Status> {
+    app.reservations
+        .clone()
+        .join_waitlist(join_request(request_id, user, slot, party_size))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+pub async fn entry(app: &TestApp, id: &str) -> pb::WaitlistEntry {
+    app.reservations
+        .clone()
+        .get_waitlist_entry(pb::GetWaitlistEntryRequest { id: id.into() })
+        .await
+        .expect("get entry")
+        .into_inner()
+}
+
+pub async fn leave(app: &TestApp, id: &str) -> Result<pb::WaitlistEntry, Status> {
+    app.reservations
+        .clone()
+        .leave_waitlist(pb::LeaveWaitlistRequest { id: id.into() })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+pub async fn confirm(app: &TestApp, id: &str) -> Result<pb::Reservation, Status> {
+    app.reservations
+        .clone()
+        .confirm_reservation(pb::ConfirmReservationRequest { id: id.into() })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+pub async fn reservation(app: &TestApp, id: &str) -> pb::Reservation {
+    app.reservations
+        .clone()
+        .get_reservation(pb::GetReservationRequest { key: Some(pb::get_reservation_request::Key::Id(id.into())) })
+        .await
+        .expect("get reservation")
+        .into_inner()
+}
+
+/// The events written so far (numbered or not), oldest first, as
+/// "TYPE user".
+pub async fn events_written(app: &TestApp) -> Vec<String> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        line: String,
+    }
+    let rows: Vec<Row> = sql_query(
+        "SELECT line FROM (
+             SELECT sequence AS n, type || ' ' || user_id AS line FROM reservation_events
+             UNION ALL
+             SELECT (SELECT last_sequence FROM event_log) + id, type || ' ' || user_id FROM event_inbox
+         ) e ORDER BY n",
+    )
+    .load(&mut app.database().await)
+    .await
+    .unwrap();
+    rows.into_iter().map(|r| r.line).collect()
+}
+
+/// Seats not public in the database: (reserved, set aside); the first
+/// includes the offers' reservations.
+pub async fn db_waitlist_seats(app: &TestApp, slot: &pb::SlotRef) -> (i64, i64) {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = BigInt)]
+        reserved: i64,
+        #[diesel(sql_type = BigInt)]
+        set_aside: i64,
+    }
+    let row: Row = sql_query(
+        "SELECT reserved::bigint AS reserved, set_aside::bigint AS set_aside FROM slots
+         WHERE restaurant_id = $1 AND slot_date = $2::date AND slot_time = $3::time",
+    )
+    .bind::<BigInt, _>(slot.restaurant_id)
+    .bind::<diesel::sql_types::Text, _>(&slot.date)
+    .bind::<diesel::sql_types::Text, _>(&slot.time)
+    .get_result(&mut app.database().await)
+    .await
+    .unwrap();
+    (row.reserved, row.set_aside)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_parties_queue_in_order_and_freed_seats_are_offered_before_they_go_public() {
+    let app = spawn().await;
+    let slot = slot_at("19:00");
+    open_with(&app, &slot, 4, None).await;
+    let alice = app.create(reserve("r-alice", "alice", &slot, 4)).await.unwrap();
+
+    // Nobody queues for seats that are free.
+    let other = slot_at("19:30");
+    open_with(&app, &other, 4, None).await;
+    let refused = join(&app, "j-free", "bob", &other, 2).await.unwrap_err();
+    assert_eq!(reason_of(&refused), (Code::FailedPrecondition, "SEATS_AVAILABLE".into()));
+
+    let bob = join(&app, "j-bob", "bob", &slot, 2).await.unwrap();
+    assert_eq!((bob.state(), bob.position, bob.parties_ahead), (pb::WaitlistState::Waiting, 1, 0));
+    let carol = join(&app, "j-carol", "carol", &slot, 4).await.unwrap();
+    assert_eq!((carol.position, carol.parties_ahead), (2, 1));
+    let dave = join(&app, "j-dave", "dave", &slot, 1).await.unwrap();
+    assert_eq!((dave.position, dave.parties_ahead), (3, 2));
+
+    // A replay is the same entry; another join of the same user, or of a
+    // user holding seats here, is a duplicate; the same request id with
+    // another payload is refused.
+    assert_eq!(join(&app, "j-bob", "bob", &slot, 2).await.unwrap(), bob);
+    let again = join(&app, "j-bob-2", "bob", &slot, 2).await.unwrap_err();
+    assert_eq!(reason_of(&again), (Code::AlreadyExists, "DUPLICATE".into()));
+    let holding = join(&app, "j-alice", "alice", &slot, 2).await.unwrap_err();
+    assert_eq!(reason_of(&holding), (Code::AlreadyExists, "DUPLICATE".into()));
+    let reused = join(&app, "j-bob", "bob", &slot, 3).await.unwrap_err();
+    assert_eq!(reason_of(&reused), (Code::InvalidArgument, "REQUEST_ID_REUSED".into()));
+
+    // Alice's four seats come back: bob (2) fits, carol (4) does not and
+    // keeps her place, dave (1) fits; one seat goes public.
+    app.cancel(&alice.id, pb::CancelReason::User).await.unwrap();
+    let bob = entry(&app, &bob.id).await;
+    let carol = entry(&app, &carol.id).await;
+    let dave = entry(&app, &dave.id).await;
+    assert_eq!(bob.state(), pb::WaitlistState::Offered);
+    assert_eq!(dave.state(), pb::WaitlistState::Offered);
+    assert_eq!((carol.state(), carol.parties_ahead), (pb::WaitlistState::Waiting, 0));
+    assert_eq!(app.remaining(&slot).await.remaining, 1);
+    assert_eq!(db_waitlist_seats(&app, &slot).await, (3, 0));
+
+    // The offer is a pending reservation for the entry's party, due at the
+    // offer's deadline.
+    let offer = reservation(&app, &bob.offer_reservation_id).await;
+    assert_eq!((offer.user_id.as_str(), offer.party_size), ("bob", 2));
+    assert_eq!(offer.status(), pb::ReservationStatus::PendingDeposit);
+    assert_eq!(offer.deposit_deadline, bob.offer_deadline);
+    let window = offer.deposit_deadline.unwrap().seconds - offer.created_at.unwrap().seconds;
+    assert_eq!(window, OFFER_WINDOW.as_secs() as i64);
+    // The offered user holds it: booking again is a duplicate.
+    let dup = app.create(reserve("r-bob", "bob", &slot, 1)).await.unwrap_err();
+    assert_eq!(reason_of(&dup), (Code::AlreadyExists, "DUPLICATE".into()));
+
+    // Confirming accepts it; leaving while offered gives the seat on.
+    confirm(&app, &offer.id).await.unwrap();
+    assert_eq!(entry(&app, &bob.id).await.state(), pb::WaitlistState::Accepted);
+    let left = leave(&app, &dave.id).await.unwrap();
+    assert_eq!(left.state(), pb::WaitlistState::Left);
+    assert_eq!(leave(&app, &dave.id).await.unwrap(), left, "leaving twice changes nothing");
+    let ended = leave(&app, &bob.id).await.unwrap_err();
+    assert_eq!(reason_of(&ended), (Code::FailedPrecondition, "WAITLIST_ENTRY_ENDED".into()));
+    assert_eq!(reservation(&app, &dave.offer_reservation_id).await.status(), pb::ReservationStatus::Cancelled);
+    // Carol's four still do not fit the two free seats: public.
+    assert_eq!(app.remaining(&slot).await.remaining, 2);
+    assert_eq!(entry(&app, &carol.id).await.state(), pb::WaitlistState::Waiting);
+
+    let events = events_written(&app).await;
+    let waitlist: Vec<&str> = events.iter().map(String::as_str).filter(|e| !e.starts_with("CONFIRMED")).collect();
+    assert_eq!(
+        waitlist,
+        [
+            "CREATED alice",
+            "WAITLIST_JOINED bob",
+            "WAITLIST_JOINED carol",
+            "WAITLIST_JOINED dave",
+            "CANCELLED alice",
+            "CREATED bob",
+            "WAITLIST_OFFERED bob",
+            "CREATED dave",
+            "WAITLIST_OFFERED dave",
+            "CANCELLED dave",
+            "WAITLIST_LEFT dave",
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_offer_lapses_at_its_deadline_and_the_seats_go_to_the_next_entry() {
+    let app = spawn().await;
+    let slot = slot_at("20:00");
+    open_with(&app, &slot, 2, None).await;
+    let alice = app.create(reserve("r-alice", "alice", &slot, 2)).await.unwrap();
+    let bob = join(&app, "j-bob", "bob", &slot, 2).await.unwrap();
+    let carol = join(&app, "j-carol", "carol", &slot, 2).await.unwrap();
+
+    app.cancel(&alice.id, pb::CancelReason::User).await.unwrap();
+    let offered = entry(&app, &bob.id).await;
+    assert_eq!(offered.state(), pb::WaitlistState::Offered);
+    assert_eq!(entry(&app, &carol.id).await.parties_ahead, 0, "bob is no longer waiting ahead of her");
+
+    // The deadline passes unconfirmed: bob's offer lapses, carol's comes.
+    app.clock.advance(OFFER_WINDOW - Duration::from_secs(60));
+    assert_eq!(app.booking.expire_due().await.unwrap(), 0, "not yet");
+    app.clock.advance(Duration::from_secs(120));
+    assert_eq!(app.booking.expire_due().await.unwrap(), 1);
+    assert_eq!(entry(&app, &bob.id).await.state(), pb::WaitlistState::Lapsed);
+    let carol = entry(&app, &carol.id).await;
+    assert_eq!(carol.state(), pb::WaitlistState::Offered);
+    assert_eq!(app.remaining(&slot).await.remaining, 0, "the seats never went public");
+    // A late confirm of bob's offer is refused; carol's is taken.
+    let late = confirm(&app, &offered.offer_reservation_id).await.unwrap_err();
+    assert_eq!(reason_of(&late), (Code::FailedPrecondition, "DEPOSIT_EXPIRED".into()));
+    confirm(&app, &carol.offer_reservation_id).await.unwrap();
+    assert_eq!(entry(&app, &carol.id).await.state(), pb::WaitlistState::Accepted);
+    assert_eq!(app.db_slot(&slot).await, (2, 2, 2));
+    let events = events_written(&app).await;
+    assert!(events.contains(&"WAITLIST_LAPSED bob".to_owned()), "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_party_passed_over_as_often_as_the_rule_allows_gets_the_seats_set_aside() {
+    let app = spawn().await;
+    let slot = slot_at("21:00");
+    open_with(&app, &slot, 6, None).await;
+    let holders: Vec<pb::Reservation> = futures_util::future::join_all(
+        (0..6).map(|i| app.create(reserve(&format!("r-{i}"), &format!("holder-{i}"), &slot, 1))),
+    )
+    .await
+    .into_iter()
+    .map(Result::unwrap)
+    .collect();
+    // A party of 5 first in line, then parties of 1.
+    let big = join(&app, "j-big", "big", &slot, 5).await.unwrap();
+    let small: Vec<pb::WaitlistEntry> = {
+        let mut v = Vec::new();
+        for i in 0..6 {
+            v.push(join(&app, &format!("j-s{i}"), &format!("small-{i}"), &slot, 1).await.unwrap());
+        }
+        v
+    };
+
+    // Each seat that comes back goes to the next small party, passing the
+    // big one over, as often as the rule allows (3 times).
+    for (i, holder) in holders.iter().take(3).enumerate() {
+        app.cancel(&holder.id, pb::CancelReason::User).await.unwrap();
+        assert_eq!(entry(&app, &small[i].id).await.state(), pb::WaitlistState::Offered, "seat {i}");
+    }
+    assert_eq!(entry(&app, &big.id).await.state(), pb::WaitlistState::Waiting);
+    // From now on the seats are set aside for it: not offered to the small
+    // parties behind it, not public.
+    for holder in &holders[3..5] {
+        app.cancel(&holder.id, pb::CancelReason::User).await.unwrap();
+    }
+    assert_eq!(entry(&app, &small[3].id).await.state(), pb::WaitlistState::Waiting);
+    assert_eq!(app.remaining(&slot).await.remaining, 0);
+    assert_eq!(db_waitlist_seats(&app, &slot).await, (4, 2));
+    // Three of the offers lapse or are given up: with the two set aside,
+    // five seats: the big party's.
+    for s in &small[..3] {
+        leave(&app, &s.id).await.unwrap();
+    }
+    let big = entry(&app, &big.id).await;
+    assert_eq!(big.state(), pb::WaitlistState::Offered);
+    assert_eq!(reservation(&app, &big.offer_reservation_id).await.party_size, 5);
+    assert_eq!(db_waitlist_seats(&app, &slot).await, (6, 0));
+    assert_eq!(app.remaining(&slot).await.remaining, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_waitlist_and_a_slot_without_one_refuse_with_their_reasons() {
+    let app = spawn().await;
+    let full = slot_at("18:00");
+    open_with(&app, &full, 2, Some(1)).await;
+    app.create(reserve("r-1", "alice", &full, 2)).await.unwrap();
+    join(&app, "j-1", "bob", &full, 2).await.unwrap();
+    let refused = join(&app, "j-2", "carol", &full, 2).await.unwrap_err();
+    assert_eq!(reason_of(&refused), (Code::FailedPrecondition, "WAITLIST_FULL".into()));
+
+    let off = slot_at("18:30");
+    open_with(&app, &off, 2, Some(0)).await;
+    app.create(reserve("r-2", "alice", &off, 2)).await.unwrap();
+    let refused = join(&app, "j-3", "bob", &off, 2).await.unwrap_err();
+    assert_eq!(reason_of(&refused), (Code::FailedPrecondition, "WAITLIST_OFF".into()));
+
+    let missing = leave(&app, "6f1c2d3e-0000-4000-8000-000000000000").await.unwrap_err();
+    assert_eq!(reason_of(&missing), (Code::NotFound, "WAITLIST_ENTRY_NOT_FOUND".into()));
+    let bad = join(&app, "j-4", "bob", &off, 0).await.unwrap_err();
+    assert_eq!(reason_of(&bad), (Code::InvalidArgument, "INVALID_FIELD".into()));
+}
