@@ -14,7 +14,9 @@ use tracing::warn;
 
 use super::{Booking, BookingError, create::COLD_RETRIES};
 use crate::{
-    domain::{FieldError, MenuUpload, Remaining, ReservationId, SlotCapacity, SlotFigures, SlotKey, ZoneChange},
+    domain::{
+        FieldError, MenuUpload, Remaining, ReservationId, SlotCapacity, SlotFigures, SlotKey, Waitlisted, ZoneChange,
+    },
     gate::{self, Gate, GateError, Overwrite, Probe, Reconciled, Release, Warm},
     store::{CloseOutcome, OpenOutcome, Opened, ZoneOutcome},
 };
@@ -111,6 +113,7 @@ impl Booking {
                             capacity: o.capacity,
                             version: o.version,
                             window: o.window,
+                            waitlist: Waitlisted { limit: o.waitlist_limit, ..Default::default() },
                             ..Default::default()
                         };
                         gate.warm(&o.slot, &figures, Overwrite::Always).await?;

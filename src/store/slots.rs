@@ -52,6 +52,8 @@ pub struct Opened {
     pub window: Window,
     /// Whether this call changed the slot (capacity or window).
     pub changed: bool,
+    /// Its own waitlist limit after this call (`None`: the server's).
+    pub waitlist_limit: Option<i32>,
     /// Its waitlist had a say (offers made or seats set aside by a raise,
     /// set-aside seats cut by a cut, its limit changed): the gate's counter
     /// is loaded afresh rather than resized.
@@ -418,6 +420,7 @@ pub async fn open_slots(
                             version: e.version + i64::from(differs),
                             window,
                             changed: differs,
+                            waitlist_limit: s.waitlist_limit,
                             waitlist: (raised > 0 && concerns_waitlist)
                                 || cut_aside
                                 || x.waitlist_limit != s.waitlist_limit,
@@ -433,6 +436,7 @@ pub async fn open_slots(
                             version: 1,
                             window,
                             changed: true,
+                            waitlist_limit: s.waitlist_limit,
                             waitlist: false,
                         });
                     }

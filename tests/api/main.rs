@@ -30,4 +30,5 @@ mod strategies;
 mod telemetry;
 mod validation;
 mod waitlist;
+mod waitlist_load;
 mod windows;
