@@ -148,7 +148,7 @@ impl Booking {
     pub async fn leave_waitlist(self: &Arc<Self>, id: EntryId, caller: String) -> Result<Entry, BookingError> {
         let this = Arc::clone(self);
         self.run_to_completion(async move {
-            match this.store.leave_entry(id, &caller).await? {
+            match this.store.leave_entry(id, &caller, this.offer_terms()).await? {
                 Left::Now { entry, .. } => {
                     this.refresh_counter(entry.slot).await;
                     Ok(entry)

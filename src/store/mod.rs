@@ -330,8 +330,8 @@ impl Store {
         waitlist::find_entry(&mut *self.conn().await?, id).await
     }
 
-    pub async fn leave_entry(&self, id: EntryId, caller: &str) -> Result<Left, StoreError> {
-        waitlist::leave_entry(&mut *self.conn().await?, id, caller).await
+    pub async fn leave_entry(&self, id: EntryId, caller: &str, terms: OfferTerms) -> Result<Left, StoreError> {
+        waitlist::leave_entry(&mut *self.conn().await?, id, caller, terms).await
     }
 
     pub async fn list_entries(&self, query: &WaitlistQuery) -> Result<Vec<Entry>, StoreError> {

@@ -364,45 +364,55 @@ pub enum Left {
 
 /// Takes a WAITING entry out of line, with its WAITLIST_LEFT event; an
 /// entry holding an offer is answered with its reservation, which the
-/// caller cancels (see [`Left::Offered`]).
-pub async fn leave_entry(conn: &mut AsyncPgConnection, id: EntryId, caller: &str) -> Result<Left, StoreError> {
+/// caller cancels (see [`Left::Offered`]). Seats set aside in the slot (for
+/// this entry, or one ahead) are offered again by the rule without it.
+pub async fn leave_entry(
+    conn: &mut AsyncPgConnection,
+    id: EntryId,
+    caller: &str,
+    terms: OfferTerms,
+) -> Result<Left, StoreError> {
     let Some(entry) = find_entry(conn, id).await? else { return Ok(Left::Missing) };
     match (entry.state, entry.offer_reservation_id) {
         (WaitlistState::Waiting, _) => {}
         (WaitlistState::Offered, Some(reservation)) => return Ok(Left::Offered { entry, reservation }),
         _ => return Ok(Left::Ended(entry)),
     }
-    #[derive(QueryableByName)]
-    struct Version {
-        #[diesel(sql_type = BigInt)]
-        version: i64,
-    }
-    // Slot row first, then the entry: the order offers take them in.
-    let left: Option<Version> = prepared(
-        "WITH slot AS (
-             SELECT s.id FROM slots s JOIN waitlist_entries w ON w.slot_id = s.id
-             WHERE w.id = $1 FOR NO KEY UPDATE OF s
-         ), entry AS (
-             UPDATE waitlist_entries w SET state = 'LEFT', updated_at = now()
-             FROM slot WHERE w.id = $1 AND w.slot_id = slot.id AND w.state = 'WAITING'
-             RETURNING w.id, w.slot_id, w.user_id
-         ), event AS (
-             INSERT INTO event_inbox (type, waitlist_entry_id, restaurant_id, user_id, status, caller)
-             SELECT 'WAITLIST_LEFT', e.id, s.restaurant_id, e.user_id, 'LEFT', $2
-             FROM entry e JOIN slots s ON s.id = e.slot_id
-         )
-         UPDATE slots s SET waiting = waiting - 1, version = version + 1, updated_at = now()
-         FROM entry e WHERE s.id = e.slot_id
-         RETURNING s.version",
-    )
-    .bind::<SqlUuid, _>(id.0)
-    .bind::<Text, _>(caller)
-    .get_result(conn)
-    .await
-    .optional()?;
+    let left = conn
+        .transaction(async |conn| {
+            // Slot row first, then the entry: the order offers take them in.
+            let left: Option<FreedIn> = prepared(
+                "WITH slot AS (
+                     SELECT s.id FROM slots s JOIN waitlist_entries w ON w.slot_id = s.id
+                     WHERE w.id = $1 FOR NO KEY UPDATE OF s
+                 ), entry AS (
+                     UPDATE waitlist_entries w SET state = 'LEFT', updated_at = now()
+                     FROM slot WHERE w.id = $1 AND w.slot_id = slot.id AND w.state = 'WAITING'
+                     RETURNING w.id, w.slot_id, w.user_id
+                 ), event AS (
+                     INSERT INTO event_inbox (type, waitlist_entry_id, restaurant_id, user_id, status, caller)
+                     SELECT 'WAITLIST_LEFT', e.id, s.restaurant_id, e.user_id, 'LEFT', $2
+                     FROM entry e JOIN slots s ON s.id = e.slot_id
+                 )
+                 UPDATE slots s SET waiting = waiting - 1, version = version + 1, updated_at = now()
+                 FROM entry e WHERE s.id = e.slot_id
+                 RETURNING s.id AS slot_id, s.version, s.waiting, s.set_aside",
+            )
+            .bind::<SqlUuid, _>(id.0)
+            .bind::<Text, _>(caller)
+            .get_result(conn)
+            .await
+            .optional()?;
+            match left {
+                Some(freed) if freed.set_aside > 0 => Ok(Some(offer_freed(conn, freed, 0, terms).await?.0)),
+                Some(freed) => Ok::<_, DieselError>(Some(freed.version)),
+                None => Ok(None),
+            }
+        })
+        .await?;
     let entry = find_entry(conn, id).await?.ok_or_else(|| StoreError::Corrupt(format!("entry {id} vanished")))?;
     Ok(match left {
-        Some(Version { version }) => Left::Now { entry, version },
+        Some(version) => Left::Now { entry, version },
         // It moved on meanwhile (an offer came, or it left twice at once).
         None if entry.state == WaitlistState::Offered => match entry.offer_reservation_id {
             Some(reservation) => Left::Offered { entry, reservation },

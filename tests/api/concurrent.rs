@@ -5,14 +5,19 @@
 //! lost, Redis flushed, Redis stalled, the replica process killed with
 //! SIGKILL and started again, every PostgreSQL connection cut.
 //!
+//! The clients also join slots' waitlists, leave them and accept offers,
+//! while cancels, expiries and capacity changes make offers.
+//!
 //! Each client checks its own answers as they come (no `INTERNAL`, a replay
 //! of a booked request is that booking, a reused id is refused). Once the
 //! clients and the faults are done, the run waits exactly one hold lease
 //! plus one reaper and one reconciler interval (and a fixed margin for the
 //! passes' own work) and then audits, without loading any counter: no slot
 //! over capacity, `reserved` equal to the seats of active reservations, no
-//! user with two, every `OK` a row, no hold left, and every warm counter
-//! and its holder entries exactly the database's.
+//! user with two, every `OK` a row, no hold left, every warm counter and
+//! its holder and waiter entries exactly the database's; every offer a
+//! reservation in the status its entry says, no reservation offered
+//! twice, and reserved plus set-aside seats within capacity.
 //!
 //! Seeds are random on every run and printed; `SLOTGATE_MODEL_SEED=<seed>`
 //! replays one's operations and faults (the interleaving is the machine's),
@@ -51,6 +56,12 @@ const FAULTS: usize = 3;
 const USERS: u64 = 10;
 const SLOTS: usize = 3;
 const DEPOSIT_WINDOW_SECS: u32 = 2;
+/// Small, so lines fill.
+const WAITLIST_LIMIT: i32 = 4;
+/// Offers lapse only when a client moves the clock past them, never by
+/// the run's own time: a lapse's next offer would otherwise keep the slot
+/// changing while the run waits to audit.
+const OFFER_WINDOW_SECS: u32 = 60;
 /// Short timeouts, so the shortest lease they allow is short too (see
 /// `Config::check`): 2 x (200 + 200 + 400) ms, and a little more.
 const POOL_TIMEOUT: Duration = Duration::from_millis(200);
@@ -94,7 +105,7 @@ fn faults(rng: &mut Rng) -> Vec<(Duration, Fault)> {
         .map(|_| {
             let at = Duration::from_millis(rng.below(FAULT_WINDOW_MS));
             let fault = match rng.below(5) {
-                0 => Fault::LoseKey { slot: rng.below(SLOTS as u64) as usize, key: rng.below(4) as usize },
+                0 => Fault::LoseKey { slot: rng.below(SLOTS as u64) as usize, key: rng.below(5) as usize },
                 1 => Fault::Flush,
                 2 => Fault::Stall { millis: 100 + rng.below(400) },
                 3 => Fault::KillReplica,
@@ -106,7 +117,7 @@ fn faults(rng: &mut Rng) -> Vec<(Duration, Fault)> {
 }
 
 /// What one run found wrong.
-struct Failure(String);
+pub struct Failure(pub String);
 
 impl std::fmt::Debug for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -130,6 +141,10 @@ struct Seen {
     /// How creates were answered (OK, or the reason), to show a run did
     /// what it says.
     answers: std::collections::BTreeMap<String, usize>,
+    /// Entries joins were answered with.
+    joined: HashSet<String>,
+    /// How joins were answered.
+    joins: std::collections::BTreeMap<String, usize>,
 }
 
 /// The two replicas' addresses, as clients reach them.
@@ -163,11 +178,12 @@ async fn client(
     let mut rng = Rng(seed ^ (n as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
     let slots = slots();
     let mut sent: Vec<pb::CreateReservationRequest> = Vec::new();
+    let mut joined: Vec<String> = Vec::new();
     for op in 0..ops {
         tokio::time::sleep(Duration::from_millis(rng.below(THINK_MS))).await;
         let channel = if rng.below(2) == 0 { replicas.local.clone() } else { replicas.process.clone() };
         let mut reservations = ReservationsClient::new(channel.clone());
-        let roll = if sent.is_empty() { 0 } else { rng.below(100) };
+        let roll = if sent.is_empty() { 0 } else { rng.below(120) };
         match roll {
             0..=44 => {
                 let slot = &slots[rng.below(SLOTS as u64) as usize];
@@ -224,7 +240,61 @@ async fn client(
                     ensure!(is_retryable(&e), "reap failed: {e}");
                 }
             }
-            _ => app.clock.advance(Duration::from_secs(u64::from(DEPOSIT_WINDOW_SECS) + 1)),
+            98 => app.clock.advance(Duration::from_secs(u64::from(DEPOSIT_WINDOW_SECS) + 1)),
+            99 => app.clock.advance(Duration::from_secs(u64::from(OFFER_WINDOW_SECS) + 1)),
+            100..=109 => {
+                let request = pb::JoinWaitlistRequest {
+                    request_id: format!("j{n}-{op}"),
+                    user_id: format!("user-{}", rng.below(USERS)),
+                    slot: Some(slots[rng.below(SLOTS as u64) as usize].clone()),
+                    party_size: 1 + rng.below(5) as i32,
+                };
+                let answer = call(reservations.join_waitlist(request)).await;
+                let mut seen = seen.lock().unwrap();
+                let outcome = match &answer {
+                    Ok(_) => "OK".to_owned(),
+                    Err(status) => format!("{:?}/{}", status.code(), reason_of(status).1),
+                };
+                *seen.joins.entry(outcome).or_default() += 1;
+                match answer {
+                    Ok(entry) => {
+                        seen.joined.insert(entry.id.clone());
+                        joined.push(entry.id);
+                    }
+                    Err(status) => {
+                        let reason = reason_of(&status).1;
+                        let refused = ["SEATS_AVAILABLE", "DUPLICATE", "WAITLIST_FULL"].contains(&reason.as_str());
+                        ensure!(refused || a_fault_may_cause(&status), "join answered {status:?}");
+                    }
+                }
+            }
+            _ if joined.is_empty() => {}
+            110..=114 => {
+                let id = joined[rng.below(joined.len() as u64) as usize].clone();
+                if let Err(status) = call(reservations.leave_waitlist(pb::LeaveWaitlistRequest { id })).await {
+                    let ended = reason_of(&status).1 == "WAITLIST_ENTRY_ENDED";
+                    ensure!(ended || a_fault_may_cause(&status), "leave answered {status:?}");
+                }
+            }
+            _ => {
+                let id = joined[rng.below(joined.len() as u64) as usize].clone();
+                let entry = match call(reservations.get_waitlist_entry(pb::GetWaitlistEntryRequest { id })).await {
+                    Ok(entry) => entry,
+                    Err(status) => {
+                        ensure!(a_fault_may_cause(&status), "get entry answered {status:?}");
+                        continue;
+                    }
+                };
+                if entry.offer_reservation_id.is_empty() {
+                    continue;
+                }
+                let confirm = pb::ConfirmReservationRequest { id: entry.offer_reservation_id };
+                if let Err(status) = call(reservations.confirm_reservation(confirm)).await {
+                    let reason = reason_of(&status).1;
+                    let expected = ["DEPOSIT_EXPIRED", "NOT_CONFIRMABLE"].contains(&reason.as_str());
+                    ensure!(expected || a_fault_may_cause(&status), "accepting an offer answered {status:?}");
+                }
+            }
         }
     }
     Ok(())
@@ -276,7 +346,7 @@ async fn create(
 async fn strike(fault: Fault, app: &TestApp, redis: &PrivateRedis, replica: &AsyncMutex<SlotgateProcess>) {
     match fault {
         Fault::LoseKey { slot, key } => {
-            let key = app.key(&slots()[slot], ["seats", "users", "ids", "holds"][key]);
+            let key = app.key(&slots()[slot], ["seats", "users", "ids", "holds", "waiters"][key]);
             let _ = redis::cmd("DEL").arg(key).query_async::<()>(&mut redis.connection().await).await;
         }
         Fault::Flush => {
@@ -316,6 +386,8 @@ fn process_env(app: &TestApp) -> Vec<(String, String)> {
             ("SLOTGATE_RECONCILE_INTERVAL_MS", millis(RECONCILE_INTERVAL)),
             ("SLOTGATE_EXPIRY_SWEEP_INTERVAL_MS", millis(SWEEP_INTERVAL)),
             ("SLOTGATE_DEPOSIT_WINDOW_SECS", DEPOSIT_WINDOW_SECS.to_string()),
+            ("SLOTGATE_OFFER_WINDOW_SECS", OFFER_WINDOW_SECS.to_string()),
+            ("SLOTGATE_WAITLIST_LIMIT", WAITLIST_LIMIT.to_string()),
             ("SLOTGATE_USER_BURST", "0".to_owned()),
             ("SLOTGATE_MIGRATE_ON_START", "false".to_owned()),
         ]
@@ -338,6 +410,8 @@ async fn run(seed: u64, ops: usize, redis: &PrivateRedis) -> Result<(), Failure>
             c.reconcile_interval = RECONCILE_INTERVAL;
             c.expiry_sweep_interval = SWEEP_INTERVAL;
             c.deposit_window_secs = DEPOSIT_WINDOW_SECS;
+            c.offer_window_secs = OFFER_WINDOW_SECS;
+            c.waitlist_limit = WAITLIST_LIMIT;
             c.user_burst = 0;
         })
         .await,
@@ -372,8 +446,13 @@ async fn run(seed: u64, ops: usize, redis: &PrivateRedis) -> Result<(), Failure>
     // Quiet from here on: the bound starts now.
     tokio::time::sleep(LEASE + REAP_INTERVAL + RECONCILE_INTERVAL + PASS_MARGIN).await;
     let booked: HashSet<String> = seen.lock().unwrap().booked.values().map(|(_, id)| id.clone()).collect();
-    println!("seed {seed}: faults {struck}; creates answered {:?}", seen.lock().unwrap().answers);
-    audit(&app, redis, &booked).await
+    let joined = seen.lock().unwrap().joined.clone();
+    {
+        let seen = seen.lock().unwrap();
+        println!("seed {seed}: faults {struck}; creates answered {:?}; joins {:?}", seen.answers, seen.joins);
+    }
+    audit(&app, redis, &booked).await?;
+    crate::waitlist_audit::audit::<Failure>(&app, redis, &joined).await
 }
 
 async fn audit(app: &TestApp, redis: &PrivateRedis, booked: &HashSet<String>) -> Result<(), Failure> {
@@ -429,11 +508,12 @@ async fn audit(app: &TestApp, redis: &PrivateRedis, booked: &HashSet<String>) ->
             redis::cmd("HGET").arg(app.key(&slot, "seats")).arg("left").query_async(&mut conn).await.unwrap();
         let Some(left) = left else { continue };
         ensure!(
-            left == row.capacity - row.reserved,
-            "{}: counter {left}, database {} - {}, after a lease and a reconcile interval",
+            left == row.capacity - row.reserved - row.set_aside,
+            "{}: counter {left}, database {} - {} - {} set aside, after a lease and a reconcile interval",
             slot.time,
             row.capacity,
-            row.reserved
+            row.reserved,
+            row.set_aside
         );
         let mut users: HashMap<String, String> =
             redis::cmd("HGETALL").arg(app.key(&slot, "users")).query_async(&mut conn).await.unwrap();

@@ -662,6 +662,9 @@ pub struct SlotAudit {
     /// Users holding more than one active reservation in it.
     #[diesel(sql_type = BigInt)]
     pub doubled: i64,
+    /// Seats set aside for its waitlist.
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pub set_aside: i32,
 }
 
 /// Every slot of the database, in time order.
@@ -672,7 +675,8 @@ pub async fn audit_slots(conn: &mut AsyncPgConnection) -> Result<Vec<SlotAudit>,
                  WHERE r.slot_id = s.id AND r.status IN ('PENDING_DEPOSIT', 'CONFIRMED')) AS active,
                 (SELECT count(*) FROM (SELECT r.user_id FROM reservations r
                  WHERE r.slot_id = s.id AND r.status IN ('PENDING_DEPOSIT', 'CONFIRMED')
-                 GROUP BY r.user_id HAVING count(*) > 1) d) AS doubled
+                 GROUP BY r.user_id HAVING count(*) > 1) d) AS doubled,
+                s.set_aside
          FROM slots s ORDER BY s.slot_time",
     )
     .load(conn)

@@ -30,5 +30,6 @@ mod strategies;
 mod telemetry;
 mod validation;
 mod waitlist;
+mod waitlist_audit;
 mod waitlist_load;
 mod windows;

@@ -1,6 +1,8 @@
 //! Model-based test: seeded random sequences of create (deposits and
 //! pre-orders, some naming a missing menu item) / replay / reuse / cancel /
-//! confirm / capacity changes / clock moves / expiry sweeps / Redis flushes
+//! confirm / waitlist joins, leaves and accepted offers (offers made and
+//! lapsing as seats come back) / capacity changes / clock moves / expiry
+//! sweeps / Redis flushes
 //! / one key of a slot lost / warm, reconcile and reaper passes, run
 //! against the real service, with every invariant checked after every step
 //! against a small in-memory model. The check reads each counter as it is
@@ -68,7 +70,7 @@ enum Op {
     Expire,
     Flush,
     /// One of a slot's keys lost (evicted, deleted): 0 seats, 1 users,
-    /// 2 ids, 3 holds.
+    /// 2 ids, 3 holds, 4 waiters.
     LoseKey {
         slot: usize,
         key: usize,
@@ -80,6 +82,19 @@ enum Op {
     Warm,
     Reconcile,
     Reap,
+    Join {
+        user: u64,
+        slot: usize,
+        party: i32,
+    },
+    /// Leaves the entry the `Join` step labelled `of` made.
+    Leave {
+        of: usize,
+    },
+    /// Confirms the offer made to that entry.
+    Accept {
+        of: usize,
+    },
 }
 
 /// A step and its label.
@@ -87,10 +102,11 @@ type Step = (usize, Op);
 
 fn generate(rng: &mut Rng) -> Vec<Step> {
     let mut creates: Vec<usize> = Vec::new();
+    let mut joins: Vec<usize> = Vec::new();
     let slots = CAPACITIES.len() as u64;
     (0..STEPS)
         .map(|label| {
-            let roll = if creates.is_empty() { 0 } else { rng.below(100) };
+            let roll = if creates.is_empty() { 0 } else { rng.below(122) };
             let earlier = |rng: &mut Rng, creates: &[usize]| creates[rng.below(creates.len() as u64) as usize];
             let op = match roll {
                 0..=31 => {
@@ -111,10 +127,17 @@ fn generate(rng: &mut Rng) -> Vec<Step> {
                 63..=70 => Op::Advance { secs: [HOUR, HOUR, 2 * HOUR][rng.below(3) as usize] },
                 71..=76 => Op::Expire,
                 77..=79 => Op::Flush,
-                80..=84 => Op::LoseKey { slot: rng.below(slots) as usize, key: rng.below(4) as usize },
+                80..=84 => Op::LoseKey { slot: rng.below(slots) as usize, key: rng.below(5) as usize },
                 85..=90 => Op::Resize { slot: rng.below(slots) as usize, capacity: 2 + rng.below(14) as i32 },
                 91..=92 => Op::Warm,
                 93..=96 => Op::Reconcile,
+                97..=99 => Op::Reap,
+                100..=111 => {
+                    joins.push(label);
+                    Op::Join { user: rng.below(USERS), slot: rng.below(slots) as usize, party: 1 + rng.below(6) as i32 }
+                }
+                112..=116 if !joins.is_empty() => Op::Leave { of: earlier(rng, &joins) },
+                _ if !joins.is_empty() => Op::Accept { of: earlier(rng, &joins) },
                 _ => Op::Reap,
             };
             (label, op)
@@ -166,8 +189,9 @@ struct Model {
     damaged: [bool; CAPACITIES.len()],
     /// The request each `Create` step sent, by the step's label.
     sent: HashMap<usize, pb::CreateReservationRequest>,
-    /// Reservations by request id.
+    /// Reservations by request id (offers' under theirs).
     booked: HashMap<String, Booked>,
+    lines: waitlist::Lines,
 }
 
 impl Default for Model {
@@ -178,6 +202,7 @@ impl Default for Model {
             damaged: [false; CAPACITIES.len()],
             sent: HashMap::new(),
             booked: HashMap::new(),
+            lines: Default::default(),
         }
     }
 }
@@ -195,7 +220,7 @@ impl Model {
     fn decide(&self, user: u64, slot: usize, party: i32) -> Result<(), (Code, &'static str)> {
         if self.holds(user, slot) {
             Err((Code::AlreadyExists, "DUPLICATE"))
-        } else if self.capacity[slot] - self.seats_taken(slot) < party {
+        } else if self.left(slot) < party {
             Err((Code::FailedPrecondition, "SOLD_OUT"))
         } else {
             Ok(())
@@ -218,6 +243,8 @@ macro_rules! ensure {
         }
     };
 }
+
+mod waitlist;
 
 fn slots() -> [pb::SlotRef; CAPACITIES.len()] {
     [slot_at("18:00"), slot_at("18:30"), slot_at("19:00"), slot_at("19:30")]
@@ -327,6 +354,8 @@ async fn step(app: &TestApp, model: &mut Model, (label, op): Step) -> Result<(),
                     let got = answer.map_err(|e| Failure(format!("cancel of an active reservation: {e:?}")))?;
                     ensure!(!got.already_cancelled, "cancel said already cancelled");
                     booked.status = Status::Cancelled;
+                    let (slot, party) = (booked.slot, booked.party);
+                    model.seats_back(slot, party);
                 }
                 Status::Cancelled => {
                     let got = answer.map_err(|e| Failure(format!("repeated cancel: {e:?}")))?;
@@ -358,11 +387,16 @@ async fn step(app: &TestApp, model: &mut Model, (label, op): Step) -> Result<(),
                 Status::Cancelled => Err((Code::FailedPrecondition, "NOT_CONFIRMABLE".to_owned())),
             };
             ensure!(answer == expected, "confirm: expected {expected:?}, got {answer:?}");
+            let before = booked.status;
             booked.status = match (booked.status, &expected) {
                 (Status::Pending, Ok(_)) => Status::Confirmed,
                 (Status::Pending, Err(_)) => Status::Expired,
                 (status, _) => status,
             };
+            if before == Status::Pending && booked.status == Status::Expired {
+                let (slot, party) = (booked.slot, booked.party);
+                model.seats_back(slot, party);
+            }
         }
         Op::Advance { secs } => {
             model.now += secs;
@@ -371,17 +405,29 @@ async fn step(app: &TestApp, model: &mut Model, (label, op): Step) -> Result<(),
         Op::Expire => {
             let expired = app.booking.expire_due().await.map_err(|e| Failure(format!("sweep: {e}")))?;
             let now = model.now;
-            let due: Vec<_> =
-                model.booked.values_mut().filter(|b| b.status == Status::Pending && b.deadline <= now).collect();
+            let due: Vec<String> = model
+                .booked
+                .iter()
+                .filter(|(_, b)| b.status == Status::Pending && b.deadline <= now)
+                .map(|(k, _)| k.clone())
+                .collect();
             ensure!(expired == due.len(), "sweep expired {expired}, model {}", due.len());
-            for b in due {
+            let mut freed = [0; CAPACITIES.len()];
+            for k in &due {
+                let b = model.booked.get_mut(k).unwrap();
                 b.status = Status::Expired;
+                freed[b.slot] += b.party;
+                model.offer_ended(k, Status::Expired);
+            }
+            // One pass per slot, in slot order, after every lapse.
+            for (slot, seats) in freed.into_iter().enumerate().filter(|(_, n)| *n > 0) {
+                model.seats_back(slot, seats);
             }
         }
         Op::Flush => app.flush_redis().await,
         Op::LoseKey { slot, key } => {
-            model.damaged[slot] |= key == 1 || key == 2;
-            let key = app.key(&slots[slot], ["seats", "users", "ids", "holds"][key]);
+            model.damaged[slot] |= key == 1 || key == 2 || key == 4;
+            let key = app.key(&slots[slot], ["seats", "users", "ids", "holds", "waiters"][key]);
             redis::cmd("DEL").arg(key).query_async::<()>(&mut app.redis().await).await.unwrap();
         }
         Op::Resize { slot, capacity } => {
@@ -394,7 +440,9 @@ async fn step(app: &TestApp, model: &mut Model, (label, op): Step) -> Result<(),
                 ensure!(answer == expected, "capacity below reserved: got {answer:?}");
             } else {
                 ensure!(answer.is_ok(), "capacity change: got {answer:?}");
+                let before = model.capacity[slot];
                 model.capacity[slot] = capacity;
+                model.resized(slot, before);
             }
         }
         Op::Warm => {
@@ -417,6 +465,9 @@ async fn step(app: &TestApp, model: &mut Model, (label, op): Step) -> Result<(),
             let reaped = app.booking.reap().await.map_err(|e| Failure(format!("reap: {e}")))?;
             ensure!(reaped == Default::default(), "reaped {reaped:?} with no request in flight");
         }
+        Op::Join { user, slot, party } => waitlist::join(app, model, label, user, slot, party).await?,
+        Op::Leave { of } => waitlist::leave(app, model, of).await?,
+        Op::Accept { of } => waitlist::accept(app, model, of).await?,
     }
     Ok(())
 }
@@ -433,17 +484,17 @@ async fn check(app: &TestApp, probe: &mut Probe, model: &Model) -> Result<(), Fa
     #[derive(QueryableByName)]
     struct Row {
         #[diesel(sql_type = diesel::sql_types::Text)]
-        id: String,
+        request_id: String,
         #[diesel(sql_type = diesel::sql_types::Text)]
         status: String,
     }
-    let rows: Vec<Row> = sql_query("SELECT id::text AS id, status FROM reservations")
+    let rows: Vec<Row> = sql_query("SELECT request_id, status FROM reservations")
         .load(&mut probe.database)
         .await
         .map_err(|e| Failure(e.to_string()))?;
-    let actual: HashMap<String, String> = rows.into_iter().map(|r| (r.id, r.status)).collect();
+    let actual: HashMap<String, String> = rows.into_iter().map(|r| (r.request_id, r.status)).collect();
     let expected: HashMap<String, String> =
-        model.booked.values().map(|b| (b.id.clone(), b.status.db().to_owned())).collect();
+        model.booked.iter().map(|(k, b)| (k.clone(), b.status.db().to_owned())).collect();
     ensure!(actual == expected, "reservations: database {actual:?}, model {expected:?}");
 
     let figures = audit_slots(&mut probe.database).await.map_err(|e| Failure(e.to_string()))?;
@@ -462,16 +513,18 @@ async fn check(app: &TestApp, probe: &mut Probe, model: &Model) -> Result<(), Fa
             (capacity, taken)
         );
         if let Some(left) = left {
-            ensure!(left == capacity - taken, "slot {i}: counter says {left}, model {}", capacity - taken);
+            ensure!(left == model.left(i), "slot {i}: counter says {left}, model {}", model.left(i));
         }
     }
-    Ok(())
+    waitlist::check(probe, model).await
 }
 
 /// Runs a sequence on a fresh app; the first failure, with the step index.
 async fn run(ops: &[Step]) -> Result<(), (usize, Failure)> {
     let app = spawn_app_with(|c| {
         c.deposit_window_secs = WINDOW_SECS as u32;
+        c.offer_window_secs = WINDOW_SECS as u32;
+        c.waitlist_limit = waitlist::LIMIT as i32;
         // The model knows nothing of the click guard's clock; a sequence
         // may book for one user many times a second.
         c.user_burst = 0;
