@@ -31,5 +31,6 @@ mod telemetry;
 mod validation;
 mod waitlist;
 mod waitlist_audit;
+mod waitlist_faults;
 mod waitlist_load;
 mod windows;
