@@ -281,6 +281,10 @@ pub async fn events_after(
                     let mut entry = entries.get(&id).cloned().ok_or_else(|| corrupt("entry", &id.to_string()))?;
                     entry.state = WaitlistState::from_db(&status).ok_or_else(|| corrupt("state", &status))?;
                     entry.parties_ahead = 0;
+                    // Still waiting then: no offer yet.
+                    if entry.state == WaitlistState::Waiting {
+                        (entry.offer_reservation_id, entry.offer_deadline) = (None, None);
+                    }
                     Some(entry)
                 }
             };
