@@ -34,7 +34,14 @@
 # skip; it runs when it is one of BURSTS), OPENS_IN (2s), EARLY (2000 calls
 # before the opening), OPENING_GATES ("redis": the gates it runs against.
 # The sale window is decided by the Redis gate; the database-only
-# strategies take no notice of it, so early calls would book there).
+# strategies take no notice of it, so early calls would book there),
+# WAITLIST (the scenario fired with a waitlist: every click refused
+# SOLD_OUT joins the slot's waitlist of WAITLIST_LIMIT (20) entries, then
+# every winner cancels at once and the freed seats must all be offered to
+# the line; the definition's headline; off to skip; it runs against the
+# Redis gate, beside the plain runs of the same scenario). The servers'
+# per-user click guard lets each user's clicks and joins through
+# (SLOTGATE_USER_BURST=10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,6 +71,8 @@ OPENING=${OPENING:-$HEADLINE}
 OPENS_IN=${OPENS_IN:-2s}
 EARLY=${EARLY:-2000}
 OPENING_GATES=${OPENING_GATES:-redis}
+WAITLIST=${WAITLIST:-$HEADLINE}
+WAITLIST_LIMIT=${WAITLIST_LIMIT:-20}
 # pgbench ships with the PostgreSQL server package (postgresql-NN).
 pgbench=$(command -v pgbench || printf '%s\n' /usr/lib/postgresql/*/bin/pgbench | sort -V | tail -n 1)
 [ -x "$pgbench" ] || { say "pgbench not found: it ships with the postgresql package"; exit 1; }
@@ -91,7 +100,7 @@ start_server() {
   local gate=$1 log="$work/server-$1.log"
   SLOTGATE_GATE=$gate SLOTGATE_LISTEN=$COMPARE_LISTEN SLOTGATE_REDIS_NAMESPACE="cmp$$-$gate" \
     SLOTGATE_POOL_TIMEOUT_MS=120000 SLOTGATE_REDIS_COMMAND_TIMEOUT_MS=120000 SLOTGATE_REQUEST_TIMEOUT_MS=120000 \
-    "$bin"/slotgate serve >"$log" 2>&1 &
+    SLOTGATE_USER_BURST=10 "$bin"/slotgate serve >"$log" 2>&1 &
   server=$!
   local host=${COMPARE_LISTEN%:*} port=${COMPARE_LISTEN##*:}
   for _ in $(seq 1 50); do
@@ -117,6 +126,12 @@ r = json.load(open(sys.argv[1]))
 p95 = next(e["latency"] for e in r["latencyDistribution"] if e["percentage"] == 95) / 1e6
 print(f"compare: {sys.argv[2]}: {r['count']} calls, p95 {p95:.1f} ms, "
       f"makespan {r['slotgate']['makespan'] / 1e6:.0f} ms, {r['statusCodeDistribution']}")
+w = r["slotgate"].get("waitlist")
+if w:
+    storm = w.get("cancel_storm") or {}
+    print(f"compare: {sys.argv[2]}: {w['joined']} joined the waitlist ({w['entries']} in line); cancel storm: "
+          f"{storm.get('cancels', 0)} cancels in {storm.get('took', 0) / 1e6:.1f} ms, {storm.get('offers', 0)} offers, "
+          f"GetRemaining {storm.get('remaining', 0)}")
 early = (r["slotgate"].get("opening") or {}).get("early")
 if early:
     print(f"compare: {sys.argv[2]}: before the opening {early['count']} calls, {early['not_open']} refused "
@@ -152,6 +167,14 @@ shapes() {
   if [ "$OPENING" != off ] && [[ " $OPENING_GATES " == *" $prefix "* ]] && [[ " $BURSTS " == *" $OPENING "* ]]; then
     for r in $(seq 1 "$REPEATS"); do
       load "$prefix.opening.$OPENING.$r" --scenario "$OPENING" --opens-in "$OPENS_IN" --early "$EARLY" "$@"
+    done
+  fi
+  # The same scenario with a waitlist, interleaved with plain runs of it.
+  if [ "$WAITLIST" != off ] && [ "$prefix" = redis ] && [[ " $BURSTS " == *" $WAITLIST "* ]]; then
+    for r in $(seq 1 "$REPEATS"); do
+      load "$prefix.waitlist.$WAITLIST.$r" --scenario "$WAITLIST" --join-waitlist \
+        --waitlist-limit "$WAITLIST_LIMIT" --cancel-storm "$@"
+      load "$prefix.beside-waitlist.$WAITLIST.$r" --scenario "$WAITLIST" "$@"
     done
   fi
   local before

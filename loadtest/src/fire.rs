@@ -21,6 +21,9 @@ use tonic_types::StatusExt;
 #[derive(Debug, Clone)]
 pub enum Call {
     Create(pb::CreateReservationRequest),
+    /// A create, and when it is refused SOLD_OUT, a join of the slot's
+    /// waitlist; the sample is the join's (OK as `WAITLISTED`).
+    CreateThenJoin(pb::CreateReservationRequest),
     /// `grpc.health.v1.Health/Check`: the trivial reference RPC, what gRPC
     /// alone costs on this machine.
     Health,
@@ -72,8 +75,13 @@ impl Outcome {
     pub fn expected_refusal(&self) -> bool {
         matches!(
             (self.code, self.reason.as_str()),
-            (Code::FailedPrecondition, "SOLD_OUT") | (Code::AlreadyExists, "DUPLICATE")
+            (Code::FailedPrecondition, "SOLD_OUT" | "WAITLIST_FULL") | (Code::AlreadyExists, "DUPLICATE")
         )
+    }
+
+    /// Booked: OK, and not a waitlist join.
+    pub fn booked(&self) -> bool {
+        self.code == Code::Ok && self.reason.is_empty()
     }
 
     /// The slot's sale window has not opened yet: what every call before a
@@ -128,6 +136,23 @@ impl Clients {
                 self.decorate(&mut request);
                 outcome(self.reservations[i].clone().create_reservation(request).await.map(|_| ()))
             }
+            Call::CreateThenJoin(request) => {
+                let mut create = tonic::Request::new(request.clone());
+                self.decorate(&mut create);
+                let mut client = self.reservations[i].clone();
+                let first = outcome(client.create_reservation(create).await.map(|_| ()));
+                if first.reason == "SOLD_OUT" {
+                    let mut join = tonic::Request::new(crate::waitlist::join_for(request));
+                    self.decorate(&mut join);
+                    let mut joined = outcome(client.join_waitlist(join).await.map(|_| ()));
+                    if joined.code == Code::Ok {
+                        joined.reason = crate::waitlist::WAITLISTED.to_owned();
+                    }
+                    joined
+                } else {
+                    first
+                }
+            }
             Call::Health => {
                 let mut request = tonic::Request::new(HealthCheckRequest { service: String::new() });
                 self.decorate(&mut request);
@@ -137,7 +162,8 @@ impl Clients {
         let p = &self.progress;
         p.answered.fetch_add(1, Ordering::Relaxed);
         let bucket = match outcome.code {
-            Code::Ok => &p.ok,
+            Code::Ok if outcome.booked() => &p.ok,
+            Code::Ok => &p.refused,
             _ if outcome.expected_refusal() || outcome.not_open() => &p.refused,
             _ => &p.failed,
         };

@@ -10,6 +10,7 @@
 //! slotgate-load --config loadtest/ghz/duplicate-2000.json # a ghz config file
 //! slotgate-load --scenario duplicate-2000 --call grpc.health.v1.Health/Check   # what gRPC alone costs
 //! slotgate-load --scenario duplicate-2000 --opens-in 2s --early 2000   # a slot's opening, hammered before it
+//! slotgate-load --scenario duplicate-2000 --join-waitlist --waitlist-limit 20 --cancel-storm   # refused callers queue
 //! ```
 
 #[cfg(test)]
@@ -22,6 +23,7 @@ mod opening;
 mod plot;
 mod report;
 mod scenarios;
+mod waitlist;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -144,6 +146,18 @@ struct Args {
     /// refused SLOT_NOT_OPEN with a RetryInfo no longer than the time left.
     #[arg(long, value_name = "N")]
     early: Option<u64>,
+    /// A seed scenario whose clicks refused SOLD_OUT each join the slot's
+    /// waitlist at once; the line must hold one entry per join answered OK.
+    #[arg(long)]
+    join_waitlist: bool,
+    /// The slot's own waitlist limit (default: the server's).
+    #[arg(long, value_name = "N")]
+    waitlist_limit: Option<i32>,
+    /// With --join-waitlist: after the burst every winner cancels at once;
+    /// the freed seats must all be offered to the first in line, none left
+    /// public while entries wait.
+    #[arg(long, requires = "join_waitlist")]
+    cancel_storm: bool,
 }
 
 /// What a run is: which slots to open, which calls to make, how to fire
@@ -159,6 +173,8 @@ struct Plan {
     sold_out: bool,
     /// `--opens-in`: the slot opens later, the calls go at its opening.
     opening: Option<OpeningPlan>,
+    /// `--join-waitlist`: refused clicks join the slot's waitlist.
+    joins: bool,
 }
 
 /// A slot's opening, as planned: when, and the calls before it.
@@ -200,7 +216,7 @@ async fn connect(addr: SocketAddr) -> Result<Channel, String> {
         .map_err(|e| format!("connect to {addr}: {e}"))
 }
 
-fn with_metadata<T>(message: T, metadata: &[(String, String)]) -> tonic::Request<T> {
+pub(crate) fn with_metadata<T>(message: T, metadata: &[(String, String)]) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     for (k, v) in metadata {
         if let (Ok(k), Ok(v)) = (k.parse::<tonic::metadata::MetadataKey<tonic::metadata::Ascii>>(), v.parse()) {
@@ -244,7 +260,12 @@ async fn open_empty_slot(
             date: args.date.clone(),
             time: format!("{:02}:{:02}", at / 60, at % 60),
         };
-        let mut capacity = pb::SlotCapacity { slot: Some(slot.clone()), capacity: args.capacity, ..Default::default() };
+        let mut capacity = pb::SlotCapacity {
+            slot: Some(slot.clone()),
+            capacity: args.capacity,
+            waitlist_limit: args.waitlist_limit,
+            ..Default::default()
+        };
         let opening = opens_in.map(Opening::after);
         if let Some(opening) = &opening {
             let at = capacity.opens_at.insert(Default::default());
@@ -307,10 +328,15 @@ pub(crate) fn create(request_id: String, user_id: String, slot: &pb::SlotRef, pa
 
 /// The seed's scenario into `slot`: call `n` is click `n % clicks` of user
 /// `n / clicks`, each click its own request id.
-fn seed_calls(run: u128, slot: pb::SlotRef, clicks: usize, party: i32) -> Source {
+/// With `joins`, a click refused SOLD_OUT joins the slot's waitlist.
+fn seed_calls(run: u128, slot: pb::SlotRef, clicks: usize, party: i32, joins: bool) -> Source {
     Arc::new(move |n, _| {
         let (user, click) = (n as usize / clicks, n as usize % clicks);
-        Ok(create(format!("load-{run}-u{user}-c{click}"), format!("load-{run}-u{user}"), &slot, party))
+        let call = create(format!("load-{run}-u{user}-c{click}"), format!("load-{run}-u{user}"), &slot, party);
+        Ok(match call {
+            Call::Create(request) if joins => Call::CreateThenJoin(request),
+            call => call,
+        })
     })
 }
 
@@ -383,7 +409,7 @@ async fn plan(
         let slot = opened.as_ref().map(|o| o.slot.clone());
         let source: Source = match slot.clone() {
             None => Arc::new(|_, _| Ok(Call::Health)),
-            Some(slot) => seed_calls(run, slot, clicks, party),
+            Some(slot) => seed_calls(run, slot, clicks, party, args.join_waitlist),
         };
         let opening = match (opening, opened) {
             (Some(options), Some(Opened { slot, opening: Some(opening), before })) => {
@@ -402,6 +428,7 @@ async fn plan(
             all_book: false,
             sold_out: winners * party == args.capacity,
             opening,
+            joins: args.join_waitlist && !health,
         });
     }
     match scenario {
@@ -427,6 +454,7 @@ async fn plan(
                 all_book: !health,
                 sold_out: true,
                 opening: None,
+                joins: false,
             })
         }
         "soak" => {
@@ -442,7 +470,15 @@ async fn plan(
             let slots =
                 if health { Vec::new() } else { open_fresh_slots(args, &mut admin, md, count, 1_000_000).await? };
             let source = one_user_per_call(health, run, slots, party);
-            Ok(Plan { source, fire, slots: Vec::new(), all_book: !health, sold_out: false, opening: None })
+            Ok(Plan {
+                source,
+                fire,
+                slots: Vec::new(),
+                all_book: !health,
+                sold_out: false,
+                opening: None,
+                joins: false,
+            })
         }
         "custom" => {
             if fire.total.is_none() && fire.duration.is_none() {
@@ -462,7 +498,7 @@ async fn plan(
                     ghz::reservation_from_json(&ghz::render(&template, n, worker)?).map(Call::Create)
                 })
             };
-            Ok(Plan { source, fire, slots: Vec::new(), all_book: false, sold_out: false, opening: None })
+            Ok(Plan { source, fire, slots: Vec::new(), all_book: false, sold_out: false, opening: None, joins: false })
         }
         other => Err(format!("--scenario {other}: one of {}", seed().all_names().join(", "))),
     }
@@ -481,9 +517,9 @@ async fn check(
     let booked: Vec<&pb::CreateReservationRequest> = run
         .samples
         .iter()
-        .filter(|s| s.outcome.code == tonic::Code::Ok)
+        .filter(|s| s.outcome.booked())
         .filter_map(|s| match &s.call {
-            Call::Create(r) => Some(r),
+            Call::Create(r) | Call::CreateThenJoin(r) => Some(r),
             Call::Health => None,
         })
         .collect();
@@ -661,6 +697,15 @@ async fn run(args: Args) -> Result<bool, String> {
     if let (Some(o), false) = (&plan.opening, args.no_checks) {
         checks.extend(opening_checks(o, &stats, early.as_ref()));
     }
+    let waitlisted = match (plan.joins, plan.slots.first(), args.no_checks) {
+        (true, Some((slot, _)), false) => {
+            let channel = connect(addr).await?;
+            let figures = waitlist::check(&run, channel, slot, args.party_size, args.cancel_storm, &metadata).await?;
+            checks.extend(figures.checks);
+            Some(figures.json)
+        }
+        _ => None,
+    };
     let opening_at = plan.opening.as_ref().map(|o| (o.opening, o.options.opens_in));
 
     let text = if format == "json" {
@@ -681,6 +726,9 @@ async fn run(args: Args) -> Result<bool, String> {
         }
         if let Some((opening, opens_in)) = &opening_at {
             report["slotgate"]["opening"] = opening::json(opening, *opens_in, run.started, early.as_ref());
+        }
+        if let Some(waitlist) = waitlisted {
+            report["slotgate"]["waitlist"] = waitlist;
         }
         serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
     } else {

@@ -521,7 +521,7 @@ mod tests {
     #[test]
     fn the_early_calls_are_nobody_of_the_scenario() {
         let slot = pb::SlotRef { restaurant_id: 67, date: "2036-12-24".into(), time: "19:00".into() };
-        let (scenario, early) = (crate::seed_calls(7, slot.clone(), 3, 4), early_calls(7, slot.clone(), 4));
+        let (scenario, early) = (crate::seed_calls(7, slot.clone(), 3, 4, false), early_calls(7, slot.clone(), 4));
         let ids = |source: &Source, count: u64| -> (HashSet<String>, HashSet<String>) {
             (0..count)
                 .map(|n| match source(n, "w").unwrap() {
@@ -529,7 +529,7 @@ mod tests {
                         assert_eq!((r.slot.as_ref(), r.party_size), (Some(&slot), 4), "into the scenario's slot");
                         (r.request_id, r.user_id)
                     }
-                    Call::Health => panic!("a reservation"),
+                    Call::CreateThenJoin(_) | Call::Health => panic!("a reservation"),
                 })
                 .unzip()
         };

@@ -61,7 +61,8 @@ pub fn go_code(code: Code) -> &'static str {
 
 fn label(outcome: &Outcome) -> String {
     match outcome.code {
-        Code::Ok => "OK".into(),
+        Code::Ok if outcome.reason.is_empty() => "OK".into(),
+        Code::Ok => format!("OK/{}", outcome.reason),
         code if outcome.reason.is_empty() => go_code(code).to_owned(),
         code => format!("{}/{}", go_code(code), outcome.reason),
     }

@@ -12,10 +12,10 @@ use uuid::Uuid;
 
 use super::{
     ACTIVE, Reservation, StoreError,
+    offers::{FREED_COLUMNS, FreedIn, OfferTerms, offers_ended_with, settle_freed},
     prepared::prepared,
     reservations::find_reservation,
     slots::SlotKeyRow,
-    waitlist::{FREED_COLUMNS, FreedIn, OfferTerms, offers_ended_with, settle_freed},
 };
 use crate::domain::{CancelReason, ReservationId, ReservationStatus, SlotKey};
 

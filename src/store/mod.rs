@@ -11,10 +11,11 @@
 //! - [`reservations`]: reading reservations.
 //! - [`manage`]: cancel, confirm, expire (seats freed in the same
 //!   transaction).
-//! - [`slots`]: opening slots, the figures a counter is loaded from;
-//!   [`closing`] and [`zones`]: closing them, restaurants' time zones.
-//! - [`waitlist`]: waitlist entries and the offers made to them (in the
-//!   transactions that free seats).
+//! - [`opening`]: opening slots, changing capacities and windows;
+//!   [`slots`]: the figures a counter is loaded from; [`closing`] and
+//!   [`zones`]: closing them, restaurants' time zones.
+//! - [`waitlist`]: waitlist entries; [`offers`]: the offers made to them,
+//!   in the transactions that free seats.
 //! - [`events`]: the reservation events' outbox, numbered after commit.
 //! - [`menus`]: menus and the prices pre-orders are charged.
 //! - [`strategies`]: the database-only strategies slotgate is compared with.
@@ -25,6 +26,8 @@ pub mod create;
 pub mod events;
 pub mod manage;
 pub mod menus;
+pub mod offers;
+pub mod opening;
 mod prepared;
 pub mod reservations;
 pub mod slots;
@@ -52,10 +55,12 @@ pub use self::{
     closing::CloseOutcome,
     create::{Inserted, Timing},
     manage::{Cancelled, Confirmed, Freed, Lapsed},
+    offers::OfferTerms,
+    opening::{OpenOutcome, Opened},
     reservations::{Committed, Reservation, ReservedItem},
-    slots::{DaySlot, OpenOutcome, Opened, Reshaped},
+    slots::{DaySlot, Reshaped},
     strategies::SeatLock,
-    waitlist::{Entry, Joined, Left, OfferTerms},
+    waitlist::{Entry, Joined, Left},
     zones::ZoneOutcome,
 };
 use crate::{
@@ -310,7 +315,7 @@ impl Store {
     }
 
     pub async fn open_slots(&self, slots: &[SlotCapacity], terms: OfferTerms) -> Result<OpenOutcome, StoreError> {
-        slots::open_slots(&mut *self.conn().await?, slots, terms).await
+        opening::open_slots(&mut *self.conn().await?, slots, terms).await
     }
 
     /// Persists a join the gate admitted; see [`waitlist::insert_entry`].

@@ -142,14 +142,14 @@ impl Model {
 
     /// An offer's reservation ended (`status`): its entry moves with it.
     pub fn offer_ended(&mut self, request_id: &str, status: Status) {
-        if let Some(e) = self.lines.entries.values_mut().find(|e| e.offer.as_deref() == Some(request_id)) {
-            if e.state == State::Offered {
-                e.state = match status {
-                    Status::Confirmed => State::Accepted,
-                    Status::Expired => State::Lapsed,
-                    _ => State::Left,
-                };
-            }
+        if let Some(e) = self.lines.entries.values_mut().find(|e| e.offer.as_deref() == Some(request_id))
+            && e.state == State::Offered
+        {
+            e.state = match status {
+                Status::Confirmed => State::Accepted,
+                Status::Expired => State::Lapsed,
+                _ => State::Left,
+            };
         }
     }
 
