@@ -100,6 +100,7 @@ impl Booking {
                 }
                 Admission::SoldOut { remaining } => return Err(BookingError::SoldOut { remaining }),
                 Admission::Duplicate { existing } => return Err(BookingError::Duplicate { existing }),
+                Admission::Waiting { entry } => return Err(BookingError::AlreadyWaiting { entry }),
                 Admission::Reused => return Err(BookingError::RequestIdReused),
                 Admission::NotOpen { opens_at, wait } => {
                     return Err(BookingError::SlotNotOpen { slot: new.slot, opens_at, wait });

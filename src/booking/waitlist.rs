@@ -13,7 +13,7 @@ use tracing::warn;
 use super::{Booking, BookingError, create::COLD_RETRIES};
 use crate::{
     domain::{CancelReason, EntryId, Join, SlotKey, WaitlistQuery, WaitlistState},
-    gate::{Gate, GateError, JoinDecision, Overwrite, Warm},
+    gate::{Gate, GateError, JoinDecision, Overwrite, Warm, attempt_nonce},
     store::{Entry, Joined, Left, StoreError},
 };
 
@@ -48,20 +48,22 @@ impl Booking {
         let give_up = Instant::now() + self.settings.replay_wait;
         let mut backoff = Duration::from_millis(2);
         let mut loads = 0;
+        let nonce = attempt_nonce();
         loop {
-            let decision = match gate.join(join).await {
+            let decision = match gate.join(join, nonce).await {
                 Ok(decision) => decision,
                 Err(e) => {
                     // The reply was lost: the script may have recorded the
-                    // join. Undo it; a retry decides afresh.
-                    if let Err(undo) = gate.unjoin(join).await {
+                    // join, or may still run. Undo it either way; a retry
+                    // decides afresh.
+                    if let Err(undo) = gate.unjoin(join, nonce, true).await {
                         warn!(error = %undo, "could not undo a join whose reply was lost");
                     }
                     return Err(e.into());
                 }
             };
             match decision {
-                JoinDecision::Joined { position } => return self.persist_join(gate, join, position).await,
+                JoinDecision::Joined { position } => return self.persist_join(gate, join, position, nonce).await,
                 JoinDecision::Cold if loads < COLD_RETRIES => {
                     loads += 1;
                     self.load_counter(gate, join.slot).await?;
@@ -101,7 +103,7 @@ impl Booking {
 
     /// The gate took the join at `position`: the database persists it. A
     /// join the database refuses or loses is undone in the gate.
-    async fn persist_join(&self, gate: &Gate, join: &Join, position: i32) -> Result<Entry, BookingError> {
+    async fn persist_join(&self, gate: &Gate, join: &Join, position: i32, nonce: u64) -> Result<Entry, BookingError> {
         let persisted =
             self.store.insert_entry(join, position, self.settings.waitlist_limit, self.clock.offset()).await;
         let refusal = match persisted {
@@ -126,7 +128,7 @@ impl Booking {
                 }
             }
         };
-        if let Err(e) = gate.unjoin(join).await {
+        if let Err(e) = gate.unjoin(join, nonce, false).await {
             warn!(error = %e, "could not undo a join the database did not persist");
         }
         // The gate thought otherwise than the database (other than for an

@@ -8,7 +8,8 @@
 -- KEYS[4] holds  hash reservation id -> "party|user|lease_deadline_ms|nonce"
 -- KEYS[5] void   marker of this attempt, set by release.lua when the attempt
 --                gave up on a lost reply before this script ran
--- KEYS[6] (one Redis only; absent with a Redis Cluster, where it would live
+-- KEYS[6] waiters hash user_id -> waitlist entry id (see join.lua)
+-- KEYS[7] (one Redis only; absent with a Redis Cluster, where it would live
 --         in another hash slot) the request's record: the slot its id was
 --         admitted in, whatever slot this is
 -- ARGV[1] reservation id   ARGV[2] user id   ARGV[3] party size
@@ -31,7 +32,7 @@
 --               payload (or the user's entry names this very id); held = 1
 --               while its transaction is still in flight
 --   {5, ''}     REUSED: this request id was admitted with another payload,
---               here or (KEYS[6]) in another slot
+--               here or (KEYS[7]) in another slot
 --   {6, ''}     VOID: this attempt was given up before it ran (nobody
 --               waits for this reply); nothing taken
 --   {7, 'opens now'}  NOT_OPEN: before the sale window's opening (Unix
@@ -42,6 +43,8 @@
 --               where large numbers print in exponent form
 --   {8, closes} CLOSED: at or after the window's end (Unix ms)
 --   {9, starts} STARTED: at or after the slot's start (Unix ms)
+--   {10, entry} WAITING: the user is in the slot's waitlist as `entry`: a
+--               user in line books through it (an offer) or leaves it first
 -- A refusal writes nothing (but for dropping a counter found untrustworthy).
 -- The window is decided here, by Redis's clock, so every replica agrees on
 -- the instant; a replay of an admitted request is answered as before
@@ -65,8 +68,8 @@ if known then
   return {4, hold and '1' or '0'}
 end
 
-if KEYS[6] then
-  local elsewhere = redis.call('GET', KEYS[6])
+if KEYS[7] then
+  local elsewhere = redis.call('GET', KEYS[7])
   if elsewhere and elsewhere ~= ARGV[8] then
     return {5, ''}
   end
@@ -90,11 +93,12 @@ elseif opens and now_ms < opens then
   return {7, window[1] .. ' ' .. string.format('%d', tonumber(now[1]) * 1000000 + tonumber(now[2]))}
 end
 
--- The users or ids key was lost since the slot was loaded (its sentinel is
--- gone, see figures.lua): their answers cannot be trusted. Make the slot
--- cold, so it is loaded again, whole. (A counter without a version was
--- loaded by an older slotgate, which wrote no sentinels.)
-if (redis.call('HEXISTS', KEYS[2], '') == 0 or redis.call('HEXISTS', KEYS[3], '') == 0)
+-- The users, ids or waiters key was lost since the slot was loaded (its
+-- sentinel is gone, see figures.lua): their answers cannot be trusted. Make
+-- the slot cold, so it is loaded again, whole. (A counter without a
+-- version was loaded by an older slotgate, which wrote no sentinels.)
+if (redis.call('HEXISTS', KEYS[2], '') == 0 or redis.call('HEXISTS', KEYS[3], '') == 0
+    or redis.call('HEXISTS', KEYS[6], '') == 0)
     and redis.call('HEXISTS', KEYS[1], 'ver') == 1 then
   redis.call('HDEL', KEYS[1], 'left')
   return {1, ''}
@@ -107,6 +111,10 @@ if holder == id then
   return {4, tostring(redis.call('HEXISTS', KEYS[4], id))}
 elseif holder then
   return {3, holder}
+end
+local waiting = redis.call('HGET', KEYS[6], user)
+if waiting then
+  return {10, waiting}
 end
 
 if left < party then
@@ -122,7 +130,7 @@ redis.call('HSET', KEYS[4], id, party .. '|' .. user .. '|' .. deadline .. '|' .
 for i = 2, 4 do
   redis.call('EXPIREAT', KEYS[i], ARGV[7])
 end
-if KEYS[6] then
-  redis.call('SET', KEYS[6], ARGV[8], 'EXAT', ARGV[7])
+if KEYS[7] then
+  redis.call('SET', KEYS[7], ARGV[8], 'EXAT', ARGV[7])
 end
 return {0, tostring(left - party)}

@@ -6,11 +6,18 @@
 -- KEYS[3] ids    (as acquire: entry ids live here too, beside reservation
 --                ids; the two are derived apart, so they never meet)
 -- KEYS[4] waiters hash user_id -> entry id, for every entry in line
+-- KEYS[5] void marker of this attempt, set by unjoin.lua when the attempt
+--         gave up on a lost reply before this script ran
+-- KEYS[6] the join's marker "nonce|position", for a hold lease: which
+--         attempt took the entry, so a second delivery of the same call
+--         (a client library's retry) is answered as the first was
 -- ARGV[1] entry id   ARGV[2] user id   ARGV[3] party size
 -- ARGV[4] fingerprint   ARGV[5] when the slot's keys expire (Unix seconds)
+-- ARGV[6] nonce of this attempt   ARGV[7] the marker's life (milliseconds)
 --
 -- Returns {code, detail}:
---   {0, position}  JOINED: in line at `position`, entries recorded
+--   {0, position}  JOINED: in line at `position`, entries recorded (also
+--                  the answer to this attempt's own second delivery)
 --   {1, ''}        COLD: no counter for this slot; load it and ask again
 --   {2, left}      SEATS_AVAILABLE: the party fits now; nothing recorded
 --   {3, id}        HOLDING: the user holds reservation `id` in this slot
@@ -20,12 +27,24 @@
 --   {7..9}         NOT_OPEN, CLOSED, STARTED: as acquire
 --   {10, id}       WAITING: the user is in line already, as entry `id`
 --   {11, ''}       OFF: the slot has no waitlist (its limit is 0)
+--   {12, ''}       VOID: this attempt was given up before it ran; nothing
 -- A refusal writes nothing (but for dropping a counter found untrustworthy).
 local id, user, party = ARGV[1], ARGV[2], tonumber(ARGV[3])
 
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  return {12, ''}
+end
+
 local known = redis.call('HGET', KEYS[3], id)
 if known then
-  return known == ARGV[4] and {4, ''} or {5, ''}
+  if known ~= ARGV[4] then
+    return {5, ''}
+  end
+  local nonce, position = string.match(redis.call('GET', KEYS[6]) or '', '^(%d+)|(%d+)$')
+  if nonce == ARGV[6] then
+    return {0, position}
+  end
+  return {4, ''}
 end
 
 local left = redis.call('HGET', KEYS[1], 'left')
@@ -81,4 +100,5 @@ redis.call('HSET', KEYS[3], id, ARGV[4])
 for i = 3, 4 do
   redis.call('EXPIREAT', KEYS[i], ARGV[5])
 end
+redis.call('SET', KEYS[6], ARGV[6] .. '|' .. position, 'PX', ARGV[7])
 return {0, tostring(position)}

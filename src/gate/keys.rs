@@ -10,7 +10,9 @@
 //! {ns}:{67:2026-01-16:11:00}:holds   hash  reservation id -> party|user|lease deadline|nonce
 //! {ns}:{67:2026-01-16:11:00}:waiters hash  user id -> waitlist entry id (in line); '' -> 1 (sentinel)
 //! {ns}:{67:2026-01-16:11:00}:void:N  string, for one hold lease: attempt N gave up on a lost
-//!                                    reply; its acquire, if it still runs, takes nothing
+//!                                    reply; its acquire or join, if it still runs, takes nothing
+//! {ns}:{67:2026-01-16:11:00}:joining:E  string "nonce|position", for one hold lease: the
+//!                                    attempt that took waitlist entry E
 //! {ns}:request:{reservation id}       string, one Redis only: the slot the id was admitted in,
 //!                                    so the id reused in another slot is refused there too
 //! ```
@@ -74,6 +76,12 @@ impl SlotKeys {
     /// slot's hash tag like the other keys.
     pub fn void(&self, nonce: u64) -> String {
         format!("{}:void:{nonce}", self.prefix)
+    }
+
+    /// The marker of the join that took waitlist entry `entry` (see
+    /// join.lua); it carries the slot's hash tag like the other keys.
+    pub fn joining(&self, entry: impl std::fmt::Display) -> String {
+        format!("{}:joining:{entry}", self.prefix)
     }
 
     /// The record of the request that names reservation `id`: outside the

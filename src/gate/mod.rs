@@ -32,7 +32,7 @@ pub use self::{
     waitlist::JoinDecision,
 };
 use crate::{
-    domain::{ReservationId, SlotKey},
+    domain::{EntryId, ReservationId, SlotKey},
     pools::{CheckoutError, PoolSettings, PoolState, Pooled, WaitRecording},
 };
 
@@ -51,6 +51,10 @@ pub enum Admission {
     /// The user already holds `existing` in this slot.
     Duplicate {
         existing: ReservationId,
+    },
+    /// The user is in the slot's waitlist, as `entry`.
+    Waiting {
+        entry: EntryId,
     },
     /// This request id was admitted before with the same payload; `held`
     /// while its transaction is still in flight.
@@ -82,7 +86,7 @@ impl Admission {
             Self::Admitted { .. } => "ADMITTED",
             Self::Cold => "COLD",
             Self::SoldOut { .. } => "SOLD_OUT",
-            Self::Duplicate { .. } => "DUPLICATE",
+            Self::Duplicate { .. } | Self::Waiting { .. } => "DUPLICATE",
             Self::Replay { .. } => "REPLAY",
             Self::Reused => "REUSED",
             Self::NotOpen { .. } => "SLOT_NOT_OPEN",
@@ -285,7 +289,7 @@ impl Gate {
         let decision = async {
             let k = self.keys(slot);
             let mut invocation = k.invoke(&self.scripts.acquire);
-            invocation.key(k.void(nonce));
+            invocation.key(k.void(nonce)).key(&k.waiters);
             if self.request_records {
                 invocation.key(SlotKeys::request(&self.namespace, id));
             }
@@ -323,6 +327,7 @@ impl Gate {
                 }
                 8 => Admission::Closed { closes_at: instant(number()?)? },
                 9 => Admission::Started { starts_at: instant(number()?)? },
+                10 => Admission::Waiting { entry: detail.parse().map_err(|_| bad())? },
                 _ => return Err(GateError::Protocol(format!("acquire: unknown code {code}"))),
             })
         }

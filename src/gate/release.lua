@@ -6,7 +6,7 @@
 --
 -- KEYS[1] seats   KEYS[2] users   KEYS[3] ids   KEYS[4] holds
 -- KEYS[5] void marker of the attempt   KEYS[6] (optional) the request's
--- record   (as acquire)
+-- record   (as acquire's 1 to 5 and 7)
 -- ARGV[1] reservation id   ARGV[2] user id   ARGV[3] nonce of the attempt
 -- ARGV[4] what goes with the hold:
 --         0 nothing: the id names an active reservation, its entries are true

@@ -63,19 +63,23 @@ impl JoinDecision {
 }
 
 impl Gate {
-    /// Decides one join: see `join.lua`.
-    pub async fn join(&self, join: &Join) -> Result<JoinDecision, GateError> {
+    /// Decides one join: see `join.lua`. `nonce` names this attempt (see
+    /// [`super::attempt_nonce`]).
+    pub async fn join(&self, join: &Join, nonce: u64) -> Result<JoinDecision, GateError> {
         let span = info_span!("gate.join", slot = %join.slot, party_size = join.party_size, outcome = Empty);
         let decision = async {
             let k = self.keys(&join.slot);
+            let entry = join.entry_id();
             let mut invocation = self.scripts.join.key(&k.seats);
-            invocation.key(&k.users).key(&k.ids).key(&k.waiters);
+            invocation.key(&k.users).key(&k.ids).key(&k.waiters).key(k.void(nonce)).key(k.joining(entry));
             invocation
-                .arg(join.entry_id().to_string())
+                .arg(entry.to_string())
                 .arg(&join.user_id)
                 .arg(join.party_size)
                 .arg(join.fingerprint())
-                .arg(k.expire_at);
+                .arg(k.expire_at)
+                .arg(nonce)
+                .arg(self.lease_ms.max(1));
             let (code, detail): (i64, String) = self.invoke(&invocation).await?;
             let bad = || GateError::Protocol(format!("join: bad detail {detail:?}"));
             let number = || detail.parse::<i64>().map_err(|_| bad());
@@ -99,6 +103,9 @@ impl Gate {
                 9 => JoinDecision::Started,
                 10 => JoinDecision::Waiting(detail.parse().map_err(|_| bad())?),
                 11 => JoinDecision::Off,
+                // Only an attempt whose caller already gave up (and voided
+                // it) gets this; nobody reads it.
+                12 => return Err(GateError::Unavailable("the attempt was given up before it ran".into())),
                 _ => return Err(GateError::Protocol(format!("join: unknown code {code}"))),
             })
         }
@@ -108,12 +115,16 @@ impl Gate {
         decision
     }
 
-    /// Undoes a join the database did not persist: see `unjoin.lua`.
-    pub async fn unjoin(&self, join: &Join) -> Result<bool, GateError> {
+    /// Undoes attempt `nonce`'s join, which the database did not persist
+    /// (`lost`: its reply was lost, so it may not have run yet): see
+    /// `unjoin.lua`.
+    pub async fn unjoin(&self, join: &Join, nonce: u64, lost: bool) -> Result<bool, GateError> {
         let k = self.keys(&join.slot);
+        let entry = join.entry_id();
         let mut invocation = self.scripts.unjoin.key(&k.seats);
-        invocation.key(&k.ids).key(&k.waiters);
-        invocation.arg(join.entry_id().to_string()).arg(&join.user_id);
+        invocation.key(&k.ids).key(&k.waiters).key(k.void(nonce)).key(k.joining(entry));
+        let void_ms = if lost { self.lease_ms.max(1) } else { 0 };
+        invocation.arg(entry.to_string()).arg(&join.user_id).arg(nonce).arg(void_ms);
         let removed: i64 = self.invoke(&invocation).await?;
         Ok(removed == 1)
     }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::{
     ACTIVE, Reservation, StoreError,
-    offers::{FREED_COLUMNS, FreedIn, OfferTerms, offers_ended_with, settle_freed},
+    offers::{FREED_COLUMNS, FreedIn, OfferTerms, end_offer, offers_ended_with, settle_freed},
     prepared::prepared,
     reservations::find_reservation,
     slots::SlotKeyRow,
@@ -120,9 +120,8 @@ pub async fn cancel_reservation(
                      UPDATE reservations SET status = 'CANCELLED', cancel_reason = $2, updated_at = now()
                      WHERE id = $1 AND status IN {ACTIVE}
                      RETURNING id, status, cancel_reason, slot_id, user_id, party_size
-                 ), event AS ({EVENT_OF_MOVED}), {}
-                 SELECT status, slot_id, party_size FROM moved",
-                offers_ended_with("moved", "$3")
+                 ), event AS ({EVENT_OF_MOVED})
+                 SELECT status, slot_id, party_size FROM moved"
             ))
             .bind::<SqlUuid, _>(id.0)
             .bind::<Text, _>(reason.as_str())
@@ -131,9 +130,9 @@ pub async fn cancel_reservation(
             .await
             .optional()?;
             match &freed {
-                Some(f) => {
-                    Ok::<_, diesel::result::Error>(Some(free_seats(conn, f.slot_id, f.party_size, terms).await?))
-                }
+                Some(f) => Ok::<_, diesel::result::Error>(Some(
+                    free_seats(conn, f.slot_id, f.party_size, terms, (id.0, caller)).await?,
+                )),
                 None => Ok(None),
             }
         })
@@ -147,13 +146,16 @@ pub async fn cancel_reservation(
 }
 
 /// Frees a reservation's seats in the database (its slot's `reserved` goes
-/// down), inside the transaction that ended the reservation, and offers
-/// them to the slot's waitlist if it has a say in them.
+/// down), inside the transaction that ended the reservation (`ended`: its
+/// id, and the caller who ended it), ends its waitlist offer if it was
+/// one, and offers the seats to the slot's waitlist if it has a say in
+/// them. The slot's row is locked first, then entries.
 async fn free_seats(
     conn: &mut AsyncPgConnection,
     slot_id: i64,
     seats: i32,
     terms: OfferTerms,
+    (ended, caller): (Uuid, &str),
 ) -> Result<Freed, diesel::result::Error> {
     let row: FreedIn = prepared(format!(
         "UPDATE slots SET reserved = reserved - $2, version = version + 1, updated_at = now()
@@ -163,6 +165,7 @@ async fn free_seats(
     .bind::<Integer, _>(seats)
     .get_result(conn)
     .await?;
+    end_offer(conn, ended, caller).await?;
     let (version, waitlist) = settle_freed(conn, row, seats, terms).await?;
     Ok(Freed { version, waitlist })
 }
@@ -188,9 +191,8 @@ pub async fn confirm_reservation(
                          updated_at = now()
                      WHERE id = $1 AND status = 'PENDING_DEPOSIT'
                      RETURNING id, status, cancel_reason, slot_id, user_id, party_size
-                 ), event AS ({EVENT_OF_MOVED}), {}
-                 SELECT status, slot_id, party_size FROM moved",
-                offers_ended_with("moved", "$3")
+                 ), event AS ({EVENT_OF_MOVED})
+                 SELECT status, slot_id, party_size FROM moved"
             ))
             .bind::<SqlUuid, _>(id.0)
             .bind::<BigInt, _>(terms.offset.micros())
@@ -200,8 +202,10 @@ pub async fn confirm_reservation(
             .optional()?;
             let Some(m) = moved else { return Ok::<_, diesel::result::Error>(None) };
             let freed = if m.status == "EXPIRED" {
-                Some(free_seats(conn, m.slot_id, m.party_size, terms).await?)
+                Some(free_seats(conn, m.slot_id, m.party_size, terms, (id.0, caller)).await?)
             } else {
+                // An accepted offer frees nothing; its entry needs no slot lock.
+                end_offer(conn, id.0, caller).await?;
                 None
             };
             Ok(Some(freed))

@@ -17,10 +17,10 @@ use diesel::{
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::{ACTIVE, manage::SWEEPER, prepared::prepared};
+use super::{ACTIVE, manage::SWEEPER, prepared::prepared, slots::STARTS_AT};
 use crate::{
     clock::Offset,
-    domain::{EntryId, ReservationId, Waiter, plan_offers, reservation_code},
+    domain::{EntryId, OfferPlan, ReservationId, Waiter, plan_offers, reservation_code},
 };
 
 /// What an offer is made with: slotgate's clock shift, and the server's
@@ -43,7 +43,8 @@ impl OfferTerms {
 /// with them: a confirmed offer is ACCEPTED, an expired one LAPSED, a
 /// cancelled one LEFT, each but the acceptance with its event (the caller
 /// is parameter `caller`), written after the reservation's own (reading
-/// `event` first makes it run first).
+/// `event` first makes it run first). The statement must hold the slots'
+/// rows already (an entry is locked after its slot, as everywhere).
 pub(super) fn offers_ended_with(ended: &str, caller: &str) -> String {
     format!(
         "offer AS (
@@ -60,6 +61,24 @@ pub(super) fn offers_ended_with(ended: &str, caller: &str) -> String {
              WHERE o.state <> 'ACCEPTED' AND (SELECT count(*) FROM event) > 0
          )"
     )
+}
+
+/// Ends the waitlist offer of reservation `id` if it is one, with its
+/// status after the change that just ended it (see [`offers_ended_with`]),
+/// inside that change's transaction: after the slot's row was locked when
+/// seats were freed, so an entry is never locked before its slot.
+pub(super) async fn end_offer(conn: &mut AsyncPgConnection, id: Uuid, caller: &str) -> Result<(), DieselError> {
+    prepared(format!(
+        "WITH ended AS (SELECT id, status FROM reservations WHERE id = $1),
+              event AS (SELECT 1 AS one), {}
+         SELECT 1 AS one",
+        offers_ended_with("ended", "$2")
+    ))
+    .bind::<SqlUuid, _>(id)
+    .bind::<Text, _>(caller)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// A slot's row after seats were freed in it, inside the transaction that
@@ -111,6 +130,10 @@ pub(super) async fn offer_freed(
         capacity: i32,
         #[diesel(sql_type = BigInt)]
         restaurant_id: i64,
+        /// Its sale closed or it started (by slotgate's clock): nobody can
+        /// book it, so nothing is offered either.
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        over: bool,
     }
     // Users who meanwhile booked seats of their own in the slot leave the
     // line: their entry can no longer be offered anything.
@@ -139,13 +162,20 @@ pub(super) async fn offer_freed(
     .bind::<BigInt, _>(freed.slot_id)
     .load(conn)
     .await?;
-    let slot: Slot = prepared("SELECT capacity, restaurant_id FROM slots WHERE id = $1")
-        .bind::<BigInt, _>(freed.slot_id)
-        .get_result(conn)
-        .await?;
+    let slot: Slot = prepared(format!(
+        "SELECT s.capacity, s.restaurant_id,
+                COALESCE(s.closes_at <= now() + $2 * interval '1 microsecond', false)
+                  OR {STARTS_AT} <= now() + $2 * interval '1 microsecond' AS over
+         FROM slots s JOIN restaurants z ON z.id = s.restaurant_id WHERE s.id = $1"
+    ))
+    .bind::<BigInt, _>(freed.slot_id)
+    .bind::<BigInt, _>(terms.offset.micros())
+    .get_result(conn)
+    .await?;
     let waiters: Vec<Waiter> =
         waiting.iter().map(|w| Waiter { party_size: w.party_size, passed_over: w.passed_over }).collect();
-    let plan = plan_offers(seats + freed.set_aside, &waiters, slot.capacity);
+    let plan =
+        if slot.over { OfferPlan::default() } else { plan_offers(seats + freed.set_aside, &waiters, slot.capacity) };
 
     let offered: Vec<Uuid> = plan.offered.iter().map(|&i| waiting[i].id).collect();
     let passed: Vec<Uuid> = plan.passed.iter().map(|&i| waiting[i].id).collect();

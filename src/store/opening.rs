@@ -160,11 +160,16 @@ pub async fn open_slots(
                             changed.push((*id, s));
                         }
                         // Seats a raise adds come back like freed ones;
-                        // set-aside seats a cut leaves no room for go.
+                        // set-aside seats a cut leaves no room for go, and
+                        // those left are planned again for the new
+                        // capacity (the party they wait for may no longer
+                        // fit the slot at all).
                         let raised = s.capacity - e.capacity;
                         let concerns_waitlist = x.waiting > 0 || x.set_aside > 0;
-                        if raised > 0 && concerns_waitlist {
-                            raises.push((*id, raised, x.waiting, x.set_aside.min(s.capacity - e.reserved)));
+                        let replan = (raised > 0 && concerns_waitlist) || (raised != 0 && x.set_aside > 0);
+                        if replan {
+                            let aside = x.set_aside.min(s.capacity - e.reserved);
+                            raises.push((*id, raised.max(0), x.waiting, aside));
                         }
                         let cut_aside = x.set_aside > s.capacity - e.reserved;
                         opened.push(Opened {
@@ -177,9 +182,7 @@ pub async fn open_slots(
                             window,
                             changed: differs,
                             waitlist_limit: s.waitlist_limit,
-                            waitlist: (raised > 0 && concerns_waitlist)
-                                || cut_aside
-                                || x.waitlist_limit != s.waitlist_limit,
+                            waitlist: replan || cut_aside || x.waitlist_limit != s.waitlist_limit,
                         });
                     }
                     None => {
@@ -219,8 +222,9 @@ pub async fn open_slots(
                 .execute(conn)
                 .await?;
             }
-            // Seats a raise added go to the waitlist first, slot by slot in
-            // id order (the order the rows were locked in).
+            // Seats a raise added go to the waitlist first (and set-aside
+            // seats are planned again after any change of capacity), slot by
+            // slot in id order (the order the rows were locked in).
             raises.sort_unstable_by_key(|r| r.0);
             for (slot_id, raised, waiting, set_aside) in raises {
                 let freed = FreedIn { slot_id, version: 0, waiting, set_aside };

@@ -218,7 +218,7 @@ impl Model {
 
     /// What a request nobody has booked under its id yet should get.
     fn decide(&self, user: u64, slot: usize, party: i32) -> Result<(), (Code, &'static str)> {
-        if self.holds(user, slot) {
+        if self.holds(user, slot) || self.waits(user, slot) {
             Err((Code::AlreadyExists, "DUPLICATE"))
         } else if self.left(slot) < party {
             Err((Code::FailedPrecondition, "SOLD_OUT"))

@@ -8,6 +8,13 @@ use diesel_async::RunQueryDsl;
 use slotgate::pb;
 use tonic::{Code, Status};
 
+use slotgate::{
+    domain::{Join, Limits},
+    gate::{Gate, GateSettings, JoinDecision, attempt_nonce, conn::ConnectSettings},
+    metrics::Metrics,
+    pools::PoolSettings,
+};
+
 use crate::helpers::{TestApp, by_hand, reason_of, reserve, slot_at, spawn_app_with};
 
 pub const OFFER_WINDOW: Duration = Duration::from_secs(600);
@@ -320,4 +327,71 @@ async fn a_full_waitlist_and_a_slot_without_one_refuse_with_their_reasons() {
     assert_eq!(reason_of(&missing), (Code::NotFound, "WAITLIST_ENTRY_NOT_FOUND".into()));
     let bad = join(&app, "j-4", "bob", &off, 0).await.unwrap_err();
     assert_eq!(reason_of(&bad), (Code::InvalidArgument, "INVALID_FIELD".into()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_join_delivered_twice_is_answered_as_the_first_and_a_lost_one_is_undone_in_either_order() {
+    let app = spawn().await;
+    let slot = slot_at("22:00");
+    open_with(&app, &slot, 2, None).await;
+    app.create(reserve("r-alice", "alice", &slot, 2)).await.unwrap();
+    // The gate the server runs, on the same namespace.
+    let settings = GateSettings {
+        pool: PoolSettings { size: 2, timeout: Duration::from_secs(2) },
+        connect: ConnectSettings {
+            connect_timeout: Duration::from_secs(1),
+            command_timeout: Duration::from_secs(1),
+            cluster: false,
+        },
+        lease: Duration::from_secs(30),
+        waitlist_limit: 200,
+    };
+    let gate = Gate::new(&app.redis_url, &app.namespace, settings, Metrics::default().redis_pool_wait).unwrap();
+    let limits = Limits { max_party_size: 20, max_menu_items: 50 };
+    let bob = Join::parse(&join_request("j-1", "bob", &slot, 2), limits).unwrap();
+
+    // A second delivery of the same attempt (a client library's retry) is
+    // answered as the first; another attempt of the request is a replay.
+    let nonce = attempt_nonce();
+    let first = gate.join(&bob, nonce).await.unwrap();
+    assert_eq!(first, JoinDecision::Joined { position: 1 });
+    assert_eq!(gate.join(&bob, nonce).await.unwrap(), first);
+    assert_eq!(gate.join(&bob, attempt_nonce()).await.unwrap(), JoinDecision::Replay);
+    // Its reply lost, the attempt is undone, once.
+    assert!(gate.unjoin(&bob, nonce, true).await.unwrap());
+    assert!(!gate.unjoin(&bob, nonce, true).await.unwrap());
+    let waiters = app.key(&slot, "waiters");
+    let bob_waits: bool =
+        redis::cmd("HEXISTS").arg(&waiters).arg("bob").query_async(&mut app.redis().await).await.unwrap();
+    assert!(!bob_waits);
+
+    // An undo that reaches Redis before its join: the join takes nothing.
+    let carol = Join::parse(&join_request("j-2", "carol", &slot, 2), limits).unwrap();
+    let nonce = attempt_nonce();
+    assert!(!gate.unjoin(&carol, nonce, true).await.unwrap());
+    assert!(gate.join(&carol, nonce).await.is_err(), "a voided attempt takes nothing");
+    let carol_waits: bool =
+        redis::cmd("HEXISTS").arg(&waiters).arg("carol").query_async(&mut app.redis().await).await.unwrap();
+    assert!(!carol_waits);
+    // A fresh attempt joins, at the next position (numbers of joins that
+    // never landed are skipped).
+    assert_eq!(gate.join(&carol, attempt_nonce()).await.unwrap(), JoinDecision::Joined { position: 2 });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_in_line_books_through_it_and_a_closed_slot_makes_no_offers() {
+    let app = spawn().await;
+    let slot = slot_at("22:30");
+    open_with(&app, &slot, 2, None).await;
+    let alice = app.create(reserve("r-alice", "alice", &slot, 2)).await.unwrap();
+    let bob = join(&app, "j-bob", "bob", &slot, 2).await.unwrap();
+    // In line, bob does not book around it.
+    let around = app.create(reserve("r-bob", "bob", &slot, 1)).await.unwrap_err();
+    assert_eq!(reason_of(&around), (Code::AlreadyExists, "DUPLICATE".into()));
+
+    // The slot closes: seats that come back are offered to nobody.
+    app.admin.clone().close_slots(pb::CloseSlotsRequest { slots: vec![slot.clone()] }).await.unwrap();
+    app.cancel(&alice.id, pb::CancelReason::Restaurant).await.unwrap();
+    assert_eq!(entry(&app, &bob.id).await.state(), pb::WaitlistState::Waiting);
+    assert_eq!(db_waitlist_seats(&app, &slot).await, (0, 0));
 }

@@ -69,6 +69,12 @@ impl Model {
         waiting
     }
 
+    /// Whether `user` is in `slot`'s line: a user in line books through it
+    /// (an offer) or leaves it first.
+    pub fn waits(&self, user: u64, slot: usize) -> bool {
+        self.lines.entries.values().any(|e| e.user == user && e.slot == slot && e.state == State::Waiting)
+    }
+
     /// Seats public in a slot.
     pub fn left(&self, slot: usize) -> i32 {
         self.capacity[slot] - self.seats_taken(slot) - self.lines.set_aside[slot]
@@ -155,13 +161,16 @@ impl Model {
 
     /// A capacity change of `slot` from `before` to the model's capacity:
     /// set-aside seats a cut leaves no room for go; seats a raise adds come
-    /// back to the line.
+    /// back to the line; set-aside seats are planned again for the new
+    /// capacity.
     pub fn resized(&mut self, slot: usize, before: i32) {
         let had_say = !self.in_line(slot).is_empty() || self.lines.set_aside[slot] > 0;
+        let aside_before = self.lines.set_aside[slot];
         let room = self.capacity[slot] - self.seats_taken(slot);
         self.lines.set_aside[slot] = self.lines.set_aside[slot].min(room);
-        if self.capacity[slot] > before && had_say {
-            self.seats_back(slot, self.capacity[slot] - before);
+        let raised = self.capacity[slot] - before;
+        if (raised > 0 && had_say) || (raised != 0 && aside_before > 0) {
+            self.seats_back(slot, raised.max(0));
         }
     }
 }
