@@ -25,7 +25,7 @@ async fn watch(app: &TestApp, after: u64) -> Result<Streaming<pb::ReservationEve
 
 /// The next `n` events of a stream (heartbeats skipped), waiting up to
 /// `within` for them.
-async fn next_events(
+pub async fn next_events(
     stream: &mut Streaming<pb::ReservationEvent>,
     n: usize,
     within: Duration,

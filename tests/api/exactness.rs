@@ -131,6 +131,7 @@ async fn an_acquire_delivered_twice_answers_admitted_both_times() {
     app.open(&[(slot.clone(), 40)]).await;
     let mut keys = slot_keys(&app, &slot);
     keys.push(app.key(&slot, "void:42"));
+    keys.push(app.key(&slot, "waiters"));
     let id = id_of("r-1").to_string();
     let args: Vec<String> =
         [id.as_str(), "alice", "4", "12345", "30000", "42", &FAR.to_string()].map(str::to_owned).to_vec();

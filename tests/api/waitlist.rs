@@ -254,8 +254,31 @@ async fn an_offer_lapses_at_its_deadline_and_the_seats_go_to_the_next_entry() {
     confirm(&app, &carol.offer_reservation_id).await.unwrap();
     assert_eq!(entry(&app, &carol.id).await.state(), pb::WaitlistState::Accepted);
     assert_eq!(app.db_slot(&slot).await, (2, 2, 2));
-    let events = events_written(&app).await;
-    assert!(events.contains(&"WAITLIST_LAPSED bob".to_owned()), "{events:?}");
+    // A notification service watching bob's events learns of each step.
+    let request = pb::WatchReservationEventsRequest { user_id: "bob".into(), ..Default::default() };
+    let mut stream = app.reservations.clone().watch_reservation_events(request).await.unwrap().into_inner();
+    let events = crate::events::next_events(&mut stream, 5, Duration::from_secs(10)).await;
+    let seen: Vec<(pb::ReservationEventType, Option<pb::WaitlistState>, Option<pb::ReservationStatus>)> = events
+        .iter()
+        .map(|e| (e.r#type(), e.waitlist_entry.as_ref().map(|w| w.state()), e.reservation.as_ref().map(|r| r.status())))
+        .collect();
+    use pb::{ReservationEventType as T, ReservationStatus as R, WaitlistState as W};
+    assert_eq!(
+        seen,
+        [
+            (T::WaitlistJoined, Some(W::Waiting), None),
+            (T::Created, None, Some(R::PendingDeposit)),
+            (T::WaitlistOffered, Some(W::Offered), Some(R::PendingDeposit)),
+            (T::Expired, None, Some(R::Expired)),
+            (T::WaitlistLapsed, Some(W::Lapsed), Some(R::Expired)),
+        ]
+    );
+    let offered = events[2].waitlist_entry.as_ref().unwrap();
+    assert_eq!(
+        (offered.offer_reservation_id.as_str(), offered.position),
+        (events[1].reservation.as_ref().unwrap().id.as_str(), 1)
+    );
+    assert!(events[0].waitlist_entry.as_ref().unwrap().offer_reservation_id.is_empty(), "no offer yet when joining");
 }
 
 #[tokio::test(flavor = "multi_thread")]
