@@ -20,7 +20,8 @@
 #
 # Every strategy runs with long pool, Redis reply and request timeouts, so
 # every call waits for its real answer rather than being shed: the figures
-# are what the strategy costs, not what the overload guards make of it.
+# are what the strategy costs, not what the overload guards make of it
+# (and a hold lease long enough for them, as the server requires).
 #
 # Settings (environment): STRATEGIES ("redis db-lock fair-lock"), REPEATS
 # (3), RATES ("200 500 1000" calls/s), SOAK (10s per rate), POOL (16
@@ -100,7 +101,7 @@ start_server() {
   local gate=$1 log="$work/server-$1.log"
   SLOTGATE_GATE=$gate SLOTGATE_LISTEN=$COMPARE_LISTEN SLOTGATE_REDIS_NAMESPACE="cmp$$-$gate" \
     SLOTGATE_POOL_TIMEOUT_MS=120000 SLOTGATE_REDIS_COMMAND_TIMEOUT_MS=120000 SLOTGATE_REQUEST_TIMEOUT_MS=120000 \
-    SLOTGATE_USER_BURST=10 "$bin"/slotgate serve >"$log" 2>&1 &
+    SLOTGATE_HOLD_LEASE_MS=600000 SLOTGATE_USER_BURST=10 "$bin"/slotgate serve >"$log" 2>&1 &
   server=$!
   local host=${COMPARE_LISTEN%:*} port=${COMPARE_LISTEN##*:}
   for _ in $(seq 1 50); do

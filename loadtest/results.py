@@ -211,6 +211,47 @@ def opening_section(work, gates, bursts):
     ]
 
 
+def waitlist_section(work, bursts):
+    """RESULTS.md's section on the waitlist: each run of the scenario whose
+    refused clicks join the slot's waitlist, then a cancel storm, beside the
+    plain run of the same scenario that followed it in the same compare.sh
+    run. Empty when none ran."""
+    rows = []
+    about = None
+    for scenario in bursts:
+        for path in sorted(glob.glob(os.path.join(work, f"redis.waitlist.{scenario}.*.json"))):
+            r = path.rsplit(".", 2)[-2]
+            report = load(path)
+            w = report["slotgate"].get("waitlist") or {}
+            storm = w.get("cancel_storm") or {}
+            f = figures(report)
+            about = about or scenario
+            beside = os.path.join(work, f"redis.beside-waitlist.{scenario}.{r}.json")
+            b = figures(load(beside)) if os.path.exists(beside) else None
+            plain = f"{ms(b['p95'])} / {ms(b['makespan'])}" if b else "n/a"
+            rows.append(
+                f"| {scenario} | {r} | {winners_cell(f, False)} | {w.get('joined', 0):,} | {w.get('entries', 0):,} | "
+                f"{ms(f['p50'])} | {ms(f['p95'])} | {ms(f['makespan'])} | {plain} | {storm.get('cancels', 0)} | "
+                f"{ms(storm.get('took', 0) / 1e6)} | {storm.get('offers', 0)} | {storm.get('remaining', 0)} |"
+            )
+    if not rows:
+        return []
+    return [
+        f"## The waitlist: {about} with every refused click joining",
+        "",
+        f"`slotgate-load --scenario {about} --join-waitlist --waitlist-limit N --cancel-storm` (`--gate redis`):",
+        "every click refused `SOLD_OUT` joins the slot's waitlist at once, so each such call is two RPCs (the",
+        "latency is both); then every winner cancels at once, and the freed seats must all be offered to the first",
+        "in line, none left public. Beside each run, the plain scenario run right after it (p95 / makespan).",
+        "",
+        "| scenario | run | winners | joins answered OK | entries in line | p50 | p95 | makespan "
+        "| plain p95 / makespan | cancels | cancel storm | offers | GetRemaining after |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+        *rows,
+        "",
+    ]
+
+
 def label(prefix):
     return "health Check (trivial RPC)" if prefix == "trivial" else f"--gate {prefix}"
 
@@ -449,6 +490,7 @@ def main():
 
     # --- a slot's opening -----------------------------------------------
     md.extend(opening_section(a.work, gates, bursts))
+    md.extend(waitlist_section(a.work, bursts))
 
     # --- spread ---------------------------------------------------------
     pg = pgbench(a.work)
