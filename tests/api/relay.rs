@@ -148,6 +148,12 @@ async fn the_relay_delivers_every_event_through_a_broker_outage_and_a_takeover()
     first.kill();
     book(40, 60).await;
     received_all(60).await;
+    // The waitlist's events take the same way.
+    let small = slot_at("19:30");
+    app.open(&[(small.clone(), 2)]).await;
+    app.create(reserve("r-alice", "alice", &small, 2)).await.unwrap();
+    crate::waitlist::join(&app, "j-bob", "bob", &small, 2).await.unwrap();
+    received_all(62).await;
     consumer.abort();
 
     // Deduplicated by message id: each event once, first seen in order.
@@ -156,15 +162,22 @@ async fn the_relay_delivers_every_event_through_a_broker_outage_and_a_takeover()
     let mut firsts = Vec::new();
     for (id, routing, content_type, body) in &received {
         assert_eq!(content_type, "application/json");
-        assert_eq!(routing, "reservation.created.67");
         assert_eq!(body["sequence"].as_str(), Some(id.as_str()), "{body}");
-        assert_eq!(body["type"], "RESERVATION_EVENT_TYPE_CREATED");
+        if id.parse::<u64>().unwrap() <= 61 {
+            assert_eq!(routing, "reservation.created.67");
+            assert_eq!(body["type"], "RESERVATION_EVENT_TYPE_CREATED");
+        } else {
+            assert_eq!(routing, "reservation.waitlist_joined.67");
+            assert_eq!(body["type"], "RESERVATION_EVENT_TYPE_WAITLIST_JOINED");
+            assert_eq!(body["waitlistEntry"]["state"], "WAITLIST_STATE_WAITING", "{body}");
+            assert_eq!(body["waitlistEntry"]["userId"], "bob", "{body}");
+        }
         if seen.insert(id.clone()) {
             firsts.push(id.parse::<u64>().unwrap());
         }
     }
-    assert_eq!(firsts, (1..=60).collect::<Vec<u64>>(), "not every event, once, in order");
-    println!("{} messages for 60 events (redelivered: {})", received.len(), received.len() - 60);
+    assert_eq!(firsts, (1..=62).collect::<Vec<u64>>(), "not every event, once, in order");
+    println!("{} messages for 62 events (redelivered: {})", received.len(), received.len() - 62);
 
     let connection = Connection::connect(BROKER, ConnectionProperties::default()).await.unwrap();
     let channel = connection.create_channel().await.unwrap();

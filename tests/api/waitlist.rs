@@ -418,3 +418,23 @@ async fn a_user_in_line_books_through_it_and_a_closed_slot_makes_no_offers() {
     assert_eq!(entry(&app, &bob.id).await.state(), pb::WaitlistState::Waiting);
     assert_eq!(db_waitlist_seats(&app, &slot).await, (0, 0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leaving_while_offered_passes_the_seats_to_the_next_in_line() {
+    let app = spawn().await;
+    let slot = slot_at("23:00");
+    open_with(&app, &slot, 2, None).await;
+    let alice = app.create(reserve("r-alice", "alice", &slot, 2)).await.unwrap();
+    let bob = join(&app, "j-bob", "bob", &slot, 2).await.unwrap();
+    let carol = join(&app, "j-carol", "carol", &slot, 2).await.unwrap();
+    app.cancel(&alice.id, pb::CancelReason::User).await.unwrap();
+    let offered = entry(&app, &bob.id).await;
+    assert_eq!(offered.state(), pb::WaitlistState::Offered);
+
+    let left = leave(&app, &bob.id).await.unwrap();
+    assert_eq!(left.state(), pb::WaitlistState::Left);
+    assert_eq!(reservation(&app, &offered.offer_reservation_id).await.status(), pb::ReservationStatus::Cancelled);
+    assert_eq!(entry(&app, &carol.id).await.state(), pb::WaitlistState::Offered);
+    assert_eq!(app.remaining(&slot).await.remaining, 0);
+    assert_eq!(app.db_slot(&slot).await, (2, 2, 2));
+}
