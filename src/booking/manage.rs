@@ -113,7 +113,7 @@ impl Booking {
     /// back too, or, when the slot's waitlist had a say in them (offers,
     /// seats set aside), is loaded afresh. If Redis cannot be reached, the
     /// reconciler restores them later.
-    async fn seats_freed(&self, slot: &SlotKey, id: ReservationId, user: &str, party: i32, freed: Freed) {
+    pub(super) async fn seats_freed(&self, slot: &SlotKey, id: ReservationId, user: &str, party: i32, freed: Freed) {
         let Some(gate) = self.gate() else { return };
         if freed.waitlist {
             return self.refresh_counter(*slot).await;

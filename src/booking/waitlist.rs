@@ -12,9 +12,9 @@ use tracing::warn;
 
 use super::{Booking, BookingError, create::COLD_RETRIES};
 use crate::{
-    domain::{CancelReason, EntryId, Join, SlotKey, WaitlistQuery, WaitlistState},
+    domain::{EntryId, Join, SlotKey, WaitlistQuery, WaitlistState},
     gate::{Gate, GateError, JoinDecision, Overwrite, Warm, attempt_nonce},
-    store::{Entry, Joined, Left, StoreError},
+    store::{Cancelled, Entry, Freed, Joined, Left, StoreError},
 };
 
 /// A page of a slot's waitlist.
@@ -56,7 +56,7 @@ impl Booking {
                     // The reply was lost: the script may have recorded the
                     // join, or may still run. Undo it either way; a retry
                     // decides afresh.
-                    if let Err(undo) = gate.unjoin(join, nonce, true).await {
+                    if let Err(undo) = gate.unjoin(join, nonce).await {
                         warn!(error = %undo, "could not undo a join whose reply was lost");
                     }
                     return Err(e.into());
@@ -128,7 +128,7 @@ impl Booking {
                 }
             }
         };
-        if let Err(e) = gate.unjoin(join, nonce, false).await {
+        if let Err(e) = gate.unjoin(join, nonce).await {
             warn!(error = %e, "could not undo a join the database did not persist");
         }
         // The gate thought otherwise than the database (other than for an
@@ -156,8 +156,18 @@ impl Booking {
                     Ok(entry)
                 }
                 Left::Offered { reservation, .. } => {
-                    this.cancel_now(reservation, CancelReason::User, &caller).await?;
-                    this.get_entry(id).await
+                    // Only while the offer is still pending: one accepted
+                    // meanwhile is the user's booking and stays.
+                    if let Cancelled::Now { reservation: r, version, waitlist } =
+                        this.store.give_up_offer(reservation, &caller, this.offer_terms()).await?
+                    {
+                        let freed = Freed { version, waitlist };
+                        this.seats_freed(&r.slot, r.id, &r.user_id, r.party_size, freed).await;
+                    }
+                    match this.get_entry(id).await? {
+                        entry if entry.state == WaitlistState::Left => Ok(entry),
+                        entry => Err(BookingError::WaitlistEntryEnded(entry.state)),
+                    }
                 }
                 Left::Ended(entry) if entry.state == WaitlistState::Left => Ok(entry),
                 Left::Ended(entry) => Err(BookingError::WaitlistEntryEnded(entry.state)),

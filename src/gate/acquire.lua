@@ -81,6 +81,19 @@ if not left then
 end
 left = tonumber(left)
 
+-- The users, ids or waiters key was lost since the slot was loaded (its
+-- sentinel is gone, see figures.lua): their answers cannot be trusted, nor
+-- the absence of this request's id (a replay must be answered as one
+-- whatever the window says now). Make the slot cold, so it is loaded
+-- again, whole. (A counter without a version was loaded by an older
+-- slotgate, which wrote no sentinels.)
+if (redis.call('HEXISTS', KEYS[2], '') == 0 or redis.call('HEXISTS', KEYS[3], '') == 0
+    or redis.call('HEXISTS', KEYS[6], '') == 0)
+    and redis.call('HEXISTS', KEYS[1], 'ver') == 1 then
+  redis.call('HDEL', KEYS[1], 'left')
+  return {1, ''}
+end
+
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local window = redis.call('HMGET', KEYS[1], 'opens', 'closes', 'starts')
@@ -91,17 +104,6 @@ elseif closes and now_ms >= closes then
   return {8, window[2]}
 elseif opens and now_ms < opens then
   return {7, window[1] .. ' ' .. string.format('%d', tonumber(now[1]) * 1000000 + tonumber(now[2]))}
-end
-
--- The users, ids or waiters key was lost since the slot was loaded (its
--- sentinel is gone, see figures.lua): their answers cannot be trusted. Make
--- the slot cold, so it is loaded again, whole. (A counter without a
--- version was loaded by an older slotgate, which wrote no sentinels.)
-if (redis.call('HEXISTS', KEYS[2], '') == 0 or redis.call('HEXISTS', KEYS[3], '') == 0
-    or redis.call('HEXISTS', KEYS[6], '') == 0)
-    and redis.call('HEXISTS', KEYS[1], 'ver') == 1 then
-  redis.call('HDEL', KEYS[1], 'left')
-  return {1, ''}
 end
 
 local holder = redis.call('HGET', KEYS[2], user)

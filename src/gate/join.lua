@@ -8,12 +8,13 @@
 -- KEYS[4] waiters hash user_id -> entry id, for every entry in line
 -- KEYS[5] void marker of this attempt, set by unjoin.lua when the attempt
 --         gave up on a lost reply before this script ran
--- KEYS[6] the join's marker "nonce|position", for a hold lease: which
---         attempt took the entry, so a second delivery of the same call
---         (a client library's retry) is answered as the first was
+-- KEYS[6] the join's marker "nonce|position", kept as long as the slot's
+--         keys: which attempt took the entry, so a second delivery of the
+--         same call (a client library's retry) is answered as the first
+--         was, and only that attempt's undo undoes it
 -- ARGV[1] entry id   ARGV[2] user id   ARGV[3] party size
 -- ARGV[4] fingerprint   ARGV[5] when the slot's keys expire (Unix seconds)
--- ARGV[6] nonce of this attempt   ARGV[7] the marker's life (milliseconds)
+-- ARGV[6] nonce of this attempt
 --
 -- Returns {code, detail}:
 --   {0, position}  JOINED: in line at `position`, entries recorded (also
@@ -53,9 +54,20 @@ if not left then
 end
 left = tonumber(left)
 
+-- A lost users, ids or waiters key (its sentinel is gone), or a counter
+-- loaded by a slotgate without waitlists (no limit recorded): reload
+-- (before the window: a replay is answered as one whatever it says now).
+local line = redis.call('HMGET', KEYS[1], 'wlimit', 'wseq')
+local limit = tonumber(line[1])
+if not limit or redis.call('HEXISTS', KEYS[2], '') == 0 or redis.call('HEXISTS', KEYS[3], '') == 0
+    or redis.call('HEXISTS', KEYS[4], '') == 0 then
+  redis.call('HDEL', KEYS[1], 'left')
+  return {1, ''}
+end
+
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local window = redis.call('HMGET', KEYS[1], 'opens', 'closes', 'starts', 'wlimit', 'wseq')
+local window = redis.call('HMGET', KEYS[1], 'opens', 'closes', 'starts')
 local opens, closes, starts = tonumber(window[1]), tonumber(window[2]), tonumber(window[3])
 if starts and now_ms >= starts then
   return {9, window[3]}
@@ -63,15 +75,6 @@ elseif closes and now_ms >= closes then
   return {8, window[2]}
 elseif opens and now_ms < opens then
   return {7, window[1] .. ' ' .. string.format('%d', tonumber(now[1]) * 1000000 + tonumber(now[2]))}
-end
-
--- A lost users, ids or waiters key (its sentinel is gone), or a counter
--- loaded by a slotgate without waitlists (no limit recorded): reload.
-local limit = tonumber(window[4])
-if not limit or redis.call('HEXISTS', KEYS[2], '') == 0 or redis.call('HEXISTS', KEYS[3], '') == 0
-    or redis.call('HEXISTS', KEYS[4], '') == 0 then
-  redis.call('HDEL', KEYS[1], 'left')
-  return {1, ''}
 end
 
 local holder = redis.call('HGET', KEYS[2], user)
@@ -92,7 +95,7 @@ if redis.call('HLEN', KEYS[4]) - 1 >= limit then
   return {6, tostring(limit)}
 end
 
-local position = (tonumber(window[5]) or 0) + 1
+local position = (tonumber(line[2]) or 0) + 1
 redis.call('HSET', KEYS[1], 'wseq', position)
 redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 redis.call('HSET', KEYS[4], user, id)
@@ -100,5 +103,5 @@ redis.call('HSET', KEYS[3], id, ARGV[4])
 for i = 3, 4 do
   redis.call('EXPIREAT', KEYS[i], ARGV[5])
 end
-redis.call('SET', KEYS[6], ARGV[6] .. '|' .. position, 'PX', ARGV[7])
+redis.call('SET', KEYS[6], ARGV[6] .. '|' .. position, 'EXAT', ARGV[5])
 return {0, tostring(position)}

@@ -11,8 +11,8 @@
 //! {ns}:{67:2026-01-16:11:00}:waiters hash  user id -> waitlist entry id (in line); '' -> 1 (sentinel)
 //! {ns}:{67:2026-01-16:11:00}:void:N  string, for one hold lease: attempt N gave up on a lost
 //!                                    reply; its acquire or join, if it still runs, takes nothing
-//! {ns}:{67:2026-01-16:11:00}:joining:E  string "nonce|position", for one hold lease: the
-//!                                    attempt that took waitlist entry E
+//! {ns}:{67:2026-01-16:11:00}:joining:E  string "nonce|position", as long as the slot's keys:
+//!                                    the attempt that took waitlist entry E
 //! {ns}:request:{reservation id}       string, one Redis only: the slot the id was admitted in,
 //!                                    so the id reused in another slot is refused there too
 //! ```

@@ -78,8 +78,7 @@ impl Gate {
                 .arg(join.party_size)
                 .arg(join.fingerprint())
                 .arg(k.expire_at)
-                .arg(nonce)
-                .arg(self.lease_ms.max(1));
+                .arg(nonce);
             let (code, detail): (i64, String) = self.invoke(&invocation).await?;
             let bad = || GateError::Protocol(format!("join: bad detail {detail:?}"));
             let number = || detail.parse::<i64>().map_err(|_| bad());
@@ -115,16 +114,15 @@ impl Gate {
         decision
     }
 
-    /// Undoes attempt `nonce`'s join, which the database did not persist
-    /// (`lost`: its reply was lost, so it may not have run yet): see
-    /// `unjoin.lua`.
-    pub async fn unjoin(&self, join: &Join, nonce: u64, lost: bool) -> Result<bool, GateError> {
+    /// Undoes attempt `nonce`'s join, which the database did not persist or
+    /// whose reply was lost (it may not have run yet), and voids the
+    /// attempt: see `unjoin.lua`.
+    pub async fn unjoin(&self, join: &Join, nonce: u64) -> Result<bool, GateError> {
         let k = self.keys(&join.slot);
         let entry = join.entry_id();
         let mut invocation = self.scripts.unjoin.key(&k.seats);
         invocation.key(&k.ids).key(&k.waiters).key(k.void(nonce)).key(k.joining(entry));
-        let void_ms = if lost { self.lease_ms.max(1) } else { 0 };
-        invocation.arg(entry.to_string()).arg(&join.user_id).arg(nonce).arg(void_ms);
+        invocation.arg(entry.to_string()).arg(&join.user_id).arg(nonce).arg(self.lease_ms.max(1));
         let removed: i64 = self.invoke(&invocation).await?;
         Ok(removed == 1)
     }

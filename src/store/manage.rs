@@ -113,12 +113,38 @@ pub async fn cancel_reservation(
     caller: &str,
     terms: OfferTerms,
 ) -> Result<Cancelled, StoreError> {
+    cancel_from(conn, id, reason, caller, terms, ACTIVE).await
+}
+
+/// Gives up a waitlist offer: cancels its reservation (reason USER) only
+/// while it is still `PENDING_DEPOSIT`, as [`cancel_reservation`] does; an
+/// offer confirmed (accepted) meanwhile is left alone and answered
+/// [`Cancelled::NotActive`].
+pub async fn give_up_offer(
+    conn: &mut AsyncPgConnection,
+    id: ReservationId,
+    caller: &str,
+    terms: OfferTerms,
+) -> Result<Cancelled, StoreError> {
+    cancel_from(conn, id, CancelReason::User, caller, terms, "('PENDING_DEPOSIT')").await
+}
+
+/// Cancels the reservation if its status is one of `from` (SQL), freeing
+/// its seats, in one transaction.
+async fn cancel_from(
+    conn: &mut AsyncPgConnection,
+    id: ReservationId,
+    reason: CancelReason,
+    caller: &str,
+    terms: OfferTerms,
+    from: &str,
+) -> Result<Cancelled, StoreError> {
     let changed = conn
         .transaction(async |conn| {
             let freed: Option<Moved> = prepared(format!(
                 "WITH moved AS (
                      UPDATE reservations SET status = 'CANCELLED', cancel_reason = $2, updated_at = now()
-                     WHERE id = $1 AND status IN {ACTIVE}
+                     WHERE id = $1 AND status IN {from}
                      RETURNING id, status, cancel_reason, slot_id, user_id, party_size
                  ), event AS ({EVENT_OF_MOVED})
                  SELECT status, slot_id, party_size FROM moved"

@@ -335,6 +335,17 @@ impl Store {
         waitlist::find_entry(&mut *self.conn().await?, id).await
     }
 
+    /// Cancels a waitlist offer's reservation while it is still pending;
+    /// see [`manage::give_up_offer`].
+    pub async fn give_up_offer(
+        &self,
+        id: ReservationId,
+        caller: &str,
+        terms: OfferTerms,
+    ) -> Result<Cancelled, StoreError> {
+        manage::give_up_offer(&mut *self.conn().await?, id, caller, terms).await
+    }
+
     pub async fn leave_entry(&self, id: EntryId, caller: &str, terms: OfferTerms) -> Result<Left, StoreError> {
         waitlist::leave_entry(&mut *self.conn().await?, id, caller, terms).await
     }

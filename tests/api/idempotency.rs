@@ -95,3 +95,17 @@ async fn after_redis_loses_everything_replays_and_duplicates_are_still_answered_
     assert_eq!(app.remaining(&slot).await.remaining, 36);
     assert_eq!(app.db_slot(&slot).await, (40, 4, 4));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_on_a_closed_slot_whose_ids_key_was_lost_is_still_the_booking() {
+    let app = spawn_app().await;
+    let slot = slot_at("18:30");
+    app.open(&[(slot.clone(), 40)]).await;
+    let first = app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap();
+    redis::cmd("DEL").arg(app.key(&slot, "ids")).query_async::<()>(&mut app.redis().await).await.unwrap();
+    app.admin.clone().close_slots(pb::CloseSlotsRequest { slots: vec![slot.clone()] }).await.unwrap();
+    // The lost key makes the slot reload before the window is looked at.
+    assert_eq!(app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap(), first);
+    let late = app.create(reserve("r-2", "bob", &slot, 4)).await.unwrap_err();
+    assert_eq!(reason_of(&late), (Code::FailedPrecondition, "SLOT_CLOSED".into()));
+}

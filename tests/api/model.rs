@@ -95,6 +95,11 @@ enum Op {
     Accept {
         of: usize,
     },
+    /// Ends the slot's sales now (`CloseSlots`); a capacity change, which
+    /// declares the slot whole, opens it again.
+    Close {
+        slot: usize,
+    },
 }
 
 /// A step and its label.
@@ -106,7 +111,7 @@ fn generate(rng: &mut Rng) -> Vec<Step> {
     let slots = CAPACITIES.len() as u64;
     (0..STEPS)
         .map(|label| {
-            let roll = if creates.is_empty() { 0 } else { rng.below(122) };
+            let roll = if creates.is_empty() { 0 } else { rng.below(125) };
             let earlier = |rng: &mut Rng, creates: &[usize]| creates[rng.below(creates.len() as u64) as usize];
             let op = match roll {
                 0..=31 => {
@@ -137,7 +142,8 @@ fn generate(rng: &mut Rng) -> Vec<Step> {
                     Op::Join { user: rng.below(USERS), slot: rng.below(slots) as usize, party: 1 + rng.below(6) as i32 }
                 }
                 112..=116 if !joins.is_empty() => Op::Leave { of: earlier(rng, &joins) },
-                _ if !joins.is_empty() => Op::Accept { of: earlier(rng, &joins) },
+                117..=121 if !joins.is_empty() => Op::Accept { of: earlier(rng, &joins) },
+                122..=124 => Op::Close { slot: rng.below(slots) as usize },
                 _ => Op::Reap,
             };
             (label, op)
@@ -192,6 +198,8 @@ struct Model {
     /// Reservations by request id (offers' under theirs).
     booked: HashMap<String, Booked>,
     lines: waitlist::Lines,
+    /// Slots whose sales `CloseSlots` ended (until a capacity change).
+    closed: [bool; CAPACITIES.len()],
 }
 
 impl Default for Model {
@@ -203,6 +211,7 @@ impl Default for Model {
             sent: HashMap::new(),
             booked: HashMap::new(),
             lines: Default::default(),
+            closed: [false; CAPACITIES.len()],
         }
     }
 }
@@ -218,7 +227,9 @@ impl Model {
 
     /// What a request nobody has booked under its id yet should get.
     fn decide(&self, user: u64, slot: usize, party: i32) -> Result<(), (Code, &'static str)> {
-        if self.holds(user, slot) || self.waits(user, slot) {
+        if self.closed[slot] {
+            Err((Code::FailedPrecondition, "SLOT_CLOSED"))
+        } else if self.holds(user, slot) || self.waits(user, slot) {
             Err((Code::AlreadyExists, "DUPLICATE"))
         } else if self.left(slot) < party {
             Err((Code::FailedPrecondition, "SOLD_OUT"))
@@ -442,6 +453,7 @@ async fn step(app: &TestApp, model: &mut Model, (label, op): Step) -> Result<(),
                 ensure!(answer.is_ok(), "capacity change: got {answer:?}");
                 let before = model.capacity[slot];
                 model.capacity[slot] = capacity;
+                model.closed[slot] = false;
                 model.resized(slot, before);
             }
         }
@@ -468,6 +480,12 @@ async fn step(app: &TestApp, model: &mut Model, (label, op): Step) -> Result<(),
         Op::Join { user, slot, party } => waitlist::join(app, model, label, user, slot, party).await?,
         Op::Leave { of } => waitlist::leave(app, model, of).await?,
         Op::Accept { of } => waitlist::accept(app, model, of).await?,
+        Op::Close { slot } => {
+            let request = pb::CloseSlotsRequest { slots: vec![slots[slot].clone()] };
+            let answer = app.admin.clone().close_slots(request).await.map(|_| ()).map_err(|e| reason_of(&e));
+            ensure!(answer.is_ok(), "close: got {answer:?}");
+            model.closed[slot] = true;
+        }
     }
     Ok(())
 }

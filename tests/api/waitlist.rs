@@ -381,8 +381,8 @@ async fn a_join_delivered_twice_is_answered_as_the_first_and_a_lost_one_is_undon
     assert_eq!(gate.join(&bob, nonce).await.unwrap(), first);
     assert_eq!(gate.join(&bob, attempt_nonce()).await.unwrap(), JoinDecision::Replay);
     // Its reply lost, the attempt is undone, once.
-    assert!(gate.unjoin(&bob, nonce, true).await.unwrap());
-    assert!(!gate.unjoin(&bob, nonce, true).await.unwrap());
+    assert!(gate.unjoin(&bob, nonce).await.unwrap());
+    assert!(!gate.unjoin(&bob, nonce).await.unwrap());
     let waiters = app.key(&slot, "waiters");
     let bob_waits: bool =
         redis::cmd("HEXISTS").arg(&waiters).arg("bob").query_async(&mut app.redis().await).await.unwrap();
@@ -391,7 +391,7 @@ async fn a_join_delivered_twice_is_answered_as_the_first_and_a_lost_one_is_undon
     // An undo that reaches Redis before its join: the join takes nothing.
     let carol = Join::parse(&join_request("j-2", "carol", &slot, 2), limits).unwrap();
     let nonce = attempt_nonce();
-    assert!(!gate.unjoin(&carol, nonce, true).await.unwrap());
+    assert!(!gate.unjoin(&carol, nonce).await.unwrap());
     assert!(gate.join(&carol, nonce).await.is_err(), "a voided attempt takes nothing");
     let carol_waits: bool =
         redis::cmd("HEXISTS").arg(&waiters).arg("carol").query_async(&mut app.redis().await).await.unwrap();

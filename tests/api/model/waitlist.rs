@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use diesel::{QueryableByName, sql_query};
 use diesel_async::RunQueryDsl;
 use slotgate::{
-    domain::{EntryId, Waiter, plan_offers},
+    domain::{EntryId, OfferPlan, Waiter, plan_offers},
     pb,
 };
 use tonic::Code;
@@ -86,7 +86,9 @@ impl Model {
             .entries
             .values()
             .any(|e| e.user == user && e.slot == slot && matches!(e.state, State::Waiting | State::Offered));
-        if self.holds(user, slot) || queued {
+        if self.closed[slot] {
+            Err((Code::FailedPrecondition, "SLOT_CLOSED"))
+        } else if self.holds(user, slot) || queued {
             Err((Code::AlreadyExists, "DUPLICATE"))
         } else if self.left(slot) >= party {
             Err((Code::FailedPrecondition, "SEATS_AVAILABLE"))
@@ -118,7 +120,12 @@ impl Model {
             self.in_line(slot).iter().map(|e| (e.id.clone(), e.party, e.passed)).collect();
         let waiters: Vec<Waiter> =
             line.iter().map(|&(_, party_size, passed_over)| Waiter { party_size, passed_over }).collect();
-        let plan = plan_offers(seats + self.lines.set_aside[slot], &waiters, self.capacity[slot]);
+        // A slot whose sales ended makes no offers.
+        let plan = if self.closed[slot] {
+            OfferPlan::default()
+        } else {
+            plan_offers(seats + self.lines.set_aside[slot], &waiters, self.capacity[slot])
+        };
         for &i in &plan.passed {
             self.entry_by_id(&line[i].0).passed += 1;
         }
