@@ -15,12 +15,10 @@
 
 use std::{collections::HashMap, fmt, time::Duration};
 
-use diesel::{QueryableByName, sql_query};
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use slotgate::pb;
 use tonic::Code;
 
-use crate::helpers::{Rng, TestApp, audit_slots, by_hand, reason_of, reserve, slot_at, spawn_app_with};
+use crate::helpers::{Rng, TestApp, by_hand, reason_of, slot_at, spawn_app_with};
 
 const STEPS: usize = 80;
 /// Cases per run in the ordinary suite.
@@ -37,119 +35,6 @@ const USERS: u64 = 8;
 /// The menu pre-orders pick from; item 9 is never on it.
 const MENU: [(i64, i64); 2] = [(1, 4_000), (2, 2_500)];
 const MISSING_ITEM: i64 = 9;
-
-/// One step. Steps that act on an earlier request name the label (the
-/// generated position) of the `Create` that sent it, and do nothing if that
-/// step is gone or booked nothing: removing steps while shrinking keeps every
-/// other step meaning what it meant.
-#[derive(Debug, Clone, Copy)]
-enum Op {
-    /// `items`: 0 a deposit, 1 a pre-order from the menu, 2 a pre-order
-    /// naming a missing item.
-    Create {
-        user: u64,
-        slot: usize,
-        party: i32,
-        items: u8,
-    },
-    Replay {
-        of: usize,
-    },
-    Reuse {
-        of: usize,
-    },
-    Cancel {
-        of: usize,
-    },
-    Confirm {
-        of: usize,
-    },
-    Advance {
-        secs: u64,
-    },
-    Expire,
-    Flush,
-    /// One of a slot's keys lost (evicted, deleted): 0 seats, 1 users,
-    /// 2 ids, 3 holds, 4 waiters.
-    LoseKey {
-        slot: usize,
-        key: usize,
-    },
-    Resize {
-        slot: usize,
-        capacity: i32,
-    },
-    Warm,
-    Reconcile,
-    Reap,
-    Join {
-        user: u64,
-        slot: usize,
-        party: i32,
-    },
-    /// Leaves the entry the `Join` step labelled `of` made.
-    Leave {
-        of: usize,
-    },
-    /// Confirms the offer made to that entry.
-    Accept {
-        of: usize,
-    },
-    /// Ends the slot's sales now (`CloseSlots`); a capacity change, which
-    /// declares the slot whole, opens it again.
-    Close {
-        slot: usize,
-    },
-}
-
-/// A step and its label.
-type Step = (usize, Op);
-
-fn generate(rng: &mut Rng) -> Vec<Step> {
-    let mut creates: Vec<usize> = Vec::new();
-    let mut joins: Vec<usize> = Vec::new();
-    let slots = CAPACITIES.len() as u64;
-    (0..STEPS)
-        .map(|label| {
-            let roll = if creates.is_empty() { 0 } else { rng.below(125) };
-            let earlier = |rng: &mut Rng, creates: &[usize]| creates[rng.below(creates.len() as u64) as usize];
-            let op = match roll {
-                0..=31 => {
-                    let items = [0, 0, 0, 0, 0, 0, 1, 1, 1, 2][rng.below(10) as usize];
-                    let op = Op::Create {
-                        user: rng.below(USERS),
-                        slot: rng.below(slots) as usize,
-                        party: 1 + rng.below(4) as i32,
-                        items,
-                    };
-                    creates.push(label);
-                    op
-                }
-                32..=40 => Op::Replay { of: earlier(rng, &creates) },
-                41..=44 => Op::Reuse { of: earlier(rng, &creates) },
-                45..=54 => Op::Cancel { of: earlier(rng, &creates) },
-                55..=62 => Op::Confirm { of: earlier(rng, &creates) },
-                63..=70 => Op::Advance { secs: [HOUR, HOUR, 2 * HOUR][rng.below(3) as usize] },
-                71..=76 => Op::Expire,
-                77..=79 => Op::Flush,
-                80..=84 => Op::LoseKey { slot: rng.below(slots) as usize, key: rng.below(5) as usize },
-                85..=90 => Op::Resize { slot: rng.below(slots) as usize, capacity: 2 + rng.below(14) as i32 },
-                91..=92 => Op::Warm,
-                93..=96 => Op::Reconcile,
-                97..=99 => Op::Reap,
-                100..=111 => {
-                    joins.push(label);
-                    Op::Join { user: rng.below(USERS), slot: rng.below(slots) as usize, party: 1 + rng.below(6) as i32 }
-                }
-                112..=116 if !joins.is_empty() => Op::Leave { of: earlier(rng, &joins) },
-                117..=121 if !joins.is_empty() => Op::Accept { of: earlier(rng, &joins) },
-                122..=124 => Op::Close { slot: rng.below(slots) as usize },
-                _ => Op::Reap,
-            };
-            (label, op)
-        })
-        .collect()
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
@@ -255,7 +140,16 @@ macro_rules! ensure {
     };
 }
 
+mod check;
+mod ops;
+mod requests;
 mod waitlist;
+
+use self::{
+    check::{Probe, check},
+    ops::{Op, Step, generate},
+    requests::{create, create_request},
+};
 
 fn slots() -> [pb::SlotRef; CAPACITIES.len()] {
     [slot_at("18:00"), slot_at("18:30"), slot_at("19:00"), slot_at("19:30")]
@@ -267,69 +161,6 @@ fn slot_index(slot: &pb::SlotRef) -> usize {
 
 fn user_of(request: &pb::CreateReservationRequest) -> u64 {
     request.user_id.trim_start_matches("user-").parse().unwrap()
-}
-
-/// Sends a create (new, replayed or reused) and checks the answer against
-/// the model, updating it.
-async fn create(app: &TestApp, model: &mut Model, request: pb::CreateReservationRequest) -> Result<(), Failure> {
-    let (user, slot, party) = (user_of(&request), slot_index(request.slot.as_ref().unwrap()), request.party_size);
-    let answer = app.create(request.clone()).await;
-    match model.booked.get(&request.request_id) {
-        Some(booked) if booked.request == request => {
-            let got = answer.map_err(|e| Failure(format!("replay of a booked request failed: {e:?}")))?;
-            ensure!(got.id == booked.id, "replay returned another reservation");
-        }
-        Some(_) => {
-            let got = answer.map(|r| r.id).map_err(|e| reason_of(&e));
-            ensure!(got == Err((Code::InvalidArgument, "REQUEST_ID_REUSED".into())), "reused id: got {got:?}");
-        }
-        None => match (model.decide(user, slot, party), answer) {
-            (Ok(()), answer) if names_missing_item(&request) => {
-                let got = answer.map(|r| r.id).map_err(|e| reason_of(&e));
-                ensure!(got == Err((Code::NotFound, "MENU_ITEM_NOT_FOUND".into())), "missing item: got {got:?}");
-            }
-            (Ok(()), Ok(got)) => {
-                ensure!(got.status() == pb::ReservationStatus::PendingDeposit, "new reservation not pending");
-                let deadline = model.now + WINDOW_SECS;
-                let booked = Booked {
-                    id: got.id,
-                    request: request.clone(),
-                    user,
-                    slot,
-                    party,
-                    status: Status::Pending,
-                    deadline,
-                };
-                model.booked.insert(request.request_id.clone(), booked);
-            }
-            (Err(expected), Err(status)) => {
-                let got = reason_of(&status);
-                ensure!((got.0, got.1.as_str()) == expected, "expected {expected:?}, got {got:?}");
-            }
-            (expected, got) => {
-                return Err(Failure(format!(
-                    "expected {expected:?}, got {:?}",
-                    got.map(|r| r.id).map_err(|e| reason_of(&e))
-                )));
-            }
-        },
-    }
-    Ok(())
-}
-
-fn names_missing_item(request: &pb::CreateReservationRequest) -> bool {
-    request.menu_items.iter().any(|i| i.menu_id == MISSING_ITEM)
-}
-
-/// The request a `Create` step sends.
-fn create_request(label: usize, user: u64, slot: &pb::SlotRef, party: i32, items: u8) -> pb::CreateReservationRequest {
-    let request = reserve(&format!("req-{label}"), &format!("user-{user}"), slot, party);
-    let menu_items = match items {
-        0 => return request,
-        1 => vec![pb::MenuItemOrder { menu_id: MENU[label % 2].0, quantity: party }],
-        _ => vec![pb::MenuItemOrder { menu_id: MISSING_ITEM, quantity: 1 }],
-    };
-    pb::CreateReservationRequest { r#type: pb::ReservationType::PreorderPrepay as i32, menu_items, ..request }
 }
 
 /// The reservation booked by the `Create` step labelled `of`, if any.
@@ -488,53 +319,6 @@ async fn step(app: &TestApp, model: &mut Model, (label, op): Step) -> Result<(),
         }
     }
     Ok(())
-}
-
-/// Connections the check reads through, kept for a whole sequence.
-struct Probe {
-    database: AsyncPgConnection,
-    redis: redis::aio::MultiplexedConnection,
-}
-
-/// Every invariant, against the real database and gate. Counters are read
-/// as they are: a cold one (no `left`) is fine, a warm one must be exact.
-async fn check(app: &TestApp, probe: &mut Probe, model: &Model) -> Result<(), Failure> {
-    #[derive(QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        request_id: String,
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        status: String,
-    }
-    let rows: Vec<Row> = sql_query("SELECT request_id, status FROM reservations")
-        .load(&mut probe.database)
-        .await
-        .map_err(|e| Failure(e.to_string()))?;
-    let actual: HashMap<String, String> = rows.into_iter().map(|r| (r.request_id, r.status)).collect();
-    let expected: HashMap<String, String> =
-        model.booked.iter().map(|(k, b)| (k.clone(), b.status.db().to_owned())).collect();
-    ensure!(actual == expected, "reservations: database {actual:?}, model {expected:?}");
-
-    let figures = audit_slots(&mut probe.database).await.map_err(|e| Failure(e.to_string()))?;
-    let mut counters = redis::pipe();
-    for slot in &slots() {
-        counters.cmd("HGET").arg(app.key(slot, "seats")).arg("left");
-    }
-    let lefts: Vec<Option<i32>> = counters.query_async(&mut probe.redis).await.map_err(|e| Failure(e.to_string()))?;
-    for (i, (f, left)) in figures.iter().zip(lefts).enumerate() {
-        let (capacity, taken) = (model.capacity[i], model.seats_taken(i));
-        ensure!(f.doubled == 0, "slot {i}: a user holds two reservations");
-        ensure!(
-            (f.capacity, f.reserved, f.active) == (capacity, taken, i64::from(taken)),
-            "slot {i} in the database: {:?}, model {:?}",
-            (f.capacity, f.reserved, f.active),
-            (capacity, taken)
-        );
-        if let Some(left) = left {
-            ensure!(left == model.left(i), "slot {i}: counter says {left}, model {}", model.left(i));
-        }
-    }
-    waitlist::check(probe, model).await
 }
 
 /// Runs a sequence on a fresh app; the first failure, with the step index.
