@@ -302,7 +302,8 @@ impl Booking {
     /// attempt committed, took seats that nothing books. Both are done with
     /// the hold's own nonce, so several replicas reaping at once, or the
     /// owner waking up late, end each hold once. Every slot whose keys may
-    /// still be in Redis is looked at, however old.
+    /// still be in Redis is looked at, however old. Seats released go to
+    /// the slot's waitlist first, if it has one (an offer round).
     pub async fn reap(&self) -> Result<Reaped, BookingError> {
         let Some(gate) = self.gate() else { return Ok(Reaped::default()) };
         let mut expired = Vec::new();
@@ -317,6 +318,7 @@ impl Booking {
         let ids: Vec<ReservationId> = expired.iter().map(|(_, hold)| hold.id).collect();
         let committed = self.store.committed(&ids).await?;
         let mut reaped = Reaped::default();
+        let mut released_in = std::collections::BTreeSet::new();
         for (slot, hold) in expired {
             let row = committed.get(&hold.id).filter(|row| row.slot == slot);
             if let Some(row) = row.filter(|row| row.attempt == Some(hold.nonce)) {
@@ -332,6 +334,14 @@ impl Booking {
             };
             if gate.release(&slot, hold.id, &hold.user, hold.nonce, how).await? > 0 {
                 reaped.released += 1;
+                released_in.insert(slot);
+            }
+        }
+        // Seats only the gate held came back to its counter: the slots'
+        // waitlists get them first (the counter is then loaded afresh).
+        for slot in released_in {
+            if self.store.offer_round(&slot, self.offer_terms()).await? {
+                self.refresh_counter(slot).await;
             }
         }
         if reaped != Reaped::default() {

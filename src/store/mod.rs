@@ -346,6 +346,11 @@ impl Store {
         manage::give_up_offer(&mut *self.conn().await?, id, caller, terms).await
     }
 
+    /// An offer round in `slot`; see [`offers::offer_round`].
+    pub async fn offer_round(&self, slot: &SlotKey, terms: OfferTerms) -> Result<bool, StoreError> {
+        offers::offer_round(&mut *self.conn().await?, slot, terms).await
+    }
+
     pub async fn leave_entry(&self, id: EntryId, caller: &str, terms: OfferTerms) -> Result<Left, StoreError> {
         waitlist::leave_entry(&mut *self.conn().await?, id, caller, terms).await
     }

@@ -1,7 +1,8 @@
 //! Offers to the waitlist, made in the transactions that free seats (a
 //! cancel, an expiry, a capacity raise, an offer given up): seats that
 //! come back are never public in between, and a crash cannot split the
-//! two. The rule for who gets them is [`crate::domain::plan_offers`].
+//! two. (Seats that only the gate held, released by the reaper, get a
+//! round of their own.) The rule for who gets them is [`crate::domain::plan_offers`].
 //!
 //! Locks are taken slot row first, then entries (or reservation row, then
 //! slot row, then entries, on the paths that end a reservation), as every
@@ -12,15 +13,15 @@ use std::time::Duration;
 use diesel::{
     OptionalExtension, QueryableByName,
     result::Error as DieselError,
-    sql_types::{Array, BigInt, Integer, Text, Uuid as SqlUuid},
+    sql_types::{Array, BigInt, Date, Integer, Text, Time, Uuid as SqlUuid},
 };
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::{ACTIVE, manage::SWEEPER, prepared::prepared, slots::STARTS_AT};
+use super::{ACTIVE, StoreError, manage::SWEEPER, prepared::prepared, slots::STARTS_AT};
 use crate::{
     clock::Offset,
-    domain::{EntryId, OfferPlan, ReservationId, Waiter, plan_offers, reservation_code},
+    domain::{EntryId, OfferPlan, ReservationId, SlotKey, Waiter, plan_offers, reservation_code},
 };
 
 /// What an offer is made with: slotgate's clock shift, and the server's
@@ -103,16 +104,23 @@ impl FreedIn {
     }
 }
 
-/// Offers `freed` seats (just freed in the database, inside the calling
-/// transaction, which holds the slot's row lock) and the seats set aside
-/// before to the slot's waiting entries, by the rule. Each offer is a
-/// PENDING_DEPOSIT reservation due at the offer's deadline, written with
-/// its CREATED and WAITLIST_OFFERED events. Returns the slot's version
-/// after it, and its seats not public then (reserved or set aside).
+/// An offer round in `freed`'s slot, inside the calling transaction, which
+/// holds the slot's row lock (seats were just freed, the capacity changed,
+/// or an entry left): every seat not reserved (those just freed, those set
+/// aside, and any free beside them) goes to the slot's waiting entries by
+/// the rule, so a party first in line is never left waiting while seats
+/// that fit it are public. Each offer is a PENDING_DEPOSIT reservation due
+/// at the offer's deadline, written with its CREATED and WAITLIST_OFFERED
+/// events. Returns the slot's version after it, and its seats not public
+/// then (reserved or set aside).
+///
+/// (The database's free seats include any held at that moment by a booking
+/// the gate admitted and that has not committed yet: an offer that takes
+/// them makes that booking's conditional update find the slot full, and it
+/// is answered `SOLD_OUT`. No seat is given twice.)
 pub(super) async fn offer_freed(
     conn: &mut AsyncPgConnection,
     freed: FreedIn,
-    seats: i32,
     terms: OfferTerms,
 ) -> Result<(i64, i32), DieselError> {
     #[derive(QueryableByName)]
@@ -128,6 +136,8 @@ pub(super) async fn offer_freed(
     struct Slot {
         #[diesel(sql_type = Integer)]
         capacity: i32,
+        #[diesel(sql_type = Integer)]
+        reserved: i32,
         #[diesel(sql_type = BigInt)]
         restaurant_id: i64,
         /// Its sale closed or it started (by slotgate's clock): nobody can
@@ -163,7 +173,7 @@ pub(super) async fn offer_freed(
     .load(conn)
     .await?;
     let slot: Slot = prepared(format!(
-        "SELECT s.capacity, s.restaurant_id,
+        "SELECT s.capacity, s.reserved, s.restaurant_id,
                 COALESCE(s.closes_at <= now() + $2 * interval '1 microsecond', false)
                   OR {STARTS_AT} <= now() + $2 * interval '1 microsecond' AS over
          FROM slots s JOIN restaurants z ON z.id = s.restaurant_id WHERE s.id = $1"
@@ -174,8 +184,11 @@ pub(super) async fn offer_freed(
     .await?;
     let waiters: Vec<Waiter> =
         waiting.iter().map(|w| Waiter { party_size: w.party_size, passed_over: w.passed_over }).collect();
-    let plan =
-        if slot.over { OfferPlan::default() } else { plan_offers(seats + freed.set_aside, &waiters, slot.capacity) };
+    let plan = if slot.over {
+        OfferPlan::default()
+    } else {
+        plan_offers(slot.capacity - slot.reserved, &waiters, slot.capacity)
+    };
 
     let offered: Vec<Uuid> = plan.offered.iter().map(|&i| waiting[i].id).collect();
     let passed: Vec<Uuid> = plan.passed.iter().map(|&i| waiting[i].id).collect();
@@ -281,20 +294,50 @@ async fn free_codes(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> Result<Vec<St
     Ok(codes)
 }
 
-/// After seats were freed in `freed`'s slot (`seats` of them) inside the
-/// calling transaction: offers them to its waitlist if it has a say.
-/// Returns the slot's version after it and whether offers were looked at
-/// (the gate's counter is then loaded afresh rather than given seats back).
+/// After seats were freed in `freed`'s slot inside the calling
+/// transaction: an offer round if its waitlist has a say. Returns the
+/// slot's version after it and whether offers were looked at (the gate's
+/// counter is then loaded afresh rather than given seats back).
 pub(super) async fn settle_freed(
     conn: &mut AsyncPgConnection,
     freed: FreedIn,
-    seats: i32,
     terms: OfferTerms,
 ) -> Result<(i64, bool), DieselError> {
     if !freed.concerns_waitlist() {
         return Ok((freed.version, false));
     }
-    Ok((offer_freed(conn, freed, seats, terms).await?.0, true))
+    Ok((offer_freed(conn, freed, terms).await?.0, true))
+}
+
+/// An offer round in `slot` outside any change of its own: seats came back
+/// to the gate's counter without the database seeing a change (the reaper
+/// released holds whose request never committed). Locks the slot's row;
+/// returns whether its waitlist had a say (then the counter is to be
+/// loaded afresh).
+pub async fn offer_round(conn: &mut AsyncPgConnection, slot: &SlotKey, terms: OfferTerms) -> Result<bool, StoreError> {
+    let round = conn
+        .transaction(async |conn| {
+            let row: Option<FreedIn> = prepared(format!(
+                "SELECT {FREED_COLUMNS} FROM slots
+                 WHERE restaurant_id = $1 AND slot_date = $2 AND slot_time = $3
+                 FOR NO KEY UPDATE"
+            ))
+            .bind::<BigInt, _>(slot.restaurant_id)
+            .bind::<Date, _>(slot.date)
+            .bind::<Time, _>(slot.time)
+            .get_result(conn)
+            .await
+            .optional()?;
+            match row {
+                Some(row) if row.concerns_waitlist() => {
+                    offer_freed(conn, row, terms).await?;
+                    Ok::<_, DieselError>(true)
+                }
+                _ => Ok(false),
+            }
+        })
+        .await?;
+    Ok(round)
 }
 
 /// The version of a slot's row, with what its waitlist holds, as a

@@ -33,4 +33,5 @@ mod waitlist;
 mod waitlist_audit;
 mod waitlist_faults;
 mod waitlist_load;
+mod waitlist_rules;
 mod windows;

@@ -21,7 +21,7 @@ pub const OFFER_WINDOW: Duration = Duration::from_secs(600);
 
 /// An app with its background passes off, and a per-user guard loose
 /// enough for a user's several calls in a row.
-async fn spawn() -> TestApp {
+pub async fn spawn() -> TestApp {
     spawn_app_with(|c| {
         by_hand(c);
         c.user_burst = 1_000;
@@ -279,55 +279,6 @@ async fn an_offer_lapses_at_its_deadline_and_the_seats_go_to_the_next_entry() {
         (events[1].reservation.as_ref().unwrap().id.as_str(), 1)
     );
     assert!(events[0].waitlist_entry.as_ref().unwrap().offer_reservation_id.is_empty(), "no offer yet when joining");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_party_passed_over_as_often_as_the_rule_allows_gets_the_seats_set_aside() {
-    let app = spawn().await;
-    let slot = slot_at("21:00");
-    open_with(&app, &slot, 6, None).await;
-    let holders: Vec<pb::Reservation> = futures_util::future::join_all(
-        (0..6).map(|i| app.create(reserve(&format!("r-{i}"), &format!("holder-{i}"), &slot, 1))),
-    )
-    .await
-    .into_iter()
-    .map(Result::unwrap)
-    .collect();
-    // A party of 5 first in line, then parties of 1.
-    let big = join(&app, "j-big", "big", &slot, 5).await.unwrap();
-    let small: Vec<pb::WaitlistEntry> = {
-        let mut v = Vec::new();
-        for i in 0..6 {
-            v.push(join(&app, &format!("j-s{i}"), &format!("small-{i}"), &slot, 1).await.unwrap());
-        }
-        v
-    };
-
-    // Each seat that comes back goes to the next small party, passing the
-    // big one over, as often as the rule allows (3 times).
-    for (i, holder) in holders.iter().take(3).enumerate() {
-        app.cancel(&holder.id, pb::CancelReason::User).await.unwrap();
-        assert_eq!(entry(&app, &small[i].id).await.state(), pb::WaitlistState::Offered, "seat {i}");
-    }
-    assert_eq!(entry(&app, &big.id).await.state(), pb::WaitlistState::Waiting);
-    // From now on the seats are set aside for it: not offered to the small
-    // parties behind it, not public.
-    for holder in &holders[3..5] {
-        app.cancel(&holder.id, pb::CancelReason::User).await.unwrap();
-    }
-    assert_eq!(entry(&app, &small[3].id).await.state(), pb::WaitlistState::Waiting);
-    assert_eq!(app.remaining(&slot).await.remaining, 0);
-    assert_eq!(db_waitlist_seats(&app, &slot).await, (4, 2));
-    // Three of the offers lapse or are given up: with the two set aside,
-    // five seats: the big party's.
-    for s in &small[..3] {
-        leave(&app, &s.id).await.unwrap();
-    }
-    let big = entry(&app, &big.id).await;
-    assert_eq!(big.state(), pb::WaitlistState::Offered);
-    assert_eq!(reservation(&app, &big.offer_reservation_id).await.party_size, 5);
-    assert_eq!(db_waitlist_seats(&app, &slot).await, (6, 0));
-    assert_eq!(app.remaining(&slot).await.remaining, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -99,9 +99,10 @@ impl Model {
         }
     }
 
-    /// `seats` came back in `slot` (a cancel, an expiry, a raise, an offer
-    /// given up): offered to the line by the rule if it has a say.
-    pub fn seats_back(&mut self, slot: usize, seats: i32) {
+    /// Seats came back in `slot` (a cancel, an expiry, a raise, an offer
+    /// given up, an entry leaving with seats set aside): an offer round if
+    /// the line has a say, over every seat not reserved.
+    pub fn offer_round(&mut self, slot: usize) {
         if self.in_line(slot).is_empty() && self.lines.set_aside[slot] == 0 {
             return;
         }
@@ -124,7 +125,7 @@ impl Model {
         let plan = if self.closed[slot] {
             OfferPlan::default()
         } else {
-            plan_offers(seats + self.lines.set_aside[slot], &waiters, self.capacity[slot])
+            plan_offers(self.capacity[slot] - self.seats_taken(slot), &waiters, self.capacity[slot])
         };
         for &i in &plan.passed {
             self.entry_by_id(&line[i].0).passed += 1;
@@ -177,7 +178,7 @@ impl Model {
         self.lines.set_aside[slot] = self.lines.set_aside[slot].min(room);
         let raised = self.capacity[slot] - before;
         if (raised > 0 && had_say) || (raised != 0 && aside_before > 0) {
-            self.seats_back(slot, raised.max(0));
+            self.offer_round(slot);
         }
     }
 }
@@ -258,15 +259,14 @@ pub async fn leave(app: &TestApp, model: &mut Model, of: usize) -> Result<(), Fa
         (State::Waiting, _) => {
             model.lines.entries.get_mut(&request_id).unwrap().state = State::Left;
             if model.lines.set_aside[slot] > 0 {
-                model.seats_back(slot, 0);
+                model.offer_round(slot);
             }
         }
         (State::Offered, Some(offer)) => {
             let booked = model.booked.get_mut(&offer).unwrap();
             booked.status = Status::Cancelled;
-            let party = booked.party;
             model.offer_ended(&offer, Status::Cancelled);
-            model.seats_back(slot, party);
+            model.offer_round(slot);
         }
         _ => {}
     }
@@ -295,7 +295,7 @@ pub async fn accept(app: &TestApp, model: &mut Model, of: usize) -> Result<(), F
         Status::Cancelled => Err((Code::FailedPrecondition, "NOT_CONFIRMABLE".to_owned())),
     };
     ensure!(answer == expected, "accept: expected {expected:?}, got {answer:?}");
-    let (before, slot, party) = (booked.status, booked.slot, booked.party);
+    let (before, slot) = (booked.status, booked.slot);
     booked.status = match (before, &expected) {
         (Status::Pending, Ok(_)) => Status::Confirmed,
         (Status::Pending, Err(_)) => Status::Expired,
@@ -305,7 +305,7 @@ pub async fn accept(app: &TestApp, model: &mut Model, of: usize) -> Result<(), F
         let after = model.booked[&offer].status;
         model.offer_ended(&offer, after);
         if after == Status::Expired {
-            model.seats_back(slot, party);
+            model.offer_round(slot);
         }
     }
     Ok(())
