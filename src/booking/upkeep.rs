@@ -318,7 +318,11 @@ impl Booking {
         let ids: Vec<ReservationId> = expired.iter().map(|(_, hold)| hold.id).collect();
         let committed = self.store.committed(&ids).await?;
         let mut reaped = Reaped::default();
-        let mut released_in = std::collections::BTreeSet::new();
+        // Slots whose waitlist gets the seats released first, and how many.
+        let slots: Vec<SlotKey> = expired.iter().map(|(slot, _)| *slot).collect();
+        let with_waitlist: std::collections::HashSet<SlotKey> =
+            self.store.with_waitlist(&slots).await?.into_iter().collect();
+        let mut withheld: std::collections::BTreeMap<SlotKey, i32> = Default::default();
         for (slot, hold) in expired {
             let row = committed.get(&hold.id).filter(|row| row.slot == slot);
             if let Some(row) = row.filter(|row| row.attempt == Some(hold.nonce)) {
@@ -332,17 +336,23 @@ impl Booking {
                 Some(_) => Release::ForgetUser,
                 None => Release::Forget,
             };
-            if gate.release(&slot, hold.id, &hold.user, hold.nonce, how).await? > 0 {
+            let withhold = with_waitlist.contains(&slot);
+            let seats = gate.release_keeping(&slot, hold.id, &hold.user, hold.nonce, how, withhold).await?;
+            if seats > 0 {
                 reaped.released += 1;
-                released_in.insert(slot);
+                if withhold {
+                    *withheld.entry(slot).or_default() += seats as i32;
+                }
             }
         }
-        // Seats only the gate held came back to its counter: the slots'
-        // waitlists get them first (the counter is then loaded afresh).
-        for slot in released_in {
-            if self.store.offer_round(&slot, self.offer_terms()).await? {
-                self.refresh_counter(slot).await;
+        // Seats kept out of the counters go to the slots' waitlists first;
+        // then each counter is loaded afresh (with whatever is left public),
+        // also if the offer failed: until then it reads low, never high.
+        for (slot, seats) in withheld {
+            if let Err(e) = self.store.offer_round(&slot, seats, self.offer_terms()).await {
+                warn!(error = %e, %slot, "could not offer released seats to the waitlist");
             }
+            self.refresh_counter(slot).await;
         }
         if reaped != Reaped::default() {
             self.metrics.holds_reaped_finalized.fetch_add(reaped.finalized.into(), Ordering::Relaxed);

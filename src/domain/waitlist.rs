@@ -198,8 +198,8 @@ pub struct Waiter {
 pub struct OfferPlan {
     /// Indexes (into the waiters given) of the entries offered seats.
     pub offered: Vec<usize>,
-    /// Indexes of the entries passed over: a later entry got seats their
-    /// party did not fit.
+    /// Indexes of the entries passed over: a later entry, or the public,
+    /// got seats their party did not fit.
     pub passed: Vec<usize>,
     /// Seats set aside for an entry passed over [`MAX_PASSES`] times.
     pub set_aside: i32,
@@ -222,10 +222,14 @@ pub fn plan_offers(seats: i32, waiters: &[Waiter], capacity: i32) -> OfferPlan {
             plan.passed.append(&mut skipped);
         } else if w.passed_over >= MAX_PASSES && w.party_size <= capacity {
             plan.set_aside = left;
-            break;
+            return plan;
         } else {
             skipped.push(i);
         }
+    }
+    // Seats nobody took go public, past the entries they did not fit.
+    if left > 0 {
+        plan.passed.append(&mut skipped);
     }
     plan
 }
@@ -248,9 +252,11 @@ mod tests {
     fn an_entry_that_does_not_fit_keeps_its_place_and_is_passed_over() {
         let plan = plan_offers(3, &[w(5, 0), w(3, 0), w(1, 0)], 10);
         assert_eq!(plan, OfferPlan { offered: vec![1], passed: vec![0], set_aside: 0 });
-        // Nobody later fits: nobody is passed over, the seats go public.
+        // Nobody later fits: the seats go public, past both.
         let plan = plan_offers(3, &[w(5, 0), w(4, 0)], 10);
-        assert_eq!(plan, OfferPlan::default());
+        assert_eq!(plan, OfferPlan { offered: vec![], passed: vec![0, 1], set_aside: 0 });
+        // No seats: nobody is passed over.
+        assert_eq!(plan_offers(0, &[w(5, 0)], 10), OfferPlan::default());
     }
 
     #[test]

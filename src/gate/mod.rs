@@ -380,6 +380,21 @@ impl Gate {
         nonce: u64,
         how: Release,
     ) -> Result<i64, GateError> {
+        self.release_keeping(slot, id, user, nonce, how, false).await
+    }
+
+    /// As [`Gate::release`]; with `withhold`, the seats are kept out of the
+    /// counter: the slot's waitlist gets them first (the caller offers them
+    /// in the database and then has the counter loaded afresh).
+    pub async fn release_keeping(
+        &self,
+        slot: &SlotKey,
+        id: ReservationId,
+        user: &str,
+        nonce: u64,
+        how: Release,
+        withhold: bool,
+    ) -> Result<i64, GateError> {
         let k = self.keys(slot);
         let forget = match how {
             Release::KeepEntries => 0,
@@ -392,7 +407,14 @@ impl Gate {
         if self.request_records {
             invocation.key(SlotKeys::request(&self.namespace, id));
         }
-        invocation.arg(id.to_string()).arg(user).arg(nonce).arg(forget).arg(void_ms).arg(&k.name);
+        invocation
+            .arg(id.to_string())
+            .arg(user)
+            .arg(nonce)
+            .arg(forget)
+            .arg(void_ms)
+            .arg(&k.name)
+            .arg(u8::from(withhold));
         self.invoke(&invocation).await
     }
 

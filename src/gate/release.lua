@@ -20,6 +20,9 @@
 --         holds in either order.
 -- ARGV[6] this slot's name (with KEYS[6]: the record goes with the id's
 --         entries when nothing was booked)
+-- ARGV[7] '1': keep the seats out of the counter (the slot's waitlist gets
+--         them first: the caller offers them in the database and then has
+--         the counter loaded afresh); otherwise they go back to it
 -- Returns the seats released (0 when this attempt held none).
 local id, user, forget = ARGV[1], ARGV[2], ARGV[4]
 
@@ -51,7 +54,9 @@ redis.call('HDEL', KEYS[4], id)
 -- the next load recomputes it from the database, so adding to it here would
 -- invent a counter holding only this hold's seats.
 if redis.call('HEXISTS', KEYS[1], 'left') == 1 then
-  redis.call('HINCRBY', KEYS[1], 'left', tonumber(party))
+  if ARGV[7] ~= '1' then
+    redis.call('HINCRBY', KEYS[1], 'left', tonumber(party))
+  end
   redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 end
 if forget ~= '0' and redis.call('HGET', KEYS[2], user) == id then

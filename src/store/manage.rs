@@ -192,7 +192,7 @@ async fn free_seats(
     .get_result(conn)
     .await?;
     end_offer(conn, ended, caller).await?;
-    let (version, waitlist) = settle_freed(conn, row, terms).await?;
+    let (version, waitlist) = settle_freed(conn, row, seats, terms).await?;
     Ok(Freed { version, waitlist })
 }
 
@@ -334,15 +334,16 @@ pub async fn expire_due(
             .bind::<Text, _>(SWEEPER)
             .load(conn)
             .await?;
-            // Each slot whose waitlist has a say gets one offer round, in
-            // slot id order (the order they are locked in).
-            let mut rounds: std::collections::BTreeMap<i64, FreedIn> = Default::default();
+            // Each slot whose waitlist has a say gets the seats it freed
+            // offered on, once, in slot id order (the order they are locked
+            // in).
+            let mut seats: std::collections::BTreeMap<i64, (FreedIn, i32)> = Default::default();
             for r in rows.iter().filter(|r| r.freed.concerns_waitlist()) {
-                rounds.entry(r.freed.slot_id).or_insert(r.freed);
+                seats.entry(r.freed.slot_id).or_insert((r.freed, 0)).1 += r.party_size;
             }
             let mut versions = std::collections::HashMap::new();
-            for (slot_id, freed) in rounds {
-                versions.insert(slot_id, settle_freed(conn, freed, terms).await?.0);
+            for (slot_id, (freed, n)) in seats {
+                versions.insert(slot_id, settle_freed(conn, freed, n, terms).await?.0);
             }
             Ok::<_, diesel::result::Error>(
                 rows.into_iter()

@@ -347,8 +347,13 @@ impl Store {
     }
 
     /// An offer round in `slot`; see [`offers::offer_round`].
-    pub async fn offer_round(&self, slot: &SlotKey, terms: OfferTerms) -> Result<bool, StoreError> {
-        offers::offer_round(&mut *self.conn().await?, slot, terms).await
+    pub async fn offer_round(&self, slot: &SlotKey, seats: i32, terms: OfferTerms) -> Result<bool, StoreError> {
+        offers::offer_round(&mut *self.conn().await?, slot, seats, terms).await
+    }
+
+    /// Those of `slots` whose waitlist has a say; see [`offers::with_waitlist`].
+    pub async fn with_waitlist(&self, slots: &[SlotKey]) -> Result<Vec<SlotKey>, StoreError> {
+        offers::with_waitlist(&mut *self.conn().await?, slots).await
     }
 
     pub async fn leave_entry(&self, id: EntryId, caller: &str, terms: OfferTerms) -> Result<Left, StoreError> {

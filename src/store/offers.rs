@@ -1,8 +1,8 @@
 //! Offers to the waitlist, made in the transactions that free seats (a
 //! cancel, an expiry, a capacity raise, an offer given up): seats that
 //! come back are never public in between, and a crash cannot split the
-//! two. (Seats that only the gate held, released by the reaper, get a
-//! round of their own.) The rule for who gets them is [`crate::domain::plan_offers`].
+//! two. (Seats that only the gate held, released by the reaper, are kept
+//! out of its counter and get a round of their own.) The rule for who gets them is [`crate::domain::plan_offers`].
 //!
 //! Locks are taken slot row first, then entries (or reservation row, then
 //! slot row, then entries, on the paths that end a reservation), as every
@@ -104,23 +104,19 @@ impl FreedIn {
     }
 }
 
-/// An offer round in `freed`'s slot, inside the calling transaction, which
-/// holds the slot's row lock (seats were just freed, the capacity changed,
-/// or an entry left): every seat not reserved (those just freed, those set
-/// aside, and any free beside them) goes to the slot's waiting entries by
-/// the rule, so a party first in line is never left waiting while seats
-/// that fit it are public. Each offer is a PENDING_DEPOSIT reservation due
-/// at the offer's deadline, written with its CREATED and WAITLIST_OFFERED
-/// events. Returns the slot's version after it, and its seats not public
-/// then (reserved or set aside).
-///
-/// (The database's free seats include any held at that moment by a booking
-/// the gate admitted and that has not committed yet: an offer that takes
-/// them makes that booking's conditional update find the slot full, and it
-/// is answered `SOLD_OUT`. No seat is given twice.)
+/// Offers `seats` (just freed in the database, inside the calling
+/// transaction, which holds the slot's row lock) and the seats set aside
+/// before to the slot's waiting entries, by the rule. Only those: seats the
+/// gate's counter already shows public stay public, so an offer never
+/// takes a seat the counter may still show (whatever becomes of the
+/// counter's refresh, it can only read low). Each offer is a
+/// PENDING_DEPOSIT reservation due at the offer's deadline, written with
+/// its CREATED and WAITLIST_OFFERED events. Returns the slot's version
+/// after it, and its seats not public then (reserved or set aside).
 pub(super) async fn offer_freed(
     conn: &mut AsyncPgConnection,
     freed: FreedIn,
+    seats: i32,
     terms: OfferTerms,
 ) -> Result<(i64, i32), DieselError> {
     #[derive(QueryableByName)]
@@ -187,7 +183,10 @@ pub(super) async fn offer_freed(
     let plan = if slot.over {
         OfferPlan::default()
     } else {
-        plan_offers(slot.capacity - slot.reserved, &waiters, slot.capacity)
+        // Never more than the database has free (a round after a
+        // capacity cut, say).
+        let pool = (seats + freed.set_aside).min(slot.capacity - slot.reserved);
+        plan_offers(pool, &waiters, slot.capacity)
     };
 
     let offered: Vec<Uuid> = plan.offered.iter().map(|&i| waiting[i].id).collect();
@@ -294,27 +293,32 @@ async fn free_codes(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> Result<Vec<St
     Ok(codes)
 }
 
-/// After seats were freed in `freed`'s slot inside the calling
-/// transaction: an offer round if its waitlist has a say. Returns the
+/// After `seats` were freed in `freed`'s slot inside the calling
+/// transaction: offers them to its waitlist if it has a say. Returns the
 /// slot's version after it and whether offers were looked at (the gate's
 /// counter is then loaded afresh rather than given seats back).
 pub(super) async fn settle_freed(
     conn: &mut AsyncPgConnection,
     freed: FreedIn,
+    seats: i32,
     terms: OfferTerms,
 ) -> Result<(i64, bool), DieselError> {
     if !freed.concerns_waitlist() {
         return Ok((freed.version, false));
     }
-    Ok((offer_freed(conn, freed, terms).await?.0, true))
+    Ok((offer_freed(conn, freed, seats, terms).await?.0, true))
 }
 
-/// An offer round in `slot` outside any change of its own: seats came back
-/// to the gate's counter without the database seeing a change (the reaper
-/// released holds whose request never committed). Locks the slot's row;
-/// returns whether its waitlist had a say (then the counter is to be
-/// loaded afresh).
-pub async fn offer_round(conn: &mut AsyncPgConnection, slot: &SlotKey, terms: OfferTerms) -> Result<bool, StoreError> {
+/// Offers `seats` that came back to the gate without the database seeing a
+/// change (the reaper released holds whose request never committed, and
+/// kept them out of the counter) and the seats set aside to `slot`'s
+/// waitlist. Locks the slot's row; returns whether its waitlist had a say.
+pub async fn offer_round(
+    conn: &mut AsyncPgConnection,
+    slot: &SlotKey,
+    seats: i32,
+    terms: OfferTerms,
+) -> Result<bool, StoreError> {
     let round = conn
         .transaction(async |conn| {
             let row: Option<FreedIn> = prepared(format!(
@@ -330,7 +334,7 @@ pub async fn offer_round(conn: &mut AsyncPgConnection, slot: &SlotKey, terms: Of
             .optional()?;
             match row {
                 Some(row) if row.concerns_waitlist() => {
-                    offer_freed(conn, row, terms).await?;
+                    offer_freed(conn, row, seats, terms).await?;
                     Ok::<_, DieselError>(true)
                 }
                 _ => Ok(false),
@@ -338,6 +342,31 @@ pub async fn offer_round(conn: &mut AsyncPgConnection, slot: &SlotKey, terms: Of
         })
         .await?;
     Ok(round)
+}
+
+/// Those of `slots` whose waitlist has a say in seats that come back
+/// (entries wait, or seats are set aside).
+pub async fn with_waitlist(conn: &mut AsyncPgConnection, slots: &[SlotKey]) -> Result<Vec<SlotKey>, StoreError> {
+    #[derive(QueryableByName)]
+    struct Key {
+        #[diesel(embed)]
+        key: super::slots::SlotKeyRow,
+    }
+    let restaurants: Vec<i64> = slots.iter().map(|s| s.restaurant_id).collect();
+    let dates: Vec<chrono::NaiveDate> = slots.iter().map(|s| s.date).collect();
+    let times: Vec<chrono::NaiveTime> = slots.iter().map(|s| s.time).collect();
+    let keys: Vec<Key> = prepared(
+        "SELECT s.restaurant_id, s.slot_date, s.slot_time FROM slots s
+         JOIN unnest($1::bigint[], $2::date[], $3::time[]) AS v(r, d, t)
+           ON s.restaurant_id = v.r AND s.slot_date = v.d AND s.slot_time = v.t
+         WHERE s.waiting > 0 OR s.set_aside > 0",
+    )
+    .bind::<Array<BigInt>, _>(&restaurants)
+    .bind::<Array<Date>, _>(&dates)
+    .bind::<Array<Time>, _>(&times)
+    .load(conn)
+    .await?;
+    Ok(keys.iter().map(|k| k.key.key()).collect())
 }
 
 /// The version of a slot's row, with what its waitlist holds, as a

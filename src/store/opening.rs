@@ -169,7 +169,7 @@ pub async fn open_slots(
                         let replan = (raised > 0 && concerns_waitlist) || (raised != 0 && x.set_aside > 0);
                         if replan {
                             let aside = x.set_aside.min(s.capacity - e.reserved);
-                            raises.push((*id, x.waiting, aside));
+                            raises.push((*id, raised.max(0), x.waiting, aside));
                         }
                         let cut_aside = x.set_aside > s.capacity - e.reserved;
                         opened.push(Opened {
@@ -222,13 +222,13 @@ pub async fn open_slots(
                 .execute(conn)
                 .await?;
             }
-            // An offer round where a raise added seats to a slot with a
-            // waitlist, or the capacity of one with seats set aside changed,
-            // slot by slot in id order (the order the rows were locked in).
+            // Seats a raise added go to the waitlist first (and set-aside
+            // seats are planned again after any change of capacity), slot by
+            // slot in id order (the order the rows were locked in).
             raises.sort_unstable_by_key(|r| r.0);
-            for (slot_id, waiting, set_aside) in raises {
+            for (slot_id, raised, waiting, set_aside) in raises {
                 let freed = FreedIn { slot_id, version: 0, waiting, set_aside };
-                let (version, not_public) = offer_freed(conn, freed, terms).await?;
+                let (version, not_public) = offer_freed(conn, freed, raised, terms).await?;
                 if let Some(o) = opened.iter_mut().find(|o| ids_by_slot.get(&o.slot) == Some(&slot_id)) {
                     o.version = version;
                     o.reserved = not_public;

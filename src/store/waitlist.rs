@@ -384,7 +384,7 @@ pub async fn leave_entry(
             .await
             .optional()?;
             match left {
-                Some(freed) if freed.set_aside > 0 => Ok(Some(offer_freed(conn, freed, terms).await?.0)),
+                Some(freed) if freed.set_aside > 0 => Ok(Some(offer_freed(conn, freed, 0, terms).await?.0)),
                 Some(freed) => Ok::<_, DieselError>(Some(freed.version)),
                 None => Ok(None),
             }

@@ -196,8 +196,8 @@ async fn step(app: &TestApp, model: &mut Model, (label, op): Step) -> Result<(),
                     let got = answer.map_err(|e| Failure(format!("cancel of an active reservation: {e:?}")))?;
                     ensure!(!got.already_cancelled, "cancel said already cancelled");
                     booked.status = Status::Cancelled;
-                    let slot = booked.slot;
-                    model.offer_round(slot);
+                    let (slot, party) = (booked.slot, booked.party);
+                    model.offer_round(slot, party);
                 }
                 Status::Cancelled => {
                     let got = answer.map_err(|e| Failure(format!("repeated cancel: {e:?}")))?;
@@ -236,8 +236,8 @@ async fn step(app: &TestApp, model: &mut Model, (label, op): Step) -> Result<(),
                 (status, _) => status,
             };
             if before == Status::Pending && booked.status == Status::Expired {
-                let slot = booked.slot;
-                model.offer_round(slot);
+                let (slot, party) = (booked.slot, booked.party);
+                model.offer_round(slot, party);
             }
         }
         Op::Advance { secs } => {
@@ -254,16 +254,17 @@ async fn step(app: &TestApp, model: &mut Model, (label, op): Step) -> Result<(),
                 .map(|(k, _)| k.clone())
                 .collect();
             ensure!(expired == due.len(), "sweep expired {expired}, model {}", due.len());
-            let mut freed = [false; CAPACITIES.len()];
+            let mut freed = [0; CAPACITIES.len()];
             for k in &due {
                 let b = model.booked.get_mut(k).unwrap();
                 b.status = Status::Expired;
-                freed[b.slot] = true;
+                freed[b.slot] += b.party;
                 model.offer_ended(k, Status::Expired);
             }
-            // One offer round per slot, in slot order, after every lapse.
-            for (slot, _) in freed.into_iter().enumerate().filter(|(_, f)| *f) {
-                model.offer_round(slot);
+            // One offer per slot of the seats it freed, in slot order, after
+            // every lapse.
+            for (slot, seats) in freed.into_iter().enumerate().filter(|(_, n)| *n > 0) {
+                model.offer_round(slot, seats);
             }
         }
         Op::Flush => app.flush_redis().await,

@@ -1,6 +1,6 @@
 //! The waitlist's offer rule against the real service: parties that do not
-//! fit are passed over, at most as often as the rule allows, and seats that
-//! come back a few at a time add up for the party first in line.
+//! fit are passed over (by a later entry, or by seats going public), at
+//! most as often as the rule allows, and then seats add up for them.
 
 use slotgate::pb;
 
@@ -59,27 +59,40 @@ async fn a_party_passed_over_as_often_as_the_rule_allows_gets_the_seats_set_asid
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn seats_that_come_back_a_few_at_a_time_add_up_for_the_first_in_line() {
+async fn seats_that_go_public_past_a_party_count_as_passes_and_then_add_up_for_it() {
     let app = spawn().await;
     let slot = slot_at("21:30");
     open_with(&app, &slot, 4, None).await;
-    let a = app.create(reserve("r-a", "a", &slot, 2)).await.unwrap();
-    let b = app.create(reserve("r-b", "b", &slot, 2)).await.unwrap();
+    let mut holders = Vec::new();
+    for i in 0..4 {
+        holders.push(app.create(reserve(&format!("r-{i}"), &format!("h-{i}"), &slot, 1)).await.unwrap());
+    }
     let four = join(&app, "j-four", "four", &slot, 4).await.unwrap();
 
-    // Two seats back: not enough for the party of four, and nobody else
-    // waits: they are public for now.
-    app.cancel(&a.id, pb::CancelReason::User).await.unwrap();
-    assert_eq!(entry(&app, &four.id).await.state(), pb::WaitlistState::Waiting);
-    assert_eq!(app.remaining(&slot).await.remaining, 2);
-    // Two more: with the two still free, the party fits, and all four are
-    // offered to it, none left public.
-    app.cancel(&b.id, pb::CancelReason::User).await.unwrap();
+    // One seat back at a time: too few for the party of four, so each goes
+    // public past it, and it counts the pass.
+    for h in &holders[..3] {
+        app.cancel(&h.id, pb::CancelReason::User).await.unwrap();
+        assert_eq!(entry(&app, &four.id).await.state(), pb::WaitlistState::Waiting);
+    }
+    assert_eq!(app.remaining(&slot).await.remaining, 3);
+    // Passed over three times: the next seat is set aside for it.
+    app.cancel(&holders[3].id, pb::CancelReason::User).await.unwrap();
+    assert_eq!(db_waitlist_seats(&app, &slot).await, (0, 1));
+    assert_eq!(app.remaining(&slot).await.remaining, 3);
+    // Others book the public seats; as they come back, they add up for it.
+    let mut others = Vec::new();
+    for i in 0..3 {
+        others.push(app.create(reserve(&format!("o-{i}"), &format!("o-{i}"), &slot, 1)).await.unwrap());
+    }
+    for o in &others {
+        app.cancel(&o.id, pb::CancelReason::User).await.unwrap();
+    }
     let four = entry(&app, &four.id).await;
     assert_eq!(four.state(), pb::WaitlistState::Offered);
     assert_eq!(reservation(&app, &four.offer_reservation_id).await.party_size, 4);
-    assert_eq!(app.remaining(&slot).await.remaining, 0);
     assert_eq!(db_waitlist_seats(&app, &slot).await, (4, 0));
+    assert_eq!(app.remaining(&slot).await.remaining, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -99,10 +99,11 @@ impl Model {
         }
     }
 
-    /// Seats came back in `slot` (a cancel, an expiry, a raise, an offer
-    /// given up, an entry leaving with seats set aside): an offer round if
-    /// the line has a say, over every seat not reserved.
-    pub fn offer_round(&mut self, slot: usize) {
+    /// `seats` came back in `slot` (a cancel, an expiry, a raise, an offer
+    /// given up; none when an entry leaves with seats set aside): they and
+    /// the seats set aside are offered to the line by the rule, if it has a
+    /// say.
+    pub fn offer_round(&mut self, slot: usize, seats: i32) {
         if self.in_line(slot).is_empty() && self.lines.set_aside[slot] == 0 {
             return;
         }
@@ -125,7 +126,8 @@ impl Model {
         let plan = if self.closed[slot] {
             OfferPlan::default()
         } else {
-            plan_offers(self.capacity[slot] - self.seats_taken(slot), &waiters, self.capacity[slot])
+            let pool = (seats + self.lines.set_aside[slot]).min(self.capacity[slot] - self.seats_taken(slot));
+            plan_offers(pool, &waiters, self.capacity[slot])
         };
         for &i in &plan.passed {
             self.entry_by_id(&line[i].0).passed += 1;
@@ -178,7 +180,7 @@ impl Model {
         self.lines.set_aside[slot] = self.lines.set_aside[slot].min(room);
         let raised = self.capacity[slot] - before;
         if (raised > 0 && had_say) || (raised != 0 && aside_before > 0) {
-            self.offer_round(slot);
+            self.offer_round(slot, raised.max(0));
         }
     }
 }
@@ -259,14 +261,15 @@ pub async fn leave(app: &TestApp, model: &mut Model, of: usize) -> Result<(), Fa
         (State::Waiting, _) => {
             model.lines.entries.get_mut(&request_id).unwrap().state = State::Left;
             if model.lines.set_aside[slot] > 0 {
-                model.offer_round(slot);
+                model.offer_round(slot, 0);
             }
         }
         (State::Offered, Some(offer)) => {
             let booked = model.booked.get_mut(&offer).unwrap();
             booked.status = Status::Cancelled;
+            let party = booked.party;
             model.offer_ended(&offer, Status::Cancelled);
-            model.offer_round(slot);
+            model.offer_round(slot, party);
         }
         _ => {}
     }
@@ -295,7 +298,7 @@ pub async fn accept(app: &TestApp, model: &mut Model, of: usize) -> Result<(), F
         Status::Cancelled => Err((Code::FailedPrecondition, "NOT_CONFIRMABLE".to_owned())),
     };
     ensure!(answer == expected, "accept: expected {expected:?}, got {answer:?}");
-    let (before, slot) = (booked.status, booked.slot);
+    let (before, slot, party) = (booked.status, booked.slot, booked.party);
     booked.status = match (before, &expected) {
         (Status::Pending, Ok(_)) => Status::Confirmed,
         (Status::Pending, Err(_)) => Status::Expired,
@@ -305,7 +308,7 @@ pub async fn accept(app: &TestApp, model: &mut Model, of: usize) -> Result<(), F
         let after = model.booked[&offer].status;
         model.offer_ended(&offer, after);
         if after == Status::Expired {
-            model.offer_round(slot);
+            model.offer_round(slot, party);
         }
     }
     Ok(())
