@@ -269,21 +269,21 @@ const OFFER_CALLER: &str = "slotgate\0waitlist";
 async fn free_codes(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> Result<Vec<String>, DieselError> {
     #[derive(QueryableByName)]
     struct Taken {
-        #[diesel(sql_type = Integer)]
-        #[allow(dead_code)]
-        one: i32,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        taken: bool,
     }
     let mut codes = Vec::with_capacity(ids.len());
     for &id in ids {
         let mut salt = 0;
         loop {
             let code = reservation_code(ReservationId(id), salt);
-            let taken: Option<Taken> = prepared("SELECT 1 AS one FROM reservations WHERE code = $1")
+            let found: Taken = prepared("SELECT EXISTS (SELECT 1 FROM reservations WHERE code = $1) AS taken")
                 .bind::<Text, _>(&code)
                 .get_result(conn)
-                .await
-                .optional()?;
-            if taken.is_none() || salt >= 8 {
+                .await?;
+            // After a few salts a code is taken only by a bug; the unique
+            // index then refuses the insert rather than this loop spin.
+            if !found.taken || salt >= 8 {
                 codes.push(code);
                 break;
             }
