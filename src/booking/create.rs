@@ -102,11 +102,7 @@ impl Booking {
                 Admission::Duplicate { existing } => return Err(BookingError::Duplicate { existing }),
                 Admission::Waiting { entry } => return Err(BookingError::AlreadyWaiting { entry }),
                 Admission::Reused => return Err(BookingError::RequestIdReused),
-                Admission::NotOpen { opens_at, wait } => {
-                    return Err(BookingError::SlotNotOpen { slot: new.slot, opens_at, wait });
-                }
-                Admission::Closed { closes_at } => return Err(BookingError::SlotClosed { slot: new.slot, closes_at }),
-                Admission::Started { .. } => return Err(BookingError::SlotStarted(new.slot)),
+                Admission::Shut(shut) => return Err(BookingError::shut(new.slot, shut)),
                 Admission::Replay { held: false } => {
                     // Admitted before and no longer held: it committed.
                     match self.store.find_reservation(id).await? {

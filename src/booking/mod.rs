@@ -43,7 +43,7 @@ pub use self::{
 use crate::{
     clock::Clock,
     domain::{EntryId, FieldError, ReservationId, ReservationStatus, SlotKey, WaitlistState},
-    gate::{Gate, GateError},
+    gate::{Gate, GateError, Shut},
     metrics::Metrics,
     pools::PoolStates,
     store::{SeatLock, Store, StoreError},
@@ -121,6 +121,17 @@ pub enum BookingError {
     /// The task doing the work panicked. A bug.
     #[error("task failed: {0}")]
     Crashed(String),
+}
+
+impl BookingError {
+    /// The refusal of a booking or a join in `slot`, shut by its window.
+    pub fn shut(slot: SlotKey, shut: Shut) -> Self {
+        match shut {
+            Shut::NotOpen { opens_at, wait } => Self::SlotNotOpen { slot, opens_at, wait },
+            Shut::Closed { closes_at } => Self::SlotClosed { slot, closes_at },
+            Shut::Started { .. } => Self::SlotStarted(slot),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]

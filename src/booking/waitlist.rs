@@ -77,13 +77,7 @@ impl Booking {
                 JoinDecision::Reused => return Err(BookingError::RequestIdReused),
                 JoinDecision::Full { limit } => return Err(BookingError::WaitlistFull { limit }),
                 JoinDecision::Off => return Err(BookingError::WaitlistOff),
-                JoinDecision::NotOpen { opens_at, wait } => {
-                    return Err(BookingError::SlotNotOpen { slot: join.slot, opens_at, wait });
-                }
-                JoinDecision::Closed { closes_at } => {
-                    return Err(BookingError::SlotClosed { slot: join.slot, closes_at });
-                }
-                JoinDecision::Started => return Err(BookingError::SlotStarted(join.slot)),
+                JoinDecision::Shut(shut) => return Err(BookingError::shut(join.slot, shut)),
                 JoinDecision::Replay => {
                     // Joined before: answered from the database once its
                     // entry is there (the first attempt may be in flight).

@@ -25,8 +25,8 @@ pub use request::{
 };
 pub use slot::{Holder, KnownRequest, Remaining, SlotFigures, SlotKey, SlotState, Waitlisted, Window, parse_date};
 pub use waitlist::{
-    EntryId, Join, MAX_PASSES, OfferPlan, Waiter, WaitlistQuery, WaitlistState, parse_entry_id, parse_list_waitlist,
-    plan_offers,
+    EntryId, Join, MAX_PASSES, OfferPlan, Waiter, WaitlistQuery, WaitlistState, is_offer_request, parse_entry_id,
+    parse_list_waitlist, plan_offers,
 };
 
 /// One invalid field: which one (as a proto field path, e.g. `slot.date`) and

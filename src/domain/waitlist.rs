@@ -51,8 +51,18 @@ impl EntryId {
     /// The request id of the reservation that offers seats to this entry:
     /// each entry gets at most one offer, so its id is fixed.
     pub fn offer_request_id(self) -> String {
-        format!("waitlist-offer:{}", self.0.hyphenated())
+        format!("{OFFER_REQUEST_PREFIX}{}", self.0.hyphenated())
     }
+}
+
+const OFFER_REQUEST_PREFIX: &str = "waitlist-offer:";
+
+/// Whether a reservation with this request id may be a waitlist offer (a
+/// caller's own request id may look like one too: ending its offer then
+/// finds none). Cancels and confirms of other reservations skip the
+/// statement that ends offers.
+pub fn is_offer_request(request_id: &str) -> bool {
+    request_id.starts_with(OFFER_REQUEST_PREFIX)
 }
 
 impl fmt::Display for EntryId {
@@ -289,6 +299,7 @@ mod tests {
     #[test]
     fn entry_ids_are_not_reservation_ids_of_the_same_request() {
         let entry = EntryId::for_request("", "r1");
+        assert!(is_offer_request(&entry.offer_request_id()) && !is_offer_request("r1"));
         assert_ne!(entry.0, super::super::ReservationId::for_request("", "r1").0);
         assert_eq!(entry, EntryId::for_request("", "r1"));
         assert_ne!(entry, EntryId::for_request("svc", "r1"));

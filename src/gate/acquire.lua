@@ -35,20 +35,13 @@
 --               here or (KEYS[7]) in another slot
 --   {6, ''}     VOID: this attempt was given up before it ran (nobody
 --               waits for this reply); nothing taken
---   {7, 'opens now'}  NOT_OPEN: before the sale window's opening (Unix
---               ms, as stored), `now` by Redis's clock in Unix
---               microseconds, so the wait is never overstated (the
---               decisions compare whole milliseconds rounded down, so a
---               window never opens early); no arithmetic on them here,
---               where large numbers print in exponent form
---   {8, closes} CLOSED: at or after the window's end (Unix ms)
---   {9, starts} STARTED: at or after the slot's start (Unix ms)
+--   {7..9}      NOT_OPEN, CLOSED, STARTED: see window.lua
 --   {10, entry} WAITING: the user is in the slot's waitlist as `entry`: a
 --               user in line books through it (an offer) or leaves it first
 -- A refusal writes nothing (but for dropping a counter found untrustworthy).
--- The window is decided here, by Redis's clock, so every replica agrees on
--- the instant; a replay of an admitted request is answered as before
--- whatever the window says now.
+-- The window is decided here (window.lua); a replay of an admitted request
+-- is answered as before whatever the window says now.
+-- (Loaded after window.lua.)
 local id, user, party = ARGV[1], ARGV[2], tonumber(ARGV[3])
 
 if redis.call('EXISTS', KEYS[5]) == 1 then
@@ -94,16 +87,9 @@ if (redis.call('HEXISTS', KEYS[2], '') == 0 or redis.call('HEXISTS', KEYS[3], ''
   return {1, ''}
 end
 
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local window = redis.call('HMGET', KEYS[1], 'opens', 'closes', 'starts')
-local opens, closes, starts = tonumber(window[1]), tonumber(window[2]), tonumber(window[3])
-if starts and now_ms >= starts then
-  return {9, window[3]}
-elseif closes and now_ms >= closes then
-  return {8, window[2]}
-elseif opens and now_ms < opens then
-  return {7, window[1] .. ' ' .. string.format('%d', tonumber(now[1]) * 1000000 + tonumber(now[2]))}
+local refused, now_ms = window_refusal(KEYS[1])
+if refused then
+  return refused
 end
 
 local holder = redis.call('HGET', KEYS[2], user)

@@ -25,11 +25,12 @@
 --   {4, ''}        REPLAY: this request id joined before, same payload
 --   {5, ''}        REUSED: this request id was used with another payload
 --   {6, limit}     FULL: `limit` entries are in line already
---   {7..9}         NOT_OPEN, CLOSED, STARTED: as acquire
+--   {7..9}         NOT_OPEN, CLOSED, STARTED: see window.lua
 --   {10, id}       WAITING: the user is in line already, as entry `id`
 --   {11, ''}       OFF: the slot has no waitlist (its limit is 0)
 --   {12, ''}       VOID: this attempt was given up before it ran; nothing
 -- A refusal writes nothing (but for dropping a counter found untrustworthy).
+-- (Loaded after window.lua.)
 local id, user, party = ARGV[1], ARGV[2], tonumber(ARGV[3])
 
 if redis.call('EXISTS', KEYS[5]) == 1 then
@@ -65,16 +66,9 @@ if not limit or redis.call('HEXISTS', KEYS[2], '') == 0 or redis.call('HEXISTS',
   return {1, ''}
 end
 
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local window = redis.call('HMGET', KEYS[1], 'opens', 'closes', 'starts')
-local opens, closes, starts = tonumber(window[1]), tonumber(window[2]), tonumber(window[3])
-if starts and now_ms >= starts then
-  return {9, window[3]}
-elseif closes and now_ms >= closes then
-  return {8, window[2]}
-elseif opens and now_ms < opens then
-  return {7, window[1] .. ' ' .. string.format('%d', tonumber(now[1]) * 1000000 + tonumber(now[2]))}
+local refused = window_refusal(KEYS[1])
+if refused then
+  return refused
 end
 
 local holder = redis.call('HGET', KEYS[2], user)

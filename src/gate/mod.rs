@@ -11,6 +11,7 @@
 //! the connections.
 
 pub mod conn;
+mod decision;
 mod keys;
 mod upkeep;
 mod waitlist;
@@ -18,7 +19,6 @@ mod waitlist;
 use std::time::Duration;
 
 use bb8::PooledConnection;
-use chrono::{DateTime, Utc};
 use redis::{RedisError, Script, ScriptInvocation};
 use tracing::{Instrument, field::Empty, info_span};
 
@@ -27,74 +27,15 @@ use self::{
     keys::SlotKeys,
 };
 pub use self::{
+    decision::{Admission, Shut},
     keys::oldest_kept,
     upkeep::{ExpiredHold, Overwrite, Probe, Reconciled, Warm},
     waitlist::JoinDecision,
 };
 use crate::{
-    domain::{EntryId, ReservationId, SlotKey},
+    domain::{ReservationId, SlotKey},
     pools::{CheckoutError, PoolSettings, PoolState, Pooled, WaitRecording},
 };
-
-/// The gate's decision on one request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Admission {
-    /// Seats taken and a hold recorded; `remaining` seats are left.
-    Admitted {
-        remaining: i64,
-    },
-    /// No counter for the slot: load it from the database and ask again.
-    Cold,
-    SoldOut {
-        remaining: i64,
-    },
-    /// The user already holds `existing` in this slot.
-    Duplicate {
-        existing: ReservationId,
-    },
-    /// The user is in the slot's waitlist, as `entry`.
-    Waiting {
-        entry: EntryId,
-    },
-    /// This request id was admitted before with the same payload; `held`
-    /// while its transaction is still in flight.
-    Replay {
-        held: bool,
-    },
-    /// This request id was admitted before with another payload.
-    Reused,
-    /// The sale window opens at `opens_at`, `wait` from now by Redis's
-    /// clock.
-    NotOpen {
-        opens_at: DateTime<Utc>,
-        wait: Duration,
-    },
-    /// The sale window closed at `closes_at`.
-    Closed {
-        closes_at: DateTime<Utc>,
-    },
-    /// The slot started at `starts_at`.
-    Started {
-        starts_at: DateTime<Utc>,
-    },
-}
-
-impl Admission {
-    /// The outcome as spans and logs name it.
-    fn name(&self) -> &'static str {
-        match self {
-            Self::Admitted { .. } => "ADMITTED",
-            Self::Cold => "COLD",
-            Self::SoldOut { .. } => "SOLD_OUT",
-            Self::Duplicate { .. } | Self::Waiting { .. } => "DUPLICATE",
-            Self::Replay { .. } => "REPLAY",
-            Self::Reused => "REUSED",
-            Self::NotOpen { .. } => "SLOT_NOT_OPEN",
-            Self::Closed { .. } => "SLOT_CLOSED",
-            Self::Started { .. } => "SLOT_STARTED",
-        }
-    }
-}
 
 /// What a [`Gate::release`] ends besides the hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,7 +158,7 @@ impl Gate {
             request_records: !settings.connect.cluster,
             waitlist_limit: settings.waitlist_limit,
             scripts: Scripts {
-                acquire: Script::new(include_str!("acquire.lua")),
+                acquire: Script::new(concat!(include_str!("window.lua"), include_str!("acquire.lua"))),
                 release: Script::new(include_str!("release.lua")),
                 finalize: Script::new(concat!(include_str!("versions.lua"), include_str!("finalize.lua"))),
                 give_back: Script::new(concat!(include_str!("versions.lua"), include_str!("give_back.lua"))),
@@ -236,7 +177,7 @@ impl Gate {
                 expired_holds: Script::new(include_str!("expired_holds.lua")),
                 remaining: Script::new(include_str!("remaining.lua")),
                 clock: Script::new(include_str!("clock.lua")),
-                join: Script::new(include_str!("join.lua")),
+                join: Script::new(concat!(include_str!("window.lua"), include_str!("join.lua"))),
                 unjoin: Script::new(include_str!("unjoin.lua")),
             },
         })
@@ -303,33 +244,7 @@ impl Gate {
                 .arg(k.expire_at)
                 .arg(&k.name);
             let (code, detail): (i64, String) = self.invoke(&invocation).await?;
-            let bad = || GateError::Protocol(format!("acquire: bad detail {detail:?}"));
-            let number = || detail.parse::<i64>().map_err(|_| bad());
-            let instant = |ms: i64| DateTime::from_timestamp_millis(ms).ok_or_else(bad);
-            Ok(match code {
-                0 => Admission::Admitted { remaining: number()? },
-                1 => Admission::Cold,
-                2 => Admission::SoldOut { remaining: number()? },
-                3 => Admission::Duplicate {
-                    existing: detail.parse().map_err(|_| GateError::Protocol(format!("acquire: bad id {detail:?}")))?,
-                },
-                4 => Admission::Replay { held: number()? == 1 },
-                5 => Admission::Reused,
-                // Only an attempt whose caller already gave up (and voided
-                // it) gets this; nobody reads it.
-                6 => return Err(GateError::Unavailable("the attempt was given up before it ran".into())),
-                7 => {
-                    let (opens, now) = detail.split_once(' ').ok_or_else(bad)?;
-                    let (opens, now): (i64, i64) = (opens.parse().map_err(|_| bad())?, now.parse().map_err(|_| bad())?);
-                    // `now` in microseconds: the exact time left, never more.
-                    let wait = Duration::from_micros(opens.saturating_mul(1_000).saturating_sub(now).max(0) as u64);
-                    Admission::NotOpen { opens_at: instant(opens)?, wait }
-                }
-                8 => Admission::Closed { closes_at: instant(number()?)? },
-                9 => Admission::Started { starts_at: instant(number()?)? },
-                10 => Admission::Waiting { entry: detail.parse().map_err(|_| bad())? },
-                _ => return Err(GateError::Protocol(format!("acquire: unknown code {code}"))),
-            })
+            Admission::decode(code, &detail)
         }
         .instrument(span.clone())
         .await;

@@ -2,10 +2,9 @@
 //! Offers are the database's to make (in the transaction that frees the
 //! seats); the counter learns of them by being loaded afresh.
 
-use chrono::DateTime;
 use tracing::{Instrument, field::Empty, info_span};
 
-use super::{Gate, GateError};
+use super::{Gate, GateError, Shut};
 use crate::domain::{EntryId, Join, ReservationId};
 
 /// The gate's decision on one join.
@@ -34,14 +33,8 @@ pub enum JoinDecision {
     },
     /// The slot has no waitlist.
     Off,
-    NotOpen {
-        opens_at: DateTime<chrono::Utc>,
-        wait: std::time::Duration,
-    },
-    Closed {
-        closes_at: DateTime<chrono::Utc>,
-    },
-    Started,
+    /// The slot takes no joins now (as it takes no bookings).
+    Shut(Shut),
 }
 
 impl JoinDecision {
@@ -55,9 +48,7 @@ impl JoinDecision {
             Self::Reused => "REUSED",
             Self::Full { .. } => "WAITLIST_FULL",
             Self::Off => "WAITLIST_OFF",
-            Self::NotOpen { .. } => "SLOT_NOT_OPEN",
-            Self::Closed { .. } => "SLOT_CLOSED",
-            Self::Started => "SLOT_STARTED",
+            Self::Shut(shut) => shut.name(),
         }
     }
 }
@@ -80,9 +71,11 @@ impl Gate {
                 .arg(k.expire_at)
                 .arg(nonce);
             let (code, detail): (i64, String) = self.invoke(&invocation).await?;
+            if let Some(shut) = Shut::decode(code, &detail, "join") {
+                return shut.map(JoinDecision::Shut);
+            }
             let bad = || GateError::Protocol(format!("join: bad detail {detail:?}"));
             let number = || detail.parse::<i64>().map_err(|_| bad());
-            let instant = |ms: i64| DateTime::from_timestamp_millis(ms).ok_or_else(bad);
             Ok(match code {
                 0 => JoinDecision::Joined { position: i32::try_from(number()?).map_err(|_| bad())? },
                 1 => JoinDecision::Cold,
@@ -91,15 +84,6 @@ impl Gate {
                 4 => JoinDecision::Replay,
                 5 => JoinDecision::Reused,
                 6 => JoinDecision::Full { limit: i32::try_from(number()?).map_err(|_| bad())? },
-                7 => {
-                    let (opens, now) = detail.split_once(' ').ok_or_else(bad)?;
-                    let (opens, now): (i64, i64) = (opens.parse().map_err(|_| bad())?, now.parse().map_err(|_| bad())?);
-                    let wait =
-                        std::time::Duration::from_micros(opens.saturating_mul(1_000).saturating_sub(now).max(0) as u64);
-                    JoinDecision::NotOpen { opens_at: instant(opens)?, wait }
-                }
-                8 => JoinDecision::Closed { closes_at: instant(number()?)? },
-                9 => JoinDecision::Started,
                 10 => JoinDecision::Waiting(detail.parse().map_err(|_| bad())?),
                 11 => JoinDecision::Off,
                 // Only an attempt whose caller already gave up (and voided

@@ -17,7 +17,7 @@ use super::{
     reservations::find_reservation,
     slots::SlotKeyRow,
 };
-use crate::domain::{CancelReason, ReservationId, ReservationStatus, SlotKey};
+use crate::domain::{CancelReason, ReservationId, ReservationStatus, SlotKey, is_offer_request};
 
 #[derive(Debug)]
 pub enum Cancelled {
@@ -96,6 +96,9 @@ const EVENT_OF_MOVED: &str = "INSERT INTO event_inbox
 struct Moved {
     #[diesel(sql_type = Text)]
     status: String,
+    /// Tells a waitlist offer's reservation (see [`is_offer_request`]).
+    #[diesel(sql_type = Text)]
+    request_id: String,
     #[diesel(sql_type = BigInt)]
     slot_id: i64,
     #[diesel(sql_type = Integer)]
@@ -145,9 +148,9 @@ async fn cancel_from(
                 "WITH moved AS (
                      UPDATE reservations SET status = 'CANCELLED', cancel_reason = $2, updated_at = now()
                      WHERE id = $1 AND status IN {from}
-                     RETURNING id, status, cancel_reason, slot_id, user_id, party_size
+                     RETURNING id, status, cancel_reason, slot_id, user_id, party_size, request_id
                  ), event AS ({EVENT_OF_MOVED})
-                 SELECT status, slot_id, party_size FROM moved"
+                 SELECT status, slot_id, party_size, request_id FROM moved"
             ))
             .bind::<SqlUuid, _>(id.0)
             .bind::<Text, _>(reason.as_str())
@@ -156,9 +159,10 @@ async fn cancel_from(
             .await
             .optional()?;
             match &freed {
-                Some(f) => Ok::<_, diesel::result::Error>(Some(
-                    free_seats(conn, f.slot_id, f.party_size, terms, (id.0, caller)).await?,
-                )),
+                Some(f) => {
+                    let offer = is_offer_request(&f.request_id).then_some((id.0, caller));
+                    Ok::<_, diesel::result::Error>(Some(free_seats(conn, f.slot_id, f.party_size, terms, offer).await?))
+                }
                 None => Ok(None),
             }
         })
@@ -172,16 +176,16 @@ async fn cancel_from(
 }
 
 /// Frees a reservation's seats in the database (its slot's `reserved` goes
-/// down), inside the transaction that ended the reservation (`ended`: its
-/// id, and the caller who ended it), ends its waitlist offer if it was
-/// one, and offers the seats to the slot's waitlist if it has a say in
+/// down), inside the transaction that ended the reservation, ends its
+/// waitlist offer if it was one (`offer`: its id, and the caller who ended
+/// it), and offers the seats to the slot's waitlist if it has a say in
 /// them. The slot's row is locked first, then entries.
 async fn free_seats(
     conn: &mut AsyncPgConnection,
     slot_id: i64,
     seats: i32,
     terms: OfferTerms,
-    (ended, caller): (Uuid, &str),
+    offer: Option<(Uuid, &str)>,
 ) -> Result<Freed, diesel::result::Error> {
     let row: FreedIn = prepared(format!(
         "UPDATE slots SET reserved = reserved - $2, version = version + 1, updated_at = now()
@@ -191,7 +195,9 @@ async fn free_seats(
     .bind::<Integer, _>(seats)
     .get_result(conn)
     .await?;
-    end_offer(conn, ended, caller).await?;
+    if let Some((id, caller)) = offer {
+        end_offer(conn, id, caller).await?;
+    }
     let (version, waitlist) = settle_freed(conn, row, seats, terms).await?;
     Ok(Freed { version, waitlist })
 }
@@ -216,9 +222,9 @@ pub async fn confirm_reservation(
                                        THEN 'CONFIRMED' ELSE 'EXPIRED' END,
                          updated_at = now()
                      WHERE id = $1 AND status = 'PENDING_DEPOSIT'
-                     RETURNING id, status, cancel_reason, slot_id, user_id, party_size
+                     RETURNING id, status, cancel_reason, slot_id, user_id, party_size, request_id
                  ), event AS ({EVENT_OF_MOVED})
-                 SELECT status, slot_id, party_size FROM moved"
+                 SELECT status, slot_id, party_size, request_id FROM moved"
             ))
             .bind::<SqlUuid, _>(id.0)
             .bind::<BigInt, _>(terms.offset.micros())
@@ -227,11 +233,14 @@ pub async fn confirm_reservation(
             .await
             .optional()?;
             let Some(m) = moved else { return Ok::<_, diesel::result::Error>(None) };
+            let offer = is_offer_request(&m.request_id).then_some((id.0, caller));
             let freed = if m.status == "EXPIRED" {
-                Some(free_seats(conn, m.slot_id, m.party_size, terms, (id.0, caller)).await?)
+                Some(free_seats(conn, m.slot_id, m.party_size, terms, offer).await?)
             } else {
                 // An accepted offer frees nothing; its entry needs no slot lock.
-                end_offer(conn, id.0, caller).await?;
+                if let Some((id, caller)) = offer {
+                    end_offer(conn, id, caller).await?;
+                }
                 None
             };
             Ok(Some(freed))

@@ -135,7 +135,7 @@ async fn an_acquire_delivered_twice_answers_admitted_both_times() {
     let id = id_of("r-1").to_string();
     let args: Vec<String> =
         [id.as_str(), "alice", "4", "12345", "30000", "42", &FAR.to_string()].map(str::to_owned).to_vec();
-    let script = include_str!("../../src/gate/acquire.lua");
+    let script = concat!(include_str!("../../src/gate/window.lua"), include_str!("../../src/gate/acquire.lua"));
     let first = eval(&app, script, &keys, &args).await;
     let second = eval(&app, script, &keys, &args).await;
     let admitted = redis::Value::Array(vec![redis::Value::Int(0), redis::Value::BulkString(b"36".to_vec())]);

@@ -10,9 +10,7 @@ use tonic::{Code, Status};
 
 use slotgate::{
     domain::{Join, Limits},
-    gate::{Gate, GateSettings, JoinDecision, attempt_nonce, conn::ConnectSettings},
-    metrics::Metrics,
-    pools::PoolSettings,
+    gate::{JoinDecision, attempt_nonce},
 };
 
 use crate::helpers::{TestApp, by_hand, reason_of, reserve, slot_at, spawn_app_with};
@@ -137,6 +135,23 @@ pub async fn db_waitlist_seats(app: &TestApp, slot: &pb::SlotRef) -> (i64, i64) 
     (row.reserved, row.set_aside)
 }
 
+/// A slot of two seats: alice books both, bob and carol (parties of two)
+/// join, alice cancels. Returns bob's entry as he joined and as offered,
+/// and carol's.
+async fn bob_offered_carol_waiting(
+    app: &TestApp,
+    slot: &pb::SlotRef,
+) -> (pb::WaitlistEntry, pb::WaitlistEntry, pb::WaitlistEntry) {
+    open_with(app, slot, 2, None).await;
+    let alice = app.create(reserve("r-alice", "alice", slot, 2)).await.unwrap();
+    let bob = join(app, "j-bob", "bob", slot, 2).await.unwrap();
+    let carol = join(app, "j-carol", "carol", slot, 2).await.unwrap();
+    app.cancel(&alice.id, pb::CancelReason::User).await.unwrap();
+    let offered = entry(app, &bob.id).await;
+    assert_eq!(offered.state(), pb::WaitlistState::Offered);
+    (bob, offered, carol)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_parties_queue_in_order_and_freed_seats_are_offered_before_they_go_public() {
     let app = spawn().await;
@@ -229,14 +244,7 @@ async fn refused_parties_queue_in_order_and_freed_seats_are_offered_before_they_
 async fn an_offer_lapses_at_its_deadline_and_the_seats_go_to_the_next_entry() {
     let app = spawn().await;
     let slot = slot_at("20:00");
-    open_with(&app, &slot, 2, None).await;
-    let alice = app.create(reserve("r-alice", "alice", &slot, 2)).await.unwrap();
-    let bob = join(&app, "j-bob", "bob", &slot, 2).await.unwrap();
-    let carol = join(&app, "j-carol", "carol", &slot, 2).await.unwrap();
-
-    app.cancel(&alice.id, pb::CancelReason::User).await.unwrap();
-    let offered = entry(&app, &bob.id).await;
-    assert_eq!(offered.state(), pb::WaitlistState::Offered);
+    let (bob, offered, carol) = bob_offered_carol_waiting(&app, &slot).await;
     assert_eq!(entry(&app, &carol.id).await.parties_ahead, 0, "bob is no longer waiting ahead of her");
 
     // The deadline passes unconfirmed: bob's offer lapses, carol's comes.
@@ -310,17 +318,7 @@ async fn a_join_delivered_twice_is_answered_as_the_first_and_a_lost_one_is_undon
     open_with(&app, &slot, 2, None).await;
     app.create(reserve("r-alice", "alice", &slot, 2)).await.unwrap();
     // The gate the server runs, on the same namespace.
-    let settings = GateSettings {
-        pool: PoolSettings { size: 2, timeout: Duration::from_secs(2) },
-        connect: ConnectSettings {
-            connect_timeout: Duration::from_secs(1),
-            command_timeout: Duration::from_secs(1),
-            cluster: false,
-        },
-        lease: Duration::from_secs(30),
-        waitlist_limit: 200,
-    };
-    let gate = Gate::new(&app.redis_url, &app.namespace, settings, Metrics::default().redis_pool_wait).unwrap();
+    let gate = crate::faults::the_apps_gate(&app);
     let limits = Limits { max_party_size: 20, max_menu_items: 50 };
     let bob = Join::parse(&join_request("j-1", "bob", &slot, 2), limits).unwrap();
 
@@ -374,13 +372,7 @@ async fn a_user_in_line_books_through_it_and_a_closed_slot_makes_no_offers() {
 async fn leaving_while_offered_passes_the_seats_to_the_next_in_line() {
     let app = spawn().await;
     let slot = slot_at("23:00");
-    open_with(&app, &slot, 2, None).await;
-    let alice = app.create(reserve("r-alice", "alice", &slot, 2)).await.unwrap();
-    let bob = join(&app, "j-bob", "bob", &slot, 2).await.unwrap();
-    let carol = join(&app, "j-carol", "carol", &slot, 2).await.unwrap();
-    app.cancel(&alice.id, pb::CancelReason::User).await.unwrap();
-    let offered = entry(&app, &bob.id).await;
-    assert_eq!(offered.state(), pb::WaitlistState::Offered);
+    let (bob, offered, carol) = bob_offered_carol_waiting(&app, &slot).await;
 
     let left = leave(&app, &bob.id).await.unwrap();
     assert_eq!(left.state(), pb::WaitlistState::Left);

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use diesel::{QueryableByName, sql_query};
 use diesel_async::RunQueryDsl;
 use slotgate::{
-    domain::{EntryId, OfferPlan, Waiter, plan_offers},
+    domain::{EntryId, OfferPlan, Waiter, WaitlistState as State, plan_offers},
     pb,
 };
 use tonic::Code;
@@ -16,27 +16,6 @@ use crate::helpers::TestApp;
 
 /// The server's waitlist limit in the model's app (small, so lines fill).
 pub const LIMIT: usize = 4;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    Waiting,
-    Offered,
-    Accepted,
-    Lapsed,
-    Left,
-}
-
-impl State {
-    fn db(self) -> &'static str {
-        match self {
-            Self::Waiting => "WAITING",
-            Self::Offered => "OFFERED",
-            Self::Accepted => "ACCEPTED",
-            Self::Lapsed => "LAPSED",
-            Self::Left => "LEFT",
-        }
-    }
-}
 
 pub struct Entry {
     pub id: String,
@@ -334,7 +313,7 @@ pub async fn check(probe: &mut Probe, model: &Model) -> Result<(), Failure> {
     let actual: HashMap<String, (String, i32, i32)> =
         rows.into_iter().map(|r| (r.request_id, (r.state, r.position, r.passed_over))).collect();
     let expected: HashMap<String, (String, i32, i32)> =
-        model.lines.entries.iter().map(|(k, e)| (k.clone(), (e.state.db().to_owned(), e.position, e.passed))).collect();
+        model.lines.entries.iter().map(|(k, e)| (k.clone(), (e.state.as_str().to_owned(), e.position, e.passed))).collect();
     ensure!(actual == expected, "waitlist: database {actual:?}, model {expected:?}");
 
     #[derive(QueryableByName)]
