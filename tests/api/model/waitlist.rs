@@ -312,8 +312,12 @@ pub async fn check(probe: &mut Probe, model: &Model) -> Result<(), Failure> {
         .map_err(|e| Failure(e.to_string()))?;
     let actual: HashMap<String, (String, i32, i32)> =
         rows.into_iter().map(|r| (r.request_id, (r.state, r.position, r.passed_over))).collect();
-    let expected: HashMap<String, (String, i32, i32)> =
-        model.lines.entries.iter().map(|(k, e)| (k.clone(), (e.state.as_str().to_owned(), e.position, e.passed))).collect();
+    let expected: HashMap<String, (String, i32, i32)> = model
+        .lines
+        .entries
+        .iter()
+        .map(|(k, e)| (k.clone(), (e.state.as_str().to_owned(), e.position, e.passed)))
+        .collect();
     ensure!(actual == expected, "waitlist: database {actual:?}, model {expected:?}");
 
     #[derive(QueryableByName)]
