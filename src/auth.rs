@@ -1,9 +1,14 @@
 //! Caller authentication: a bearer token per calling service, from config
-//! (or a mounted secret file), checked in constant time. `SlotAdmin` needs
+//! (or a mounted secret file, read again on SIGHUP), checked in constant
+//! time. `SlotAdmin` needs
 //! an admin caller. With no tokens configured, authentication is off (local
 //! runs); the k8s manifests turn it on.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock},
+};
 
 use subtle::{Choice, ConstantTimeEq};
 use tonic::{Code, codegen::http::Request};
@@ -104,6 +109,60 @@ impl Tokens {
     }
 }
 
+/// The tokens in force: read at start from `--auth-tokens` and
+/// `--auth-tokens-file`, and again on [`Credentials::reload`] (SIGHUP),
+/// which replaces the whole set at once. A reload cannot switch
+/// authentication on or off: one that finds no tokens while it is on (an
+/// emptied or half-written file) is refused and the old set stays, so a
+/// broken Secret never opens the service.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    inline: Arc<str>,
+    file: Option<PathBuf>,
+    current: Arc<RwLock<Tokens>>,
+}
+
+impl Credentials {
+    pub fn load(inline: &str, file: Option<&Path>) -> Result<Self, String> {
+        let tokens = read_tokens(inline, file)?;
+        Ok(Self { inline: inline.into(), file: file.map(Path::to_owned), current: Arc::new(RwLock::new(tokens)) })
+    }
+
+    pub fn is_on(&self) -> bool {
+        !self.current().is_empty()
+    }
+
+    fn current(&self) -> Tokens {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Reads the tokens again; returns how many are in force now.
+    pub fn reload(&self) -> Result<usize, String> {
+        let tokens = read_tokens(&self.inline, self.file.as_deref())?;
+        match (self.is_on(), tokens.is_empty()) {
+            (true, true) => {
+                Err("no tokens found; the ones in force stay (a reload cannot turn authentication off)".into())
+            }
+            (false, false) => Err("authentication was off at start; restart to turn it on".into()),
+            _ => {
+                let count = tokens.0.len();
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = tokens;
+                Ok(count)
+            }
+        }
+    }
+}
+
+fn read_tokens(inline: &str, file: Option<&Path>) -> Result<Tokens, String> {
+    let mut spec = inline.to_owned();
+    if let Some(file) = file {
+        let text = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        let text = String::from_utf8(text).map_err(|_| format!("{} is not UTF-8", file.display()))?;
+        spec = format!("{spec}\n{text}");
+    }
+    Tokens::parse(&spec)
+}
+
 /// The token of an `authorization` value of the Bearer scheme. The scheme
 /// name is case-insensitive and may be followed by several spaces (RFC
 /// 7235, section 2.1): `bearer <token>` is `Bearer <token>`.
@@ -119,16 +178,17 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
 
 /// Checks the `authorization: Bearer <token>` header of business calls,
 /// and puts the [`Caller`] in the request's extensions.
-impl Precheck for Tokens {
+impl Precheck for Credentials {
     fn check<B>(&self, request: &mut Request<B>) -> Result<(), Refusal> {
-        if self.is_empty() {
+        let tokens = self.current();
+        if tokens.is_empty() {
             return Ok(());
         }
         let presented = request
             .headers()
             .get("authorization")
             .and_then(|v| bearer_token(v.as_bytes()))
-            .and_then(|token| self.identify(token));
+            .and_then(|token| tokens.identify(token));
         match presented {
             None => {
                 Err(Refusal::new(Code::Unauthenticated, reason::UNAUTHENTICATED, "a valid bearer token is required"))
@@ -169,6 +229,26 @@ mod tests {
         for value in ["Basic abc", "Bearerabc", "Bearer ", "Bearer", "abc"] {
             assert_eq!(bearer_token(value.as_bytes()), None, "{value}");
         }
+    }
+
+    #[test]
+    fn a_reload_replaces_the_tokens_but_never_turns_authentication_on_or_off() {
+        let file = std::env::temp_dir().join(format!("slotgate-tokens-{}", std::process::id()));
+        std::fs::write(&file, "web:caller:aaaaaaaaaaaaaaaa1\n").unwrap();
+        let credentials = Credentials::load("", Some(&file)).unwrap();
+        assert!(credentials.current().identify(b"aaaaaaaaaaaaaaaa1").is_some());
+        std::fs::write(&file, "web:caller:bbbbbbbbbbbbbbbb2\n").unwrap();
+        assert_eq!(credentials.reload(), Ok(1));
+        assert!(credentials.current().identify(b"aaaaaaaaaaaaaaaa1").is_none(), "the old token is gone");
+        assert!(credentials.current().identify(b"bbbbbbbbbbbbbbbb2").is_some());
+        std::fs::write(&file, "").unwrap();
+        assert!(credentials.reload().is_err());
+        std::fs::write(&file, "web:caller:short").unwrap();
+        assert!(credentials.reload().is_err());
+        assert!(credentials.current().identify(b"bbbbbbbbbbbbbbbb2").is_some(), "a failed reload keeps the set");
+        std::fs::remove_file(&file).unwrap();
+        let off = Credentials::load("", None).unwrap();
+        assert!(!off.is_on() && off.reload() == Ok(0));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 
 use self::values::{parse_millis, parse_namespace, parse_span, parse_zone};
+use crate::links::{RedisSettings, Secret};
 
 mod values;
 
@@ -27,6 +28,28 @@ pub enum Command {
     Serve(Box<Config>),
     /// Apply pending database migrations, then exit.
     Migrate(DatabaseConfig),
+    /// Move this database's deployment to another Redis namespace, then
+    /// exit. Stop every replica first, and start them again with
+    /// `--redis-namespace` set to the new one; the counters are loaded
+    /// afresh from the database, and the old namespace's keys expire with
+    /// their slots (or can be deleted).
+    MoveNamespace(MoveNamespace),
+}
+
+/// `slotgate move-namespace --from OLD --to NEW`.
+#[derive(Debug, Clone, Args)]
+pub struct MoveNamespace {
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+
+    /// The namespace the database has now (a guard against moving the
+    /// wrong database).
+    #[arg(long, value_parser = parse_namespace)]
+    pub from: String,
+
+    /// The namespace to move to.
+    #[arg(long, value_parser = parse_namespace)]
+    pub to: String,
 }
 
 /// PostgreSQL settings, shared by `serve` and `migrate`.
@@ -36,10 +59,15 @@ pub struct DatabaseConfig {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/slotgate",
+        default_value = "postgres://postgres@127.0.0.1:5432/slotgate?sslmode=disable",
         hide_env_values = true
     )]
     pub database_url: String,
+
+    /// A file holding the PostgreSQL URL (a mounted secret); replaces
+    /// `--database-url`, and is read again on SIGHUP.
+    #[arg(long, env = "DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
 
     /// Connections in the PostgreSQL pool. Only admitted requests (winners)
     /// use one, so this bounds concurrent transactions, not requests.
@@ -59,8 +87,34 @@ pub struct Config {
 
     /// Redis URL; with `--redis-cluster`, the URLs of some nodes of a Redis
     /// Cluster (it discovers the rest), comma-separated.
+    /// `rediss://` for TLS; `user:password@` for an ACL user. Never
+    /// printed.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
     pub redis_url: String,
+
+    /// A file holding the Redis URL (a mounted secret); replaces
+    /// `--redis-url`, and is read again on SIGHUP.
+    #[arg(long, env = "REDIS_URL_FILE")]
+    pub redis_url_file: Option<PathBuf>,
+
+    /// A file holding the Redis password; replaces the URL's, and is read
+    /// again on SIGHUP.
+    #[arg(long, env = "SLOTGATE_REDIS_PASSWORD_FILE")]
+    pub redis_password_file: Option<PathBuf>,
+
+    /// CA certificates (PEM) a `rediss://` server's certificate must chain
+    /// to; without it, the system's trusted roots.
+    #[arg(long, env = "SLOTGATE_REDIS_TLS_CA")]
+    pub redis_tls_ca: Option<PathBuf>,
+
+    /// Client certificate chain (PEM) for a Redis that asks for one
+    /// (`tls-auth-clients yes`).
+    #[arg(long, env = "SLOTGATE_REDIS_TLS_CERT", requires = "redis_tls_key")]
+    pub redis_tls_cert: Option<PathBuf>,
+
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "SLOTGATE_REDIS_TLS_KEY", requires = "redis_tls_cert")]
+    pub redis_tls_key: Option<PathBuf>,
 
     /// Redis is a Redis Cluster (every key one script touches carries the
     /// slot's hash tag, so each script runs on one node).
@@ -138,6 +192,11 @@ pub struct Config {
     /// `slotgate.events`, one replica at a time. Unset: no relay.
     #[arg(long = "events-amqp-url", env = "SLOTGATE_EVENTS_AMQP_URL", hide_env_values = true)]
     pub events_amqp_url: Option<String>,
+
+    /// A file holding the RabbitMQ URL (a mounted secret); replaces
+    /// `--events-amqp-url`, and is read at every connect to the broker.
+    #[arg(long = "events-amqp-url-file", env = "SLOTGATE_EVENTS_AMQP_URL_FILE")]
+    pub events_amqp_url_file: Option<PathBuf>,
 
     /// How often each replica numbers committed events and passes new ones
     /// to its watchers; 0 turns events delivery off in this replica.
@@ -262,7 +321,7 @@ pub struct Config {
     pub auth_tokens: String,
 
     /// A file of token entries, one per line (a mounted secret); added to
-    /// `--auth-tokens`.
+    /// `--auth-tokens`, and read again on SIGHUP.
     #[arg(long, env = "SLOTGATE_AUTH_TOKENS_FILE")]
     pub auth_tokens_file: Option<PathBuf>,
 
@@ -317,6 +376,39 @@ impl Config {
     }
 }
 
+impl DatabaseConfig {
+    /// The URL: the file's when one is given.
+    pub fn url(&self) -> Secret {
+        match &self.database_url_file {
+            Some(file) => Secret::File(file.clone()),
+            None => Secret::Value(self.database_url.clone()),
+        }
+    }
+}
+
+impl Config {
+    /// How Redis is reached.
+    pub fn redis_link(&self) -> RedisSettings {
+        RedisSettings {
+            url: match &self.redis_url_file {
+                Some(file) => Secret::File(file.clone()),
+                None => Secret::Value(self.redis_url.clone()),
+            },
+            password: self.redis_password_file.clone().map(Secret::File),
+            cluster: self.redis_cluster,
+            ca: self.redis_tls_ca.clone(),
+            identity: self.redis_tls_cert.clone().zip(self.redis_tls_key.clone()),
+            connect_timeout: self.redis_connect_timeout,
+            command_timeout: self.redis_command_timeout,
+        }
+    }
+
+    /// The broker events are relayed to, if any.
+    pub fn events_amqp(&self) -> Option<Secret> {
+        Secret::either(self.events_amqp_url.as_deref(), self.events_amqp_url_file.as_ref())
+    }
+}
+
 /// How seats are taken (`--gate`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Strategy {
@@ -342,103 +434,4 @@ pub enum LogFormat {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_namespace_with_a_brace_is_rejected_because_it_would_break_hash_tags() {
-        assert!(parse_namespace("a{b").is_err());
-        assert!(parse_namespace("").is_err());
-        assert_eq!(parse_namespace("t-1.x_y").unwrap(), "t-1.x_y");
-    }
-
-    #[test]
-    fn a_lease_shorter_than_twice_a_winners_longest_way_to_its_commit_is_refused() {
-        let mut config = Config::from_env();
-        assert_eq!(config.check(), Ok(()), "the defaults hold");
-        // 2 x (1 s + 2 s + 5 s) = 16 s.
-        config.hold_lease = Duration::from_millis(15_999);
-        let refused = config.check().unwrap_err();
-        assert!(refused.contains("--hold-lease-ms") && refused.contains("16000 ms"), "{refused}");
-        config.hold_lease = Duration::from_secs(16);
-        assert_eq!(config.check(), Ok(()));
-        config.db_transaction_timeout = Duration::from_secs(6);
-        assert!(config.check().is_err(), "a longer transaction needs a longer lease");
-    }
-
-    #[test]
-    fn every_setting_the_k8s_config_map_sets_is_one_slotgate_reads() {
-        use clap::CommandFactory;
-        let cli = Cli::command();
-        let serve = cli.find_subcommand("serve").unwrap();
-        let known: Vec<String> = cli
-            .get_arguments()
-            .chain(serve.get_arguments())
-            .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
-            .collect();
-        let config_map = include_str!("../k8s/base/configmap.yaml");
-        let set: Vec<&str> = config_map
-            .lines()
-            .filter_map(|l| l.trim_start().split_once(':').map(|(k, _)| k))
-            .filter(|k| k.starts_with("SLOTGATE_"))
-            .collect();
-        assert!(set.len() > 20, "the config map sets {} settings?", set.len());
-        for name in set {
-            assert!(known.iter().any(|k| k == name), "k8s sets {name}, which slotgate does not read");
-        }
-    }
-
-    /// The settings table of docs/operations.md, rendered from the flags as
-    /// the program reads them: `| flag | environment | default |`, in the
-    /// order they are declared.
-    fn settings_rows() -> Vec<String> {
-        use clap::CommandFactory;
-        let cli = Cli::command();
-        let serve = cli.find_subcommand("serve").unwrap();
-        cli.get_arguments()
-            .chain(serve.get_arguments())
-            .filter_map(|a| {
-                let long = a.get_long()?;
-                let env = a.get_env()?.to_string_lossy();
-                let default = match a.get_default_values() {
-                    [] => "(unset)".to_owned(),
-                    [v] if v.is_empty() => "(empty)".to_owned(),
-                    values => format!("`{}`", values.iter().map(|v| v.to_string_lossy()).collect::<Vec<_>>().join(",")),
-                };
-                Some(format!("| `--{long}` | `{env}` | {default} |"))
-            })
-            .collect()
-    }
-
-    #[test]
-    fn the_settings_table_in_the_docs_lists_every_flag_its_variable_and_default() {
-        let doc = include_str!("../docs/operations.md");
-        let table = doc
-            .split_once("<!-- config-table:start -->")
-            .and_then(|(_, rest)| rest.split_once("<!-- config-table:end -->"))
-            .map(|(table, _)| table)
-            .expect("docs/operations.md has the config-table markers");
-        let documented: Vec<String> = table
-            .lines()
-            .filter(|l| l.starts_with("| `--"))
-            .map(|row| {
-                let cells: Vec<&str> = row.split(" | ").take(3).collect();
-                format!("{} |", cells.join(" | "))
-            })
-            .collect();
-        let expected = settings_rows();
-        assert!(expected.len() > 30, "{} settings?", expected.len());
-        assert_eq!(
-            documented,
-            expected,
-            "docs/operations.md's settings table must list, in this order:\n{}",
-            expected.join("\n")
-        );
-    }
-
-    #[test]
-    fn the_cli_definition_is_consistent() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
-    }
-}
+mod tests;

@@ -32,12 +32,17 @@
 //! - [`domain`]: validated request types, slot keys, ids, codes; no I/O.
 //! - [`gate`]: the Redis side: the scripts a reservation's way through
 //!   calls (`mod.rs`), counter upkeep (`upkeep.rs`), the key layout
-//!   (`keys.rs`), connections (`conn.rs`); the Lua scripts as `.lua` files.
+//!   (`keys.rs`), connections and the namespace's owner (`conn.rs`); the
+//!   Lua scripts as `.lua` files.
 //! - [`store`]: the PostgreSQL side: the winner's transaction (`create.rs`),
-//!   reading reservations (`reservations.rs`), cancel, confirm, expire
+//!   reading reservations (`reservations.rs`), the deployment a database
+//!   belongs to (`deployment.rs`), cancel, confirm, expire
 //!   (`manage.rs`), slots (`slots.rs`), menus (`menus.rs`), the
 //!   database-only comparison strategies (`strategies.rs`) and statements
 //!   prepared once per connection (`prepared.rs`).
+//! - [`links`]: how the dependencies are reached: PostgreSQL and Redis
+//!   URLs, TLS over rustls, secrets given as files and read again on
+//!   SIGHUP.
 //! - [`booking`]: the use cases that combine gate and store: create
 //!   (`create.rs`), manage a reservation (`manage.rs`), run the slots and
 //!   their counters (`upkeep.rs`).
@@ -68,6 +73,7 @@ pub mod config;
 pub mod domain;
 pub mod gate;
 pub mod lifecycle;
+pub mod links;
 pub mod metrics;
 pub mod overload;
 pub mod pools;

@@ -1,6 +1,7 @@
 use clap::Parser;
 use slotgate::{
-    config::{Cli, Command, Config},
+    config::{Cli, Command, Config, DatabaseConfig, MoveNamespace},
+    links::PgLink,
     server::Application,
     store, telemetry,
 };
@@ -16,10 +17,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     let telemetry = telemetry::init(cli.log_format)?;
     let outcome = match cli.command {
-        Some(Command::Migrate(db)) => store::migrate(&db.database_url)
-            .await
-            .map(|applied| tracing::info!(applied, "migrations applied"))
-            .map_err(Into::into),
+        Some(Command::Migrate(db)) => migrate(&db).await,
+        Some(Command::MoveNamespace(m)) => move_namespace(&m).await,
         Some(Command::Serve(config)) => serve(*config).await,
         None => serve(Config::from_env()).await,
     };
@@ -29,6 +28,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Whatever happened, the last spans and metrics are flushed.
     telemetry.shutdown();
     outcome
+}
+
+async fn migrate(db: &DatabaseConfig) -> Result<(), Box<dyn std::error::Error>> {
+    let applied = store::migrate(&PgLink::new(db.url())?).await?;
+    tracing::info!(applied, "migrations applied");
+    Ok(())
+}
+
+async fn move_namespace(m: &MoveNamespace) -> Result<(), Box<dyn std::error::Error>> {
+    let link = PgLink::new(m.database.url())?;
+    store::migrate(&link).await?;
+    let moved = store::move_namespace(&link, &m.from, &m.to).await?;
+    tracing::info!(
+        deployment = %moved.deployment_id,
+        from = %m.from,
+        to = %m.to,
+        "deployment moved: start every replica with --redis-namespace {}", m.to
+    );
+    Ok(())
 }
 
 async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {

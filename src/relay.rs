@@ -16,7 +16,7 @@
 //! delivered at least once, in sequence order, and a consumer that drops
 //! `message_id`s it has seen gets each exactly once.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use chrono::SecondsFormat;
 use diesel::{QueryableByName, sql_types::BigInt};
@@ -32,6 +32,7 @@ use tracing::{info, warn};
 
 use crate::{
     domain::EventFilter,
+    links::{PgLink, Secret},
     pb,
     service::convert,
     store::{
@@ -51,8 +52,10 @@ const BATCH: i64 = 500;
 
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
-    pub amqp_url: String,
-    pub database_url: String,
+    /// The broker's URL (it may carry a password), read at every connect,
+    /// so a rotated secret file is used from the next one.
+    pub amqp_url: Secret,
+    pub database: Arc<PgLink>,
     /// The database connection's statement bound.
     pub bound: Duration,
     /// How often an idle relay looks for new events.
@@ -67,6 +70,8 @@ enum RelayError {
     Broker(#[from] lapin::Error),
     #[error("the broker refused event {0}")]
     Nacked(u64),
+    #[error("{0}")]
+    Url(String),
 }
 
 /// The AMQP URL without its password, for logs.
@@ -82,11 +87,11 @@ pub async fn run(settings: RelaySettings, stop: CancellationToken) {
     let poll = settings.poll.max(Duration::from_millis(10));
     loop {
         let leading = async {
-            let mut db = store::connect_bounded(&settings.database_url, settings.bound, "UTC").await?;
+            let mut db = store::connect_bounded(&settings.database, settings.bound, "UTC").await?;
             if !try_lock(&mut db).await? {
                 return Ok::<bool, RelayError>(false);
             }
-            info!(broker = %redacted(&settings.amqp_url), "relaying reservation events");
+            info!("relaying reservation events");
             // Holding the lock for as long as this connection lives; a
             // broker outage is waited out with it held.
             loop {
@@ -138,7 +143,10 @@ async fn relay_while_connected(
     poll: Duration,
     stop: &CancellationToken,
 ) -> Result<(), RelayError> {
-    let connection = Connection::connect(&settings.amqp_url, ConnectionProperties::default()).await?;
+    let url = settings.amqp_url.read("--events-amqp-url").map_err(|e| RelayError::Url(e.to_string()))?;
+    let connection = Connection::connect(&url, ConnectionProperties::default())
+        .await
+        .map_err(|e| RelayError::Url(format!("broker {}: {e}", redacted(&url))))?;
     let channel = connection.create_channel().await?;
     channel.confirm_select(ConfirmSelectOptions::default()).await?;
     let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };

@@ -28,23 +28,27 @@ use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
 use tracing::{info, warn};
 
 use crate::{
-    auth::Tokens,
-    booking::{Booking, Decider, EventSettings, Settings},
+    auth::Credentials,
+    booking::Booking,
     clock::{Clock, SystemClock},
     config::{Config, Strategy},
     domain::Limits,
-    gate::{Gate, GateError, GateSettings, conn::ConnectSettings},
+    gate::GateError,
     lifecycle,
+    links::{LinkError, PgLink, RedisLink},
     metrics::Metrics,
     overload::{DeadlineLayer, RateLimit, StatusLayer, UserGuard},
     pb::{self, reservations_server::ReservationsServer, slot_admin_server::SlotAdminServer},
-    pools::PoolSettings,
     precheck::PrecheckLayer,
     relay,
     service::{AdminService, ReservationsService},
-    store::{self, SeatLock, Store, StoreError},
+    store::{self, StoreError},
     telemetry::TraceLayer,
 };
+
+mod assembly;
+
+use self::assembly::{Links, booking, reload_on_hangup};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -62,6 +66,8 @@ pub enum StartError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("auth tokens: {0}")]
     Tokens(String),
+    #[error(transparent)]
+    Link(#[from] LinkError),
     #[error("settings: {0}")]
     Settings(String),
 }
@@ -75,7 +81,8 @@ pub struct Application {
     metrics: Arc<Metrics>,
     config: Config,
     tls: Option<ServerTlsConfig>,
-    tokens: Tokens,
+    credentials: Credentials,
+    links: Links,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, StartError> {
@@ -92,64 +99,8 @@ fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, StartError> {
     Ok(Some(tls))
 }
 
-fn tokens(config: &Config) -> Result<Tokens, StartError> {
-    let mut spec = config.auth_tokens.clone();
-    if let Some(file) = &config.auth_tokens_file {
-        let text = String::from_utf8(read(file)?).map_err(|_| StartError::Tokens("the file is not UTF-8".into()))?;
-        spec = format!("{spec}\n{text}");
-    }
-    Tokens::parse(&spec).map_err(StartError::Tokens)
-}
-
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
-}
-
-/// The use cases over the pools the configured strategy needs: the Redis
-/// gate's pool only when the gate decides.
-fn booking(config: &Config, metrics: &Arc<Metrics>, clock: Arc<dyn Clock>) -> Result<Booking, StartError> {
-    let pool = |size| PoolSettings { size, timeout: config.pool_timeout };
-    let store = Store::new(
-        &config.database.database_url,
-        pool(config.database.db_pool_size),
-        config.db_transaction_timeout,
-        &config.default_time_zone,
-        Arc::clone(metrics),
-    );
-    let decider = match config.strategy {
-        Strategy::RedisGate => {
-            let settings = GateSettings {
-                pool: pool(config.redis_pool_size),
-                connect: ConnectSettings {
-                    connect_timeout: config.redis_connect_timeout,
-                    command_timeout: config.redis_command_timeout,
-                    cluster: config.redis_cluster,
-                },
-                lease: config.hold_lease,
-                waitlist_limit: config.waitlist_limit,
-            };
-            let gate =
-                Gate::new(&config.redis_url, &config.redis_namespace, settings, metrics.redis_pool_wait.clone())?;
-            Decider::Gate(Box::new(gate))
-        }
-        Strategy::DbLock => Decider::Database(SeatLock::Row),
-        Strategy::FairLock => Decider::Database(SeatLock::Slot),
-    };
-    let settings = Settings {
-        deposit_window: Duration::from_secs(config.deposit_window_secs.into()),
-        replay_wait: config.replay_wait,
-        commit_bound: config.pool_timeout + config.db_transaction_timeout,
-        waitlist_limit: config.waitlist_limit,
-        offer_window: Duration::from_secs(config.offer_window_secs.into()),
-    };
-    let events = EventSettings {
-        poll: config.events_poll,
-        retention: config.events_retention,
-        heartbeat: config.watch_heartbeat,
-        buffer: config.watch_buffer as usize,
-        bound: config.db_transaction_timeout,
-    };
-    Ok(Booking::new(decider, store, settings, Arc::clone(metrics), clock, events))
 }
 
 impl Application {
@@ -164,15 +115,27 @@ impl Application {
     /// (tests move a manual one).
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
         config.check().map_err(StartError::Settings)?;
+        let links = Links {
+            database: Arc::new(PgLink::new(config.database.url())?),
+            redis: match config.strategy {
+                Strategy::RedisGate => Some(Arc::new(RedisLink::new(config.redis_link())?)),
+                Strategy::DbLock | Strategy::FairLock => None,
+            },
+        };
+        info!(
+            database_sslmode = links.database.mode().name(),
+            redis_tls = links.redis.as_ref().map(|r| r.tls()),
+            "links to the dependencies"
+        );
         if config.migrate_on_start {
-            let applied = store::migrate(&config.database.database_url).await?;
+            let applied = store::migrate(&links.database).await?;
             info!(applied, "database migrations up to date");
         }
         let metrics = Arc::new(Metrics::default());
-        let booking = Arc::new(booking(&config, &metrics, clock)?);
+        let booking = Arc::new(booking(&config, &links, &metrics, clock).await?);
         // Every connection sets the default zone; one PostgreSQL does not
         // know would fail them all. Checked now if the database is up.
-        match store::zone_known(&config.database.database_url, &config.default_time_zone).await {
+        match store::zone_known(&links.database, &config.default_time_zone).await {
             Ok(true) => {}
             Ok(false) => {
                 return Err(StartError::Settings(format!(
@@ -185,15 +148,16 @@ impl Application {
         let pools = Arc::downgrade(&booking);
         metrics.observe(move || pools.upgrade().map(|b| b.pool_states()).unwrap_or_default());
         let tls = tls_config(&config)?;
-        let tokens = tokens(&config)?;
-        info!(tls = tls.is_some(), mutual_tls = config.tls_client_ca.is_some(), auth = !tokens.is_empty(), "security");
+        let credentials =
+            Credentials::load(&config.auth_tokens, config.auth_tokens_file.as_deref()).map_err(StartError::Tokens)?;
+        info!(tls = tls.is_some(), mutual_tls = config.tls_client_ca.is_some(), auth = credentials.is_on(), "security");
         let listener = bind(config.listen).await?;
         let health_listener = match config.health_listen {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
-        Ok(Self { listener, health_listener, addr, booking, metrics, config, tls, tokens })
+        Ok(Self { listener, health_listener, addr, booking, metrics, config, tls, credentials, links })
     }
 
     /// The address actually bound (the real port when asked for port 0).
@@ -235,7 +199,7 @@ impl Application {
             .layer(TraceLayer::new(Arc::clone(&self.metrics)))
             .layer(StatusLayer)
             // Before the limits: a caller without credentials uses no capacity.
-            .layer(PrecheckLayer::new(self.tokens.clone()))
+            .layer(PrecheckLayer::new(self.credentials.clone()))
             .load_shed()
             .layer(GlobalConcurrencyLimitLayer::with_semaphore(in_flight))
             .layer(PrecheckLayer::new(RateLimit::new(c.rate_limit, c.rate_burst)))
@@ -292,12 +256,13 @@ impl Application {
         let background_stopped = stopped.child_token();
         let background = lifecycle::spawn(Arc::clone(&self.booking), intervals, background_stopped.clone());
         let pump = tokio::spawn(
-            Arc::clone(&self.booking).pump_events(c.database.database_url.clone(), background_stopped.clone()),
+            Arc::clone(&self.booking).pump_events(Arc::clone(&self.links.database), background_stopped.clone()),
         );
-        let relay = c.events_amqp_url.clone().map(|amqp_url| {
+        let reloads = tokio::spawn(reload_on_hangup(self.credentials.clone(), self.links.clone(), stopped.clone()));
+        let relay = c.events_amqp().map(|amqp_url| {
             let settings = relay::RelaySettings {
                 amqp_url,
-                database_url: c.database.database_url.clone(),
+                database: Arc::clone(&self.links.database),
                 bound: c.db_transaction_timeout,
                 poll: c.events_poll,
             };
@@ -342,6 +307,7 @@ impl Application {
             let _ = relay.await;
         }
         stopped.cancel();
+        let _ = reloads.await;
         if let Some(probes) = probes {
             let _ = probes.await;
         }

@@ -226,9 +226,11 @@ impl From<BookingError> for Status {
             E::Gate(GateError::Unavailable(detail)) => unavailable(reason::REDIS_UNAVAILABLE, "redis", &detail),
             E::Store(StoreError::Unavailable(detail)) => unavailable(reason::DATABASE_UNAVAILABLE, "database", &detail),
             E::Gate(GateError::Protocol(detail)) => internal(&detail),
-            E::Store(e @ (StoreError::Query(_) | StoreError::Migration(_) | StoreError::Corrupt(_))) => {
-                internal(&e.to_string())
-            }
+            E::Store(StoreError::Link(e)) => unavailable(reason::DATABASE_UNAVAILABLE, "database", &e.to_string()),
+            E::Store(
+                e
+                @ (StoreError::Query(_) | StoreError::Migration(_) | StoreError::Corrupt(_) | StoreError::Mismatch(_)),
+            ) => internal(&e.to_string()),
             E::Crashed(detail) => internal(&detail),
         };
         refusal.status()

@@ -32,6 +32,7 @@ use tracing::{debug, warn};
 
 use super::{Booking, BookingError};
 use crate::domain::{EventFilter, FieldError};
+use crate::links::PgLink;
 use crate::store::{
     self, StoreError,
     events::{self, Event},
@@ -99,7 +100,7 @@ impl Booking {
     }
 
     /// The event pump of this replica (see the module's doc), until `stop`.
-    pub async fn pump_events(self: Arc<Self>, database_url: String, stop: CancellationToken) {
+    pub async fn pump_events(self: Arc<Self>, database: Arc<PgLink>, stop: CancellationToken) {
         let every = self.events.settings.poll;
         if every.is_zero() {
             return;
@@ -115,7 +116,7 @@ impl Booking {
                 () = stop.cancelled() => return,
             }
             if conn.is_none() {
-                match store::connect_bounded(&database_url, self.events.settings.bound, "UTC").await {
+                match store::connect_bounded(&database, self.events.settings.bound, "UTC").await {
                     Ok(mut c) => {
                         // The first time: broadcast from where the log is
                         // now (watchers replay what came before from the

@@ -1,64 +1,21 @@
-//! The gate's Redis connections: one Redis or a Redis Cluster behind one
-//! connection type, opened by a bb8 manager of our own.
+//! The gate's Redis connections: opened over the Redis link by a bb8
+//! manager of our own, each one checked to belong to this deployment.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use bb8::ManageConnection;
-use redis::{
-    AsyncConnectionConfig, Client, RedisError, RedisFuture, Value,
-    aio::{ConnectionLike, MultiplexedConnection},
-    cluster::{ClusterClient, ClusterClientBuilder},
-    cluster_async::ClusterConnection,
-};
+use redis::{RedisError, Value};
 
-/// Tries a Redis Cluster call gets after its first (see `new`).
-const CLUSTER_RETRIES: u32 = 3;
+use crate::links::{RedisConnection, RedisLink};
 
-/// How long to wait for Redis, and whether it is a cluster.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectSettings {
-    /// Longest wait to open a connection.
-    pub connect_timeout: Duration,
-    /// Longest wait for a reply to one command.
-    pub command_timeout: Duration,
-    /// The URL lists nodes of a Redis Cluster, comma-separated.
-    pub cluster: bool,
-}
-
-/// A connection to a single Redis or to a Redis Cluster. Every script
-/// touches keys of one hash slot only, so both serve the gate alike.
-#[derive(Clone)]
-pub enum RedisConnection {
-    Single(MultiplexedConnection),
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for RedisConnection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Single(c) => c.req_packed_command(cmd),
-            Self::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Self::Single(c) => c.get_db(),
-            Self::Cluster(c) => c.get_db(),
-        }
-    }
+/// Why no connection was opened.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+    /// The namespace holds the keys of another deployment.
+    #[error("{0}")]
+    Foreign(String),
 }
 
 /// A pooled connection that remembers whether it failed.
@@ -84,6 +41,47 @@ pub fn is_connection_failure(e: &RedisError) -> bool {
     e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error()
 }
 
+/// The namespace's owner: the deployment (one database) whose keys it
+/// holds. Every new connection claims the namespace for this deployment or
+/// finds it already is this deployment's, so two databases never feed one
+/// namespace, even after Redis lost the marker and another deployment
+/// claimed the namespace first.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    /// `{namespace}:deployment`.
+    pub key: String,
+    pub namespace: String,
+    pub deployment: String,
+}
+
+impl Owner {
+    pub fn new(namespace: &str, deployment: &str) -> Self {
+        Self {
+            key: format!("{namespace}:deployment"),
+            namespace: namespace.to_owned(),
+            deployment: deployment.to_owned(),
+        }
+    }
+
+    /// Claims the namespace if no one has, then checks whose it is.
+    pub async fn claim(&self, conn: &mut RedisConnection) -> Result<(), ConnectError> {
+        redis::cmd("SET").arg(&self.key).arg(&self.deployment).arg("NX").query_async::<Value>(conn).await?;
+        let found: Option<String> = redis::cmd("GET").arg(&self.key).query_async(conn).await?;
+        match found {
+            // Gone between the two calls (a flush): claimed on the next connect.
+            None => Ok(()),
+            Some(found) if found == self.deployment => Ok(()),
+            Some(found) => Err(ConnectError::Foreign(format!(
+                "the Redis namespace {:?} holds the keys of deployment {found}, and this database is deployment {}: \
+                 two deployments would share their seats. Give this deployment a namespace of its own \
+                 (--redis-namespace; move it with `slotgate move-namespace`), or delete the key {:?} if the other \
+                 deployment is gone for good",
+                self.namespace, self.deployment, self.key
+            ))),
+        }
+    }
+}
+
 /// Opens the pool's Redis connections. bb8-redis's manager would do, but it
 /// can set neither the connect nor the reply timeout, and its `has_broken`
 /// always says no, so a pool would keep dead connections after Redis
@@ -91,63 +89,35 @@ pub fn is_connection_failure(e: &RedisError) -> bool {
 /// every request. Here a connection that failed at the connection level is
 /// flagged and bb8 drops it.
 #[derive(Clone)]
-pub enum GateConnectionManager {
-    Single { client: Client, config: AsyncConnectionConfig },
-    Cluster(ClusterClient),
+pub struct GateConnectionManager {
+    link: Arc<RedisLink>,
+    owner: Owner,
 }
 
 impl GateConnectionManager {
-    pub fn new(redis_url: &str, settings: ConnectSettings) -> Result<Self, RedisError> {
-        Ok(if settings.cluster {
-            let nodes: Vec<&str> = redis_url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
-            // The cluster client sends a call again after a redirection
-            // (MOVED, ASK, a slot migrating) or a dropped connection. Every
-            // gate script is idempotent for its attempt, so that is safe; it
-            // is bounded to a few tries (the default is 16, each up to the
-            // reply timeout) so a failing call answers UNAVAILABLE well
-            // within a caller's deadline rather than retrying for seconds.
-            let client = ClusterClientBuilder::new(nodes)
-                .connection_timeout(settings.connect_timeout)
-                .response_timeout(settings.command_timeout)
-                .retries(CLUSTER_RETRIES)
-                .build()?;
-            Self::Cluster(client)
-        } else {
-            Self::Single {
-                client: Client::open(redis_url)?,
-                config: AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(settings.connect_timeout))
-                    .set_response_timeout(Some(settings.command_timeout)),
-            }
-        })
+    pub fn new(link: Arc<RedisLink>, owner: Owner) -> Self {
+        Self { link, owner }
     }
 }
 
 impl std::fmt::Debug for GateConnectionManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Single { .. } => "GateConnectionManager::Single",
-            Self::Cluster(_) => "GateConnectionManager::Cluster",
-        })
+        write!(f, "GateConnectionManager({:?})", self.link)
     }
 }
 
 impl ManageConnection for GateConnectionManager {
     type Connection = GateConnection;
-    type Error = RedisError;
+    type Error = ConnectError;
 
-    async fn connect(&self) -> Result<GateConnection, RedisError> {
-        let conn = match self {
-            Self::Single { client, config } => {
-                RedisConnection::Single(client.get_multiplexed_async_connection_with_config(config).await?)
-            }
-            Self::Cluster(client) => RedisConnection::Cluster(client.get_async_connection().await?),
-        };
+    async fn connect(&self) -> Result<GateConnection, ConnectError> {
+        let mut conn = self.link.connect().await?;
+        self.owner.claim(&mut conn).await?;
         Ok(GateConnection { conn, broken: false })
     }
 
-    async fn is_valid(&self, conn: &mut GateConnection) -> Result<(), RedisError> {
-        redis::cmd("PING").query_async::<()>(&mut conn.conn).await
+    async fn is_valid(&self, conn: &mut GateConnection) -> Result<(), ConnectError> {
+        Ok(redis::cmd("PING").query_async::<()>(&mut conn.conn).await?)
     }
 
     fn has_broken(&self, conn: &mut GateConnection) -> bool {

@@ -16,14 +16,14 @@ mod keys;
 mod upkeep;
 mod waitlist;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use bb8::PooledConnection;
 use redis::{RedisError, Script, ScriptInvocation};
 use tracing::{Instrument, field::Empty, info_span};
 
 use self::{
-    conn::{ConnectSettings, GateConnectionManager, is_connection_failure},
+    conn::{ConnectError, GateConnectionManager, Owner, is_connection_failure},
     keys::SlotKeys,
 };
 pub use self::{
@@ -34,6 +34,7 @@ pub use self::{
 };
 use crate::{
     domain::{ReservationId, SlotKey},
+    links::{LinkError, RedisLink},
     pools::{CheckoutError, PoolSettings, PoolState, Pooled, WaitRecording},
 };
 
@@ -82,11 +83,10 @@ fn is_out_of_memory(e: &RedisError) -> bool {
     e.code() == Some("OOM") || e.to_string().contains("OOM command not allowed")
 }
 
-/// Pool, connection and lease settings of the gate.
+/// Pool and lease settings of the gate.
 #[derive(Debug, Clone, Copy)]
 pub struct GateSettings {
     pub pool: PoolSettings,
-    pub connect: ConnectSettings,
     /// Lease of a hold.
     pub lease: Duration,
     /// A slot's waitlist limit unless it has its own.
@@ -127,6 +127,8 @@ struct Scripts {
 /// The Redis gate: a connection pool, the key namespace and the scripts.
 pub struct Gate {
     pool: Pooled<GateConnectionManager>,
+    link: Arc<RedisLink>,
+    owner: Owner,
     namespace: String,
     lease_ms: u64,
     /// Connections a call whose connection dropped tries (see [`Scripts`]).
@@ -141,21 +143,27 @@ pub struct Gate {
 
 impl Gate {
     /// Builds the pool without connecting: the service starts (and answers
-    /// UNAVAILABLE) while Redis is down, and connects once it is up.
+    /// UNAVAILABLE) while Redis is down, and connects once it is up. Every
+    /// connection claims `namespace` for `deployment` (see [`Owner`]).
     pub fn new(
-        redis_url: &str,
+        link: Arc<RedisLink>,
         namespace: &str,
+        deployment: &str,
         settings: GateSettings,
         pool_waits: opentelemetry::metrics::Histogram<f64>,
-    ) -> Result<Self, GateError> {
-        let manager = GateConnectionManager::new(redis_url, settings.connect)?;
+    ) -> Self {
+        let request_records = !link.settings().cluster;
+        let owner = Owner::new(namespace, deployment);
+        let manager = GateConnectionManager::new(Arc::clone(&link), owner.clone());
         let waits = WaitRecording { span: || info_span!("redis.pool.wait"), histogram: pool_waits };
-        Ok(Self {
+        Self {
             pool: Pooled::new(manager, "redis", settings.pool, waits),
+            link,
+            owner,
             namespace: namespace.to_owned(),
             lease_ms: settings.lease.as_millis() as u64,
             tries: settings.pool.size as usize + 1,
-            request_records: !settings.connect.cluster,
+            request_records,
             waitlist_limit: settings.waitlist_limit,
             scripts: Scripts {
                 acquire: Script::new(concat!(include_str!("window.lua"), include_str!("acquire.lua"))),
@@ -180,7 +188,29 @@ impl Gate {
                 join: Script::new(concat!(include_str!("window.lua"), include_str!("join.lua"))),
                 unjoin: Script::new(include_str!("unjoin.lua")),
             },
-        })
+        }
+    }
+
+    /// Connects once, outside the pool, at start: a certificate that does
+    /// not verify, a refused login or a namespace of another deployment is
+    /// an error (the server must not start); Redis not being there is
+    /// `Ok(Some(why))` (the server starts and connects once it is up).
+    pub async fn check_link(&self) -> Result<Option<String>, LinkError> {
+        match self.link.connect().await {
+            Ok(mut conn) => match self.owner.claim(&mut conn).await {
+                Ok(()) => Ok(None),
+                Err(ConnectError::Foreign(why)) => Err(LinkError::Refused(why)),
+                Err(ConnectError::Redis(e)) => self.unreachable(&e),
+            },
+            Err(e) => self.unreachable(&e),
+        }
+    }
+
+    fn unreachable(&self, e: &RedisError) -> Result<Option<String>, LinkError> {
+        match self.link.explain(e) {
+            LinkError::Unreachable(why) => Ok(Some(why)),
+            refused => Err(refused),
+        }
     }
 
     fn keys(&self, slot: &SlotKey) -> SlotKeys {
@@ -189,7 +219,8 @@ impl Gate {
 
     async fn conn(&self) -> Result<PooledConnection<'_, GateConnectionManager>, GateError> {
         self.pool.get().await.map_err(|e| match e {
-            CheckoutError::Connect(e) => GateError::from(e),
+            CheckoutError::Connect(ConnectError::Redis(e)) => GateError::from(e),
+            CheckoutError::Connect(ConnectError::Foreign(why)) => GateError::Unavailable(why),
             CheckoutError::TimedOut => GateError::Unavailable("no redis connection within the pool timeout".into()),
         })
     }

@@ -6,8 +6,9 @@
 use chrono::{DateTime, Utc};
 use redis::{ScriptInvocation, Value};
 
-use super::{Gate, GateError, conn::RedisConnection, keys::SlotKeys};
+use super::{Gate, GateError, keys::SlotKeys};
 use crate::domain::{Remaining, ReservationId, SlotFigures, SlotKey, Window};
+use crate::links::RedisConnection;
 
 /// What a reconcile pass did to one slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

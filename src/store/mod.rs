@@ -23,6 +23,7 @@
 
 pub mod closing;
 pub mod create;
+pub mod deployment;
 pub mod events;
 pub mod manage;
 pub mod menus;
@@ -44,7 +45,7 @@ use diesel::{
     sql_types::BigInt,
 };
 use diesel_async::{
-    AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection,
+    AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection,
     pooled_connection::{AsyncDieselConnectionManager, ManagerConfig},
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
@@ -54,6 +55,7 @@ use self::prepared::prepared;
 pub use self::{
     closing::CloseOutcome,
     create::{Inserted, Timing},
+    deployment::{Bound, Moved},
     manage::{Cancelled, Confirmed, Freed, Lapsed},
     offers::OfferTerms,
     opening::{OpenOutcome, Opened},
@@ -69,6 +71,7 @@ use crate::{
         CancelReason, EntryId, EventFilter, Join, ListQuery, MenuUpload, NewReservation, ReservationId, SlotCapacity,
         SlotFigures, SlotKey, WaitlistQuery,
     },
+    links::{LinkError, PgLink},
     metrics::Metrics,
     pools::{CheckoutError, PoolSettings, PoolState, Pooled, WaitRecording},
 };
@@ -93,6 +96,13 @@ pub enum StoreError {
     Query(DieselError),
     #[error("migration failed: {0}")]
     Migration(String),
+    /// The database belongs to another Redis namespace (see [`deployment`]).
+    #[error("{0}")]
+    Mismatch(String),
+    /// The database refused the link or could not be verified (see
+    /// [`LinkError`]): a setting to fix.
+    #[error(transparent)]
+    Link(LinkError),
     /// A row the schema allows but the code does not expect.
     #[error("unexpected data: {0}")]
     Corrupt(String),
@@ -147,12 +157,20 @@ fn is_server_going_away(message: &str) -> bool {
         .any(|m| message.contains(m))
 }
 
+impl From<LinkError> for StoreError {
+    fn from(e: LinkError) -> Self {
+        match e {
+            LinkError::Unreachable(why) => Self::Unavailable(why),
+            refused => Self::Link(refused),
+        }
+    }
+}
+
 /// Applies pending migrations over a connection of its own. Replicas that
 /// start together take turns on a session advisory lock, so only the first
 /// one migrates; the lock goes with the connection.
-pub async fn migrate(database_url: &str) -> Result<usize, StoreError> {
-    let mut conn =
-        AsyncPgConnection::establish(database_url).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+pub async fn migrate(link: &PgLink) -> Result<usize, StoreError> {
+    let mut conn = link.connect().await?;
     prepared("SELECT pg_advisory_lock($1)").bind::<BigInt, _>(MIGRATION_LOCK).execute(&mut conn).await?;
     // The harness drives async diesel through `block_in_place`; a blocking
     // thread runs it on either runtime flavour.
@@ -165,24 +183,34 @@ pub async fn migrate(database_url: &str) -> Result<usize, StoreError> {
     .map_err(|e| StoreError::Migration(e.to_string()))
 }
 
+/// Binds the database to the Redis namespace `namespace` over a connection
+/// of its own; see [`deployment::bind`].
+pub async fn bind_deployment(link: &PgLink, namespace: &str) -> Result<Bound, StoreError> {
+    deployment::bind(&mut link.connect().await?, namespace).await
+}
+
+/// Moves the database's deployment to another namespace; see
+/// [`deployment::move_namespace`].
+pub async fn move_namespace(link: &PgLink, from: &str, to: &str) -> Result<Moved, StoreError> {
+    deployment::move_namespace(&mut link.connect().await?, from, to).await
+}
+
 /// Whether the database's time zone rules know `zone`, asked over a
 /// connection of its own (the pool's connections set the default zone when
 /// they open, so with an unknown one none would open).
-pub async fn zone_known(database_url: &str, zone: &str) -> Result<bool, StoreError> {
-    let mut conn =
-        AsyncPgConnection::establish(database_url).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+pub async fn zone_known(link: &PgLink, zone: &str) -> Result<bool, StoreError> {
+    let mut conn = link.connect().await?;
     zones::zone_exists(&mut conn, zone).await
 }
 
 /// A connection of its own (not the pool's), with the pool's session
 /// limits (see [`session_setup`]), for background work that polls often.
 pub async fn connect_bounded(
-    database_url: &str,
+    link: &PgLink,
     transaction: Duration,
     default_zone: &str,
 ) -> Result<AsyncPgConnection, StoreError> {
-    let mut conn =
-        AsyncPgConnection::establish(database_url).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    let mut conn = link.connect().await?;
     conn.batch_execute(&session_setup(transaction, default_zone)).await?;
     Ok(conn)
 }
@@ -215,7 +243,7 @@ impl Store {
     /// pool never hands out one it knows is dead.) Each connection's session
     /// is bounded by `transaction` (see [`session_setup`]).
     pub fn new(
-        database_url: &str,
+        link: Arc<PgLink>,
         pool: PoolSettings,
         transaction: Duration,
         default_zone: &str,
@@ -224,15 +252,18 @@ impl Store {
         let waits = WaitRecording { span: || info_span!("db.pool.wait"), histogram: metrics.db_pool_wait.clone() };
         let setup = session_setup(transaction, default_zone);
         let mut config = ManagerConfig::default();
-        config.custom_setup = Box::new(move |url| {
-            let (url, setup) = (url.to_owned(), setup.clone());
+        // Connections open over the link (its URL, read again on reload, and
+        // its TLS); the manager's own URL is unused.
+        config.custom_setup = Box::new(move |_| {
+            let (link, setup) = (Arc::clone(&link), setup.clone());
             Box::pin(async move {
-                let mut conn = AsyncPgConnection::establish(&url).await?;
+                let mut conn =
+                    link.connect().await.map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
                 conn.batch_execute(&setup).await.map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
                 Ok(conn)
             })
         });
-        let manager = Manager::new_with_config(database_url, config);
+        let manager = Manager::new_with_config("postgres://", config);
         Self { pool: Pooled::new(manager, "database", pool, waits), metrics }
     }
 

@@ -114,12 +114,19 @@ async fn run(slots: Vec<pb::SlotRef>, users: usize, clicks_per_user: usize) {
         by_hand(c);
     })
     .await;
+    burst_exactly(&app, &slots, users, clicks_per_user).await;
+}
+
+/// Opens `slots` with 40 seats in `app` (which must have its background
+/// work off), fires `users` x `clicks_per_user` clicks at each at once, and
+/// checks the outcome is exact.
+pub async fn burst_exactly(app: &TestApp, slots: &[pb::SlotRef], users: usize, clicks_per_user: usize) {
     app.open(&slots.iter().map(|s| (s.clone(), 40)).collect::<Vec<_>>()).await;
-    let requests = clicks(&slots, users, clicks_per_user);
+    let requests = clicks(slots, users, clicks_per_user);
     let db_checkouts_before = Metrics::read(&app.metrics.db_checkouts);
     let results = burst(app.addr, requests.clone(), CONNECTIONS).await;
     assert_eq!(results.len(), slots.len() * users * clicks_per_user);
-    assert_exact_outcome(&app, Decided::AtTheGate, db_checkouts_before, &requests, &results, &slots).await;
+    assert_exact_outcome(app, Decided::AtTheGate, db_checkouts_before, &requests, &results, slots).await;
 }
 
 /// One of the seed's scenarios as `loadtest/scenarios.json`, the load kit's

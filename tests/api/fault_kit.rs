@@ -163,6 +163,13 @@ pub struct PrivatePostgres {
 
 impl PrivatePostgres {
     pub async fn start() -> Self {
+        Self::start_configured(|_| {}).await
+    }
+
+    /// A cluster whose configuration `configure` edits before it first
+    /// starts (it is given the data directory: `postgresql.conf`,
+    /// `pg_hba.conf`, and room for certificate files).
+    pub async fn start_configured(configure: impl FnOnce(&Path)) -> Self {
         let version = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL server binaries under /usr/lib/postgresql")
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -178,6 +185,14 @@ impl PrivatePostgres {
         }
         let mut initdb = pg.as_owner(pg.bin.join("initdb"));
         run("initdb", initdb.arg("-D").arg(pg.data()).args(["-A", "trust", "-U", "postgres"]), None);
+        configure(&pg.data());
+        if is_root() {
+            run(
+                "chown what was configured",
+                Command::new("chown").args(["-R", "postgres:postgres"]).arg(pg.data()),
+                None,
+            );
+        }
         pg.restart().await;
         pg
     }
@@ -460,8 +475,13 @@ impl SlotgateProcess {
 
     /// Sends SIGTERM, as Kubernetes does before stopping a pod.
     pub fn signal_terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends a signal by name (`HUP`, `TERM`, ...).
+    pub fn signal(&self, name: &str) {
         if let Some(process) = &self.process {
-            let _ = Command::new("kill").arg("-TERM").arg(process.id().to_string()).status();
+            let _ = Command::new("kill").arg(format!("-{name}")).arg(process.id().to_string()).status();
         }
     }
 
@@ -498,18 +518,57 @@ pub struct PrivateRedisCluster {
     pub ports: Vec<u16>,
     dir: PathBuf,
     servers: Vec<Helper>,
+    /// What redis-cli needs to reach the nodes (their TLS).
+    cli: Vec<String>,
+    scheme: &'static str,
+}
+
+/// The TLS of a cluster's nodes: their certificate and key, and the CA
+/// (with a client certificate, for redis-cli) that clients check them with.
+pub struct ClusterTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
 impl PrivateRedisCluster {
     pub async fn start(masters: usize) -> Self {
+        Self::start_with(masters, None).await
+    }
+
+    /// A cluster whose nodes speak only TLS, to clients and to each other.
+    pub async fn start_with(masters: usize, tls: Option<&ClusterTls>) -> Self {
         let ports: Vec<u16> = (0..masters).map(|_| free_port()).collect();
         let dir = std::env::temp_dir().join(format!("slotgate-cluster-{}-{}", std::process::id(), ports[0]));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut cluster = Self { ports: ports.clone(), dir, servers: Vec::new() };
+        let path = |p: &Path| p.display().to_string();
+        let (cli, server_tls) = match tls {
+            None => (Vec::new(), Vec::new()),
+            Some(t) => (
+                vec!["--tls".into(), "--cacert".into(), path(&t.ca), "--cert".into(), path(&t.client_cert)]
+                    .into_iter()
+                    .chain(["--key".into(), path(&t.client_key)])
+                    .collect(),
+                vec!["--tls-cluster".into(), "yes".into(), "--tls-cert-file".into(), path(&t.cert)]
+                    .into_iter()
+                    .chain(["--tls-key-file".into(), path(&t.key), "--tls-ca-cert-file".into(), path(&t.ca)])
+                    .chain(["--tls-auth-clients".into(), "no".into()])
+                    .collect::<Vec<String>>(),
+            ),
+        };
+        let scheme = if tls.is_some() { "rediss" } else { "redis" };
+        let mut cluster = Self { ports: ports.clone(), dir, servers: Vec::new(), cli, scheme };
         for port in &ports {
             let mut command = Command::new("redis-server");
+            if tls.is_some() {
+                command.args(["--port", "0", "--tls-port", &port.to_string()]).args(&server_tls);
+            } else {
+                command.args(["--port", &port.to_string()]);
+            }
             command
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--cluster-enabled", "yes"])
+                .args(["--bind", "127.0.0.1", "--cluster-enabled", "yes"])
                 // The bus port on a free port of its own: the default (the
                 // port + 10000) may be taken by another process's socket.
                 .args(["--cluster-port", &free_port().to_string()])
@@ -521,15 +580,23 @@ impl PrivateRedisCluster {
         }
         let patience = Patience::up_to(Duration::from_secs(5)).every(Duration::from_millis(25));
         for (server, port) in cluster.servers.iter_mut().zip(&ports) {
-            server.wait_ready(patience, async || redis_cli(*port, &["PING"]).is_some_and(|o| o.contains("PONG"))).await;
+            let cli = &cluster.cli;
+            server
+                .wait_ready(patience, async || redis_cli(cli, *port, &["PING"]).is_some_and(|o| o.contains("PONG")))
+                .await;
         }
         let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let mut create = Command::new("redis-cli");
-        create.args(["--cluster", "create"]).args(&nodes).args(["--cluster-replicas", "0", "--cluster-yes"]);
+        create.args(&cluster.cli).args(["--cluster", "create"]).args(&nodes).args([
+            "--cluster-replicas",
+            "0",
+            "--cluster-yes",
+        ]);
         run("redis-cli --cluster create", &mut create, None);
         for (server, port) in cluster.servers.iter_mut().zip(&ports) {
+            let cli = &cluster.cli;
             let joined =
-                async || redis_cli(*port, &["CLUSTER", "INFO"]).is_some_and(|o| o.contains("cluster_state:ok"));
+                async || redis_cli(cli, *port, &["CLUSTER", "INFO"]).is_some_and(|o| o.contains("cluster_state:ok"));
             server.wait_ready(patience, joined).await;
         }
         cluster
@@ -537,12 +604,15 @@ impl PrivateRedisCluster {
 
     /// The seed list slotgate takes (`REDIS_URL` with `--redis-cluster`).
     pub fn urls(&self) -> String {
-        self.ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
+        self.ports.iter().map(|p| format!("{}://127.0.0.1:{p}", self.scheme)).collect::<Vec<_>>().join(",")
     }
 
     /// How many keys each master holds.
     pub fn keys_per_master(&self) -> Vec<u64> {
-        self.ports.iter().map(|p| redis_cli(*p, &["DBSIZE"]).and_then(|o| o.trim().parse().ok()).unwrap_or(0)).collect()
+        self.ports
+            .iter()
+            .map(|p| redis_cli(&self.cli, *p, &["DBSIZE"]).and_then(|o| o.trim().parse().ok()).unwrap_or(0))
+            .collect()
     }
 }
 
@@ -553,7 +623,7 @@ impl Drop for PrivateRedisCluster {
     }
 }
 
-fn redis_cli(port: u16, args: &[&str]) -> Option<String> {
-    let out = Command::new("redis-cli").args(["-p", &port.to_string()]).args(args).output().ok()?;
+fn redis_cli(tls: &[String], port: u16, args: &[&str]) -> Option<String> {
+    let out = Command::new("redis-cli").args(tls).args(["-p", &port.to_string()]).args(args).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -23,7 +23,8 @@ use diesel_async::RunQueryDsl;
 use slotgate::{
     config::Config,
     domain::{Limits, NewReservation},
-    gate::{Gate, GateError, GateSettings, Release, attempt_nonce, conn::ConnectSettings},
+    gate::{Gate, GateError, GateSettings, Release, attempt_nonce},
+    links::{RedisLink, RedisSettings},
     metrics::Metrics,
     pb,
     pools::PoolSettings,
@@ -44,20 +45,25 @@ async fn counter_left(app: &TestApp, slot: &pb::SlotRef) -> i32 {
     redis::cmd("HGET").arg(app.key(slot, "seats")).arg("left").query_async(&mut app.redis().await).await.unwrap()
 }
 
-/// A gate like the one `app` runs, on its Redis and namespace, for tests
-/// that make the gate's calls themselves.
-pub fn the_apps_gate(app: &TestApp) -> Gate {
+/// A gate like the one `app` runs, on its Redis, namespace and deployment,
+/// for tests that make the gate's calls themselves.
+pub async fn the_apps_gate(app: &TestApp) -> Gate {
+    #[derive(QueryableByName)]
+    struct Deployment {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        id: String,
+    }
+    let deployment: Deployment = sql_query("SELECT deployment_id::text AS id FROM deployment")
+        .get_result(&mut app.database().await)
+        .await
+        .expect("the app recorded its deployment");
+    let link = RedisLink::new(RedisSettings::url(&app.redis_url)).unwrap();
     let settings = GateSettings {
         pool: PoolSettings { size: 2, timeout: Duration::from_secs(2) },
-        connect: ConnectSettings {
-            connect_timeout: Duration::from_secs(1),
-            command_timeout: Duration::from_secs(1),
-            cluster: false,
-        },
         lease: Duration::from_secs(30),
         waitlist_limit: 200,
     };
-    Gate::new(&app.redis_url, &app.namespace, settings, Metrics::default().redis_pool_wait).unwrap()
+    Gate::new(Arc::new(link), &app.namespace, &deployment.id, settings, Metrics::default().redis_pool_wait)
 }
 
 /// A client's patience: a call that has no answer by then is a hang.
@@ -445,7 +451,7 @@ async fn a_lost_acquire_that_runs_after_its_undo_takes_nothing() {
 
     // The same gate the server runs, on the same namespace: the calls a
     // request makes, in the order the race can put them.
-    let gate = the_apps_gate(&app);
+    let gate = the_apps_gate(&app).await;
     let limits = Limits { max_party_size: 20, max_menu_items: 50 };
     let new = NewReservation::parse(&reserve("r-1", "alice", &slot, 4), limits).unwrap();
     let (id, fingerprint, nonce) = (new.reservation_id(), new.fingerprint(), attempt_nonce());

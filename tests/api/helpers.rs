@@ -20,6 +20,7 @@ use slotgate::{
     booking::Booking,
     clock::ManualClock,
     config::Config,
+    links::PgLink,
     metrics::Metrics,
     pb::{self, reservations_client::ReservationsClient, slot_admin_client::SlotAdminClient},
     server::Application,
@@ -41,14 +42,16 @@ fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// A test database's URL: plaintext, as the machine's own PostgreSQL is
+/// reached over loopback (the TLS tests run servers of their own).
 fn database_url(name: &str) -> String {
     let admin = admin_url();
     let base = admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base);
-    format!("{base}/{name}")
+    format!("{base}/{name}?sslmode=disable")
 }
 
 /// Names unique across the test processes running now (pid + counter + time).
-fn unique_name(prefix: &str) -> String {
+pub fn unique_name(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
     format!("{prefix}{}_{}_{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
@@ -123,7 +126,8 @@ async fn template() -> &'static str {
                 let building = format!("{name}_build");
                 conn.batch_execute(&format!("DROP DATABASE IF EXISTS \"{building}\"")).await.unwrap();
                 conn.batch_execute(&format!("CREATE DATABASE \"{building}\"")).await.unwrap();
-                slotgate::store::migrate(&database_url(&building)).await.expect("migrate the template");
+                let link = slotgate::links::PgLink::from_url(&database_url(&building)).unwrap();
+                slotgate::store::migrate(&link).await.expect("migrate the template");
                 conn.batch_execute(&format!("ALTER DATABASE \"{building}\" RENAME TO \"{name}\"")).await.unwrap();
                 // Templates of older migrations are dead weight, but a run of
                 // another checkout (other migrations) may be cloning from
@@ -266,6 +270,31 @@ pub fn by_hand(c: &mut Config) {
     c.reconcile_interval = Duration::ZERO;
 }
 
+/// A test's settings: its own database and Redis namespace, any port.
+fn test_config(db: &TestDb) -> Config {
+    let mut config = Config::from_env();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.database.database_url = db.url.clone();
+    config.redis_url = redis_url();
+    config.redis_namespace = unique_name("t");
+    config
+}
+
+/// Why slotgate refuses to start with the test's settings adjusted by
+/// `tweak` (it must refuse).
+pub async fn start_refused(tweak: impl FnOnce(&mut Config)) -> String {
+    let db = TestDb::create().await;
+    let mut config = test_config(&db);
+    tweak(&mut config);
+    let (redis_url, namespace) = (config.redis_url.clone(), config.redis_namespace.clone());
+    let refused = match Application::build(config).await {
+        Ok(_) => panic!("slotgate started"),
+        Err(e) => e.to_string(),
+    };
+    let _ = delete_namespace(&redis_url, &namespace).await;
+    refused
+}
+
 /// Spawns slotgate with the test's settings adjusted by `tweak`.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     // Logs only when asked (RUST_LOG=...), captured per test by the harness.
@@ -276,12 +305,8 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
             .try_init();
     }
     let db = TestDb::create().await;
-    let namespace = unique_name("t");
-    let mut config = Config::from_env();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.database.database_url = db.url.clone();
-    config.redis_url = redis_url();
-    config.redis_namespace = namespace.clone();
+    let mut config = test_config(&db);
+    let namespace = config.redis_namespace.clone();
     tweak(&mut config);
 
     let redis_url = config.redis_url.clone();
@@ -322,7 +347,7 @@ impl Drop for TestApp {
     }
 }
 
-async fn delete_namespace(redis_url: &str, namespace: &str) -> redis::RedisResult<()> {
+pub async fn delete_namespace(redis_url: &str, namespace: &str) -> redis::RedisResult<()> {
     let mut conn = redis::Client::open(redis_url)?.get_multiplexed_async_connection().await?;
     let mut cursor: u64 = 0;
     loop {
@@ -348,7 +373,8 @@ impl TestApp {
     /// A connection to the database this app uses (the test's own, or a
     /// private server's).
     pub async fn database(&self) -> AsyncPgConnection {
-        AsyncPgConnection::establish(&self.config.database.database_url).await.expect("connect to the app's database")
+        let link = PgLink::new(self.config.database.url()).expect("the app's database URL");
+        link.connect().await.expect("connect to the app's database")
     }
 
     /// The settings this app runs with, as environment variables, for a

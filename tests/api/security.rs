@@ -1,11 +1,6 @@
 //! TLS, mutual TLS and bearer tokens, with certificates made on the spot.
 
-use std::path::PathBuf;
-
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, SanType,
-};
+use rcgen::ExtendedKeyUsagePurpose;
 use slotgate::pb::{self, reservations_client::ReservationsClient, slot_admin_client::SlotAdminClient};
 use tonic::{
     Code,
@@ -16,58 +11,8 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use crate::{
     fault_kit::PrivatePostgres,
     helpers::{connect, free_port, reason_of, reserve, slot_at, spawn_app_with},
+    pki::Pki,
 };
-
-/// A CA of a test's own and the PEM files made with it, removed on drop.
-struct Pki {
-    dir: PathBuf,
-    ca: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("slotgate-pki-{name}-{}-{}", std::process::id(), rand_suffix()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params.distinguished_name.push(DnType::CommonName, format!("{name} test CA"));
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        Self { dir, ca }
-    }
-
-    fn ca_pem(&self) -> String {
-        self.ca.pem()
-    }
-
-    /// A certificate and key signed by this CA, as PEM strings.
-    fn leaf(&self, name: &str, purpose: ExtendedKeyUsagePurpose) -> (String, String) {
-        let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
-        params.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.extended_key_usages = vec![purpose];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-
-    fn write(&self, file: &str, pem: &str) -> PathBuf {
-        let path = self.dir.join(file);
-        std::fs::write(&path, pem).unwrap();
-        path
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn rand_suffix() -> u64 {
-    use std::hash::BuildHasher;
-    std::collections::hash_map::RandomState::new().hash_one(0u8)
-}
 
 /// Whether a client with this TLS setup gets an answer: the handshake may
 /// fail at connect or, under TLS 1.3, on the first call.

@@ -318,7 +318,7 @@ async fn a_join_delivered_twice_is_answered_as_the_first_and_a_lost_one_is_undon
     open_with(&app, &slot, 2, None).await;
     app.create(reserve("r-alice", "alice", &slot, 2)).await.unwrap();
     // The gate the server runs, on the same namespace.
-    let gate = crate::faults::the_apps_gate(&app);
+    let gate = crate::faults::the_apps_gate(&app).await;
     let limits = Limits { max_party_size: 20, max_menu_items: 50 };
     let bob = Join::parse(&join_request("j-1", "bob", &slot, 2), limits).unwrap();
 
