@@ -109,10 +109,14 @@ serve plain "$plain_db" "redis://127.0.0.1:$redis_port"
 plain_pid=$server plain_addr=$addr
 serve tls "$tls_db" "rediss://localhost:$redis_tls_port" SLOTGATE_REDIS_TLS_CA="$work/ca.crt"
 tls_pid=$server tls_addr=$addr
-grep -h '"links to the dependencies"\|links to the dependencies' "$work"/server-*.log >&2 || true
 
 ticks() { awk '{ t += $14 + $15 } END { print t + 0 }' "$@" 2>/dev/null || echo 0; }
-pg_stats() { pgrep -f "postgres.*$work/pg" | sed 's|.*|/proc/&/stat|' | xargs -r cat 2>/dev/null; }
+# The private PostgreSQL: its postmaster and every backend it started.
+pg_stats() {
+  local postmaster
+  postmaster=$(head -n 1 "$work/pg/data/postmaster.pid")
+  { echo "$postmaster"; pgrep -P "$postmaster"; } | sed 's|.*|/proc/&/stat|' | xargs -r cat 2>/dev/null
+}
 cpu() { echo "$(ticks "/proc/$1/stat") $(pg_stats | ticks) $(ticks "/proc/$redis_pid/stat")"; }
 
 # burst NAME PID ADDR: one run; prints its line of the table.

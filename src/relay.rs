@@ -78,7 +78,9 @@ enum RelayError {
 fn redacted(url: &str) -> String {
     match (url.split_once("://"), url.rfind('@')) {
         (Some((scheme, _)), Some(at)) => format!("{scheme}://***@{}", &url[at + 1..]),
-        _ => url.to_owned(),
+        (Some(_), None) => url.to_owned(),
+        // Not a URL: it might be anything, a password included.
+        (None, _) => "(not a URL)".to_owned(),
     }
 }
 
@@ -324,5 +326,6 @@ mod tests {
         assert_eq!(json["waitlistEntry"]["position"], 3);
         assert!(json["waitlistEntry"].get("partiesAhead").is_none());
         assert_eq!(redacted("amqp://user:secret@broker:5672/%2f"), "amqp://***@broker:5672/%2f");
+        assert_eq!(redacted("user:secret@broker"), "(not a URL)");
     }
 }

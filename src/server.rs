@@ -48,7 +48,7 @@ use crate::{
 
 mod assembly;
 
-use self::assembly::{Links, booking, reload_on_hangup};
+use self::assembly::{Links, booking, listen_for_hangups, reload_on_hangup};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -83,6 +83,8 @@ pub struct Application {
     tls: Option<ServerTlsConfig>,
     credentials: Credentials,
     links: Links,
+    /// SIGHUP, listened for from the start of `build`.
+    hangups: Option<tokio::signal::unix::Signal>,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, StartError> {
@@ -114,6 +116,7 @@ impl Application {
     /// [`Application::build`] with the clock deposit deadlines are read from
     /// (tests move a manual one).
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        let hangups = listen_for_hangups();
         config.check().map_err(StartError::Settings)?;
         let links = Links {
             database: Arc::new(PgLink::new(config.database.url())?),
@@ -143,6 +146,9 @@ impl Application {
                     config.default_time_zone
                 )));
             }
+            // A database that refused the link is a setting to fix, even
+            // when nothing else needed it at start.
+            Err(StoreError::Link(e)) => return Err(e.into()),
             Err(e) => warn!(error = %e, "could not check --default-time-zone; the database is not reachable yet"),
         }
         let pools = Arc::downgrade(&booking);
@@ -157,7 +163,7 @@ impl Application {
             None => None,
         };
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
-        Ok(Self { listener, health_listener, addr, booking, metrics, config, tls, credentials, links })
+        Ok(Self { listener, health_listener, addr, booking, metrics, config, tls, credentials, links, hangups })
     }
 
     /// The address actually bound (the real port when asked for port 0).
@@ -258,7 +264,8 @@ impl Application {
         let pump = tokio::spawn(
             Arc::clone(&self.booking).pump_events(Arc::clone(&self.links.database), background_stopped.clone()),
         );
-        let reloads = tokio::spawn(reload_on_hangup(self.credentials.clone(), self.links.clone(), stopped.clone()));
+        let reloads =
+            tokio::spawn(reload_on_hangup(self.credentials.clone(), self.links.clone(), self.hangups, stopped.clone()));
         let relay = c.events_amqp().map(|amqp_url| {
             let settings = relay::RelaySettings {
                 amqp_url,

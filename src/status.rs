@@ -223,7 +223,9 @@ impl From<BookingError> for Status {
                 Refusal::new(Code::FailedPrecondition, reason::WAITLIST_ENTRY_ENDED, message)
                     .with("state", state.as_str())
             }
-            E::Gate(GateError::Unavailable(detail)) => unavailable(reason::REDIS_UNAVAILABLE, "redis", &detail),
+            E::Gate(GateError::Unavailable(detail) | GateError::Foreign(detail)) => {
+                unavailable(reason::REDIS_UNAVAILABLE, "redis", &detail)
+            }
             E::Store(StoreError::Unavailable(detail)) => unavailable(reason::DATABASE_UNAVAILABLE, "database", &detail),
             E::Gate(GateError::Protocol(detail)) => internal(&detail),
             E::Store(StoreError::Link(e)) => unavailable(reason::DATABASE_UNAVAILABLE, "database", &e.to_string()),

@@ -258,6 +258,9 @@ impl Booking {
     pub async fn reconcile(&self, from: Option<NaiveDate>) -> Result<Reconciliation, BookingError> {
         let started = Instant::now();
         let Some(gate) = self.gate() else { return Ok(Reconciliation::default()) };
+        // Whose namespace it is comes first: counters of another
+        // deployment's are not this one's to correct.
+        gate.check_owner().await?;
         let from = from.unwrap_or_else(oldest_kept);
         let probed = self.probe_from(gate, from).await?;
         let figures: HashMap<SlotKey, SlotFigures> = self.store.slots_from(Some(from)).await?.into_iter().collect();

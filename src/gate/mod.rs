@@ -16,11 +16,17 @@ mod keys;
 mod upkeep;
 mod waitlist;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use bb8::PooledConnection;
 use redis::{RedisError, Script, ScriptInvocation};
-use tracing::{Instrument, field::Empty, info_span};
+use tracing::{Instrument, error, field::Empty, info, info_span};
 
 use self::{
     conn::{ConnectError, GateConnectionManager, Owner, is_connection_failure},
@@ -65,6 +71,10 @@ pub enum GateError {
     /// error, a reply of the wrong shape). A bug or a foreign key clash.
     #[error("redis reply not understood: {0}")]
     Protocol(String),
+    /// The namespace holds the keys of another deployment (see
+    /// [`Gate::check_owner`]).
+    #[error("{0}")]
+    Foreign(String),
 }
 
 impl From<RedisError> for GateError {
@@ -129,6 +139,8 @@ pub struct Gate {
     pool: Pooled<GateConnectionManager>,
     link: Arc<RedisLink>,
     owner: Owner,
+    /// The last owner check found another deployment's marker.
+    foreign: AtomicBool,
     namespace: String,
     lease_ms: u64,
     /// Connections a call whose connection dropped tries (see [`Scripts`]).
@@ -160,6 +172,7 @@ impl Gate {
             pool: Pooled::new(manager, "redis", settings.pool, waits),
             link,
             owner,
+            foreign: AtomicBool::new(false),
             namespace: namespace.to_owned(),
             lease_ms: settings.lease.as_millis() as u64,
             tries: settings.pool.size as usize + 1,
@@ -206,6 +219,42 @@ impl Gate {
         }
     }
 
+    /// Checks, over a pooled connection, that the namespace is still this
+    /// deployment's, claiming it again if its marker was lost (a flush). A
+    /// namespace another deployment claimed meanwhile turns the gate off:
+    /// every call is answered UNAVAILABLE until a later check finds the
+    /// namespace this deployment's again. The reconcile pass runs it.
+    pub async fn check_owner(&self) -> Result<(), GateError> {
+        let claimed = match self.pool.get().await {
+            Ok(mut conn) => {
+                let claimed = self.owner.claim(&mut conn.conn).await;
+                if let Err(ConnectError::Redis(e)) = &claimed {
+                    conn.broken |= is_connection_failure(e);
+                }
+                claimed
+            }
+            Err(CheckoutError::Connect(e)) => Err(e),
+            Err(CheckoutError::TimedOut) => {
+                return Err(GateError::Unavailable("no redis connection within the pool timeout".into()));
+            }
+        };
+        match claimed {
+            Ok(()) => {
+                if self.foreign.swap(false, Ordering::Relaxed) {
+                    info!(namespace = %self.namespace, "the namespace is this deployment's again; the gate is on");
+                }
+                Ok(())
+            }
+            Err(ConnectError::Foreign(why)) => {
+                if !self.foreign.swap(true, Ordering::Relaxed) {
+                    error!(error = %why, "turning the gate off: its namespace belongs to another deployment");
+                }
+                Err(GateError::Foreign(why))
+            }
+            Err(ConnectError::Redis(e)) => Err(e.into()),
+        }
+    }
+
     fn unreachable(&self, e: &RedisError) -> Result<Option<String>, LinkError> {
         match self.link.explain(e) {
             LinkError::Unreachable(why) => Ok(Some(why)),
@@ -218,6 +267,12 @@ impl Gate {
     }
 
     async fn conn(&self) -> Result<PooledConnection<'_, GateConnectionManager>, GateError> {
+        if self.foreign.load(Ordering::Relaxed) {
+            return Err(GateError::Unavailable(format!(
+                "the Redis namespace {:?} holds the keys of another deployment",
+                self.namespace
+            )));
+        }
         self.pool.get().await.map_err(|e| match e {
             CheckoutError::Connect(ConnectError::Redis(e)) => GateError::from(e),
             CheckoutError::Connect(ConnectError::Foreign(why)) => GateError::Unavailable(why),

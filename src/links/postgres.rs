@@ -145,9 +145,18 @@ struct Target {
 impl Target {
     fn parse(url: &str) -> Result<Self, LinkError> {
         let (rest, ssl) = split_ssl(url);
-        let mode = ssl.mode.as_deref().map(SslMode::parse).transpose()?.unwrap_or(SslMode::Prefer);
         let mut config: tokio_postgres::Config =
             rest.parse().map_err(|e: tokio_postgres::Error| LinkError::Setting(SETTING, e.to_string()))?;
+        // An sslmode written in a form only tokio-postgres reads (spaces
+        // around `=`, an encoded key) is taken as it read it: never weaker.
+        let mode = match ssl.mode.as_deref() {
+            Some(mode) => SslMode::parse(mode)?,
+            None => match config.get_ssl_mode() {
+                tokio_postgres::config::SslMode::Disable => SslMode::Disable,
+                tokio_postgres::config::SslMode::Prefer => SslMode::Prefer,
+                _ => SslMode::Require,
+            },
+        };
         config.ssl_mode(match mode {
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
@@ -251,9 +260,26 @@ impl PgLink {
     }
 
     /// Reads the URL and its TLS files again; connections opened from now
-    /// on use them. On an error the link keeps what it had.
+    /// on use them. A reload changes credentials and certificates, not the
+    /// database nor the `sslmode`: the database is bound to this
+    /// deployment's Redis namespace at start, and a mode is not weakened
+    /// behind the operator's back. Those take a restart. On an error the
+    /// link keeps what it had.
     pub fn reload(&self) -> Result<(), LinkError> {
         let target = Target::parse(&self.url.read(SETTING)?)?;
+        let current = self.target();
+        let place = |t: &Target| {
+            (t.config.get_hosts().to_vec(), t.config.get_ports().to_vec(), t.config.get_dbname().map(str::to_owned))
+        };
+        if place(&target) != place(&current) {
+            return Err(LinkError::Setting(
+                SETTING,
+                "a reload cannot move to another database; restart for that".into(),
+            ));
+        }
+        if target.mode != current.mode {
+            return Err(LinkError::Setting(SETTING, "a reload cannot change sslmode; restart for that".into()));
+        }
         *self.target.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(target);
         Ok(())
     }
@@ -302,8 +328,18 @@ mod tests {
         assert_eq!((plain.mode, plain.verify), (SslMode::Prefer, Verify::Nothing), "libpq's default");
         let bare = Target::parse("postgres://db/x?sslmode=require").unwrap();
         assert_eq!(bare.verify, Verify::Nothing);
-        let system = Target::parse("postgres://db/x?sslmode=require&sslrootcert=system");
-        assert!(system.is_err() || system.unwrap().verify == Verify::Chain, "require with a CA is verify-ca");
+        let ca = std::env::temp_dir().join(format!("slotgate-pg-ca-{}.pem", std::process::id()));
+        let issuer = rcgen::CertifiedIssuer::self_signed(
+            rcgen::CertificateParams::new(Vec::<String>::new()).unwrap(),
+            rcgen::KeyPair::generate().unwrap(),
+        )
+        .unwrap();
+        std::fs::write(&ca, issuer.pem()).unwrap();
+        let with_ca = Target::parse(&format!("postgres://db/x?sslmode=require&sslrootcert={}", ca.display()));
+        std::fs::remove_file(&ca).unwrap();
+        assert_eq!(with_ca.unwrap().verify, Verify::Chain, "require with a CA is verify-ca");
+        let spaced = Target::parse("host=db dbname=x sslmode = require").unwrap();
+        assert_eq!(spaced.mode, SslMode::Require, "a mode only tokio-postgres reads is never weakened");
     }
 
     #[test]

@@ -191,10 +191,14 @@ fn certificates(settings: &RedisSettings) -> Result<TlsCertificates, LinkError> 
         }
         None => None,
     };
-    // Parsed here too, so a bad file fails now with its name, not at the
-    // first connect.
+    // Parsed here too, so a bad file fails now with its name, not later as
+    // an error of the client's.
     if let Some(ca) = &settings.ca {
         tls::certificates(CERTS, &ca.display().to_string())?;
+    }
+    if let Some((cert, key)) = &settings.identity {
+        tls::certificates(CERTS, &cert.display().to_string())?;
+        tls::private_key(CERTS, &key.display().to_string())?;
     }
     Ok(TlsCertificates { client_tls, root_cert })
 }

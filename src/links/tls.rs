@@ -9,9 +9,11 @@ use rustls::{
     client::{
         WebPkiServerVerifier,
         danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+        verify_server_cert_signed_by_trust_anchor,
     },
     crypto::{CryptoProvider, ring, verify_tls12_signature, verify_tls13_signature},
     pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject},
+    server::ParsedCertificate,
 };
 
 use super::LinkError;
@@ -60,10 +62,13 @@ pub fn client_config(
         (_, None) => return Err(LinkError::Setting(setting, "verifying the server needs a CA".into())),
         (verify, Some(roots)) => {
             let store = Arc::new(root_store(setting, roots)?);
-            let webpki = WebPkiServerVerifier::builder_with_provider(store, provider)
-                .build()
-                .map_err(|e| LinkError::Setting(setting, e.to_string()))?;
-            if verify == Verify::Chain { Arc::new(ChainOnly(webpki)) } else { webpki }
+            if verify == Verify::Chain {
+                Arc::new(ChainOnly { roots: store, provider })
+            } else {
+                WebPkiServerVerifier::builder_with_provider(store, provider)
+                    .build()
+                    .map_err(|e| LinkError::Setting(setting, e.to_string()))?
+            }
         }
     };
     let builder = builder.dangerous().with_custom_certificate_verifier(verifier);
@@ -71,8 +76,7 @@ pub fn client_config(
         None => Ok(builder.with_no_client_auth()),
         Some((cert, key)) => {
             let chain = certificates(setting, cert)?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| LinkError::Setting(setting, format!("no private key in {key}: {e}")))?;
+            let key = private_key(setting, key)?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| LinkError::Setting(setting, format!("client certificate {cert}: {e}")))
@@ -89,6 +93,12 @@ pub fn certificates(setting: &'static str, path: &str) -> Result<Vec<Certificate
         return Err(LinkError::Setting(setting, format!("no certificate in {path}")));
     }
     Ok(certs)
+}
+
+/// The private key of a PEM file.
+pub fn private_key(setting: &'static str, path: &str) -> Result<PrivateKeyDer<'static>, LinkError> {
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| LinkError::Setting(setting, format!("no private key in {path}: {e}")))
 }
 
 /// A PEM file's bytes, for clients that parse it themselves.
@@ -156,26 +166,28 @@ pub fn explain(error: &TlsError, host: &str) -> String {
     }
 }
 
-/// Checks the chain and not the name: `verify-ca`.
+/// Checks the chain and not the name: `verify-ca`. The chain is checked
+/// on its own (not by ignoring a full check's name error), so nothing
+/// depends on the order in which a full check looks at things.
 #[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
+struct ChainOnly {
+    roots: Arc<RootCertStore>,
+    provider: Arc<CryptoProvider>,
+}
 
 impl ServerCertVerifier for ChainOnly {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, TlsError> {
-        // webpki checks the chain first: a name error means the chain held.
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
-            Err(TlsError::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
+        let cert = ParsedCertificate::try_from(end_entity)?;
+        let algorithms = self.provider.signature_verification_algorithms.all;
+        verify_server_cert_signed_by_trust_anchor(&cert, &self.roots, intermediates, now, algorithms)?;
+        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -184,7 +196,7 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, TlsError> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -193,11 +205,11 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, TlsError> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use tokio::signal::unix::{Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -92,14 +93,30 @@ pub(super) async fn booking(
     Ok(Booking::new(decider, store, settings, Arc::clone(metrics), clock, events))
 }
 
+/// Listens for SIGHUP from now on. Done first thing at start: until a
+/// listener exists, SIGHUP's default action ends the process, and a
+/// reloader may send one while slotgate is still starting (those are
+/// taken at the first reload).
+pub(super) fn listen_for_hangups() -> Option<Signal> {
+    match tokio::signal::unix::signal(SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGHUP; secrets are read at start only");
+            None
+        }
+    }
+}
+
 /// On every SIGHUP until `stop`: the tokens, the database URL, the Redis
 /// URL and password and the certificate files are read again. Each that
 /// fails keeps what it had, and says why.
-pub(super) async fn reload_on_hangup(credentials: Credentials, links: Links, stop: CancellationToken) {
-    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(signal) => signal,
-        Err(e) => return warn!(error = %e, "cannot listen for SIGHUP; secrets are read at start only"),
-    };
+pub(super) async fn reload_on_hangup(
+    credentials: Credentials,
+    links: Links,
+    hangups: Option<Signal>,
+    stop: CancellationToken,
+) {
+    let Some(mut hangups) = hangups else { return };
     loop {
         tokio::select! {
             Some(()) = hangups.recv() => {}

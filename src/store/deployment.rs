@@ -4,10 +4,7 @@
 //! uses: it is refused at start. Moving to another namespace is an explicit
 //! step ([`move_namespace`], `slotgate move-namespace`).
 
-use diesel::{
-    QueryableByName,
-    sql_types::{Nullable, Text},
-};
+use diesel::{QueryableByName, sql_types::Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -27,23 +24,24 @@ struct Row {
     deployment_id: Uuid,
     #[diesel(sql_type = Text)]
     redis_namespace: String,
-    #[diesel(sql_type = Nullable<diesel::sql_types::Bool>)]
-    inserted: Option<bool>,
 }
 
 /// Records `namespace` and a new deployment id if the database has none,
 /// and returns the database's deployment if its namespace is `namespace`;
 /// otherwise the error says which namespace the database belongs to.
 pub async fn bind(conn: &mut AsyncPgConnection, namespace: &str) -> Result<Bound, StoreError> {
-    // `xmax = 0` tells the row this statement inserted from the one it found.
-    let row: Row = prepared(
-        "INSERT INTO deployment (redis_namespace) VALUES ($1) \
-         ON CONFLICT (singleton) DO UPDATE SET singleton = deployment.singleton \
-         RETURNING deployment_id, redis_namespace, (xmax = 0) AS inserted",
+    let inserted: Vec<Row> = prepared(
+        "INSERT INTO deployment (redis_namespace) VALUES ($1) ON CONFLICT (singleton) DO NOTHING \
+         RETURNING deployment_id, redis_namespace",
     )
     .bind::<Text, _>(namespace)
-    .get_result(conn)
+    .load(conn)
     .await?;
+    let first = !inserted.is_empty();
+    let row = match inserted.into_iter().next() {
+        Some(row) => row,
+        None => prepared("SELECT deployment_id, redis_namespace FROM deployment").get_result(conn).await?,
+    };
     if row.redis_namespace != namespace {
         return Err(StoreError::Mismatch(format!(
             "this database belongs to deployment {} with the Redis namespace {:?}, not {namespace:?}: start with \
@@ -52,7 +50,7 @@ pub async fn bind(conn: &mut AsyncPgConnection, namespace: &str) -> Result<Bound
             row.deployment_id, row.redis_namespace, row.redis_namespace, row.redis_namespace
         )));
     }
-    Ok(Bound { deployment_id: row.deployment_id, first: row.inserted.unwrap_or(false) })
+    Ok(Bound { deployment_id: row.deployment_id, first })
 }
 
 /// What [`move_namespace`] did.
@@ -65,14 +63,7 @@ pub struct Moved {
 /// namespace the database has (a guard against moving the wrong database);
 /// a database with no deployment yet records `to`.
 pub async fn move_namespace(conn: &mut AsyncPgConnection, from: &str, to: &str) -> Result<Moved, StoreError> {
-    #[derive(QueryableByName)]
-    struct Found {
-        #[diesel(sql_type = diesel::sql_types::Uuid)]
-        deployment_id: Uuid,
-        #[diesel(sql_type = Text)]
-        redis_namespace: String,
-    }
-    let moved: Vec<Found> = prepared(
+    let moved: Vec<Row> = prepared(
         "UPDATE deployment SET redis_namespace = $2, moved_from = $1, moved_at = now() \
          WHERE redis_namespace = $1 RETURNING deployment_id, redis_namespace",
     )

@@ -11,7 +11,7 @@ use crate::{
     fault_kit::{PrivateRedis, SlotgateProcess},
     helpers::{
         Patience, TestApp, TestDb, connect, delete_namespace, eventually, reason_of, reserve, seats, slot_at,
-        spawn_app, spawn_app_with, start_refused, unique_name,
+        spawn_app, spawn_app_by_hand, spawn_app_with, start_refused, unique_name,
     },
     pki::Pki,
 };
@@ -38,6 +38,27 @@ async fn a_namespace_that_holds_another_deployments_keys_is_refused_at_start() {
     // The first deployment still owns it, and still serves.
     let slot = slot_at("19:00");
     app.open(&[(slot.clone(), 8)]).await;
+    app.create(reserve("r-1", "u-1", &slot, 2)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_gate_whose_namespace_another_deployment_claimed_turns_off_until_it_is_its_own_again() {
+    let app = spawn_app_by_hand().await;
+    let slot = slot_at("19:30");
+    app.open(&[(slot.clone(), 8)]).await;
+    let marker = format!("{}:deployment", app.namespace);
+    let mut redis = app.redis().await;
+    let ours: String = redis::cmd("GET").arg(&marker).query_async(&mut redis).await.unwrap();
+    // Redis lost the marker and another deployment claimed the namespace.
+    redis::cmd("SET").arg(&marker).arg("another-deployment").query_async::<()>(&mut redis).await.unwrap();
+    assert!(app.booking.reconcile(None).await.is_err(), "the pass finds the namespace is not its own");
+    let status = app.create(reserve("r-1", "u-1", &slot, 2)).await.unwrap_err();
+    assert_eq!(reason_of(&status), (Code::Unavailable, "REDIS_UNAVAILABLE".into()));
+    // After a flush the marker is gone: the next pass claims it again.
+    redis::cmd("DEL").arg(&marker).query_async::<()>(&mut redis).await.unwrap();
+    app.booking.reconcile(None).await.unwrap();
+    let found: String = redis::cmd("GET").arg(&marker).query_async(&mut redis).await.unwrap();
+    assert_eq!(found, ours);
     app.create(reserve("r-1", "u-1", &slot, 2)).await.unwrap();
 }
 
