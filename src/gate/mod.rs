@@ -225,18 +225,26 @@ impl Gate {
     /// every call is answered UNAVAILABLE until a later check finds the
     /// namespace this deployment's again. The reconcile pass runs it.
     pub async fn check_owner(&self) -> Result<(), GateError> {
-        let claimed = match self.pool.get().await {
-            Ok(mut conn) => {
-                let claimed = self.owner.claim(&mut conn.conn).await;
-                if let Err(ConnectError::Redis(e)) = &claimed {
-                    conn.broken |= is_connection_failure(e);
+        // Past the gate's off switch (this check is what turns it back on),
+        // with `invoke`'s retry on connections that dropped.
+        let mut tries = 1;
+        let claimed = loop {
+            let mut conn = match self.pool.get().await {
+                Ok(conn) => conn,
+                Err(CheckoutError::Connect(e)) => break Err(e),
+                Err(CheckoutError::TimedOut) => {
+                    return Err(GateError::Unavailable("no redis connection within the pool timeout".into()));
                 }
-                claimed
+            };
+            let claimed = self.owner.claim(&mut conn.conn).await;
+            if let Err(ConnectError::Redis(e)) = &claimed {
+                conn.broken |= is_connection_failure(e);
+                if e.is_connection_dropped() && !e.is_timeout() && tries < self.tries {
+                    tries += 1;
+                    continue;
+                }
             }
-            Err(CheckoutError::Connect(e)) => Err(e),
-            Err(CheckoutError::TimedOut) => {
-                return Err(GateError::Unavailable("no redis connection within the pool timeout".into()));
-            }
+            break claimed;
         };
         match claimed {
             Ok(()) => {
