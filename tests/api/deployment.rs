@@ -198,6 +198,83 @@ async fn tokens_and_the_redis_password_rotated_in_their_files_apply_on_sighup_wi
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_database_url_is_used_by_new_connections_after_sighup_but_never_moves_to_another_database() {
+    let app = spawn_app_by_hand().await;
+    let slot = slot_at("17:00");
+    app.open(&[(slot.clone(), 6)]).await;
+    let files = Pki::new("db-rotation");
+    let url_file = files.write("database-url", &format!("{}\n", app.config.database.database_url));
+    let log = files.write("slotgate.log", "");
+    let mut env = app.env_by_hand();
+    env.retain(|(k, _)| k != "DATABASE_URL");
+    env.push(("DATABASE_URL_FILE".into(), url_file.display().to_string()));
+    let server = SlotgateProcess::start_logging_to(env, Some(log.clone())).await;
+    let mut client = ReservationsClient::new(connect(server.addr).await);
+    let remaining = async |client: &mut ReservationsClient<tonic::transport::Channel>| {
+        client.get_remaining(pb::GetRemainingRequest { slot: Some(slot.clone()) }).await.map(|r| seats(&r.into_inner()))
+    };
+    assert_eq!(remaining(&mut client).await.unwrap(), (6, 6));
+
+    // Another database: refused, the link kept.
+    let other = TestDb::create().await;
+    std::fs::write(&url_file, format!("{}\n", other.url)).unwrap();
+    server.signal("HUP");
+    let said = eventually(
+        Patience::up_to(Duration::from_secs(10)),
+        async || std::fs::read_to_string(&log).unwrap_or_default(),
+        |log| log.contains("a reload cannot move to another database"),
+    )
+    .await;
+    assert!(said.contains("database link kept"), "{said}");
+
+    // The same database with other connection settings (as a rotated
+    // password would be): connections opened after the signal use them.
+    let rotated = format!("{}&application_name=rotated-link", app.config.database.database_url);
+    std::fs::write(&url_file, format!("{rotated}\n")).unwrap();
+    server.signal("HUP");
+    eventually(
+        Patience::up_to(Duration::from_secs(10)),
+        async || std::fs::read_to_string(&log).unwrap_or_default(),
+        |log| log.contains("database URL and certificates read again"),
+    )
+    .await;
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut db = app.database().await;
+    // The server's pooled connections end; the next call opens new ones.
+    diesel_async::RunQueryDsl::execute(
+        diesel::sql_query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        ),
+        &mut db,
+    )
+    .await
+    .unwrap();
+    let served = eventually(
+        Patience::up_to(Duration::from_secs(10)),
+        async || client.create_reservation(reserve("r-1", "u-1", &slot, 2)).await.is_ok(),
+        |ok| *ok,
+    )
+    .await;
+    assert!(served);
+    let rotated_connections: Count = diesel_async::RunQueryDsl::get_result(
+        diesel::sql_query(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
+             AND application_name = 'rotated-link'",
+        ),
+        &mut db,
+    )
+    .await
+    .unwrap();
+    assert!(rotated_connections.n > 0, "new connections use the rotated URL");
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_database_url_given_as_a_file_is_used() {
     let files = Pki::new("db-url");
     let app = spawn_app_with(|c| {
