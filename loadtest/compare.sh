@@ -118,11 +118,14 @@ start_server() {
 # $work/NAME.json and its plots in $work/plots-NAME/. A failed check stops
 # the comparison: a fast wrong answer is not a result.
 load() {
-  local name=$1; shift
+  local name=$1 before; shift
+  before=$(cpu "$server")
   if ! "$bin"/slotgate-load --addr "$COMPARE_LISTEN" --name "$name" -t 120s \
       --format json --output "$work/$name.json" --plots "$work/plots-$name" "$@" 2>"$work/$name.log"; then
     say "$name failed its checks:"; cat "$work/$name.log" >&2; exit 1
   fi
+  # The CPU the run cost the server, PostgreSQL and Redis (see cpu below).
+  echo "$before $(cpu "$server") $(getconf CLK_TCK)" >"$work/$name.cpu"
   python3 - "$work/$name.json" "$name" <<'PY' >&2
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -206,9 +209,12 @@ k6_cross() {
     case " $BURSTS " in *" $scenario "*) ;; *) continue ;; esac
     for call in create health; do
       say "k6: $scenario ($call)"
+      local before
+      before=$(cpu "$server")
       (cd loadtest/k6 && "$k6" run -q -e HOST="$COMPARE_LISTEN" -e SCENARIO="$scenario" -e CALL="$call" \
           --summary-export "$work/k6.$scenario.$call.json" burst.js >"$work/k6.$scenario.$call.log" 2>&1) \
         || { say "k6 $scenario ($call) failed:"; tail -n 30 "$work/k6.$scenario.$call.log" >&2; exit 1; }
+      echo "$before $(cpu "$server") $(getconf CLK_TCK)" >"$work/k6.$scenario.$call.cpu"
     done
   done
 }

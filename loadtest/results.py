@@ -330,6 +330,19 @@ def cpu_cells(work, prefix, f):
     return f"{per(server)}, {per(pg)}, {per(redis)}, {per(max(busy - server - pg - redis, 0))} | {share:.0%}"
 
 
+def run_cpu(json_path, calls):
+    """The server's and Redis's CPU per call over one run, from the run's
+    .cpu file beside its report (compare.sh writes one per run)."""
+    path = os.path.splitext(json_path)[0] + ".cpu"
+    if not os.path.exists(path):
+        return "n/a"
+    with open(path) as fh:
+        n = [float(x) for x in fh.read().split()]
+    (server0, _pg0, redis0, _busy0, _t0, server1, _pg1, redis1, _busy1, _t1, hz) = n
+    per = lambda ticks: f"{ticks / hz * 1e6 / max(calls, 1):.0f}"
+    return f"{per(server1 - server0)} + {per(redis1 - redis0)} µs"
+
+
 def machine():
     cpu = "unknown CPU"
     try:
@@ -440,8 +453,11 @@ def main():
     w(f"Each scenario ran {repeats} times per path; the run with the median p95 is shown, with every run's p95 (lowest first).")
     w("*Makespan* is first send to last answer: with thousands of calls at one instant, the honest burst figure.")
     w("")
-    w("| scenario | path | calls | winners | p50 | p95 | p99 | makespan | calls/s | p95 / trivial | p95 / redis | seed / p95 | p95 of every run |")
-    w("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    w("*CPU per call* is the server's plus Redis's, over the whole run (from /proc; ticks of 10 ms, so a run")
+    w("of a few hundred ms is coarse).")
+    w("")
+    w("| scenario | path | calls | winners | p50 | p95 | p99 | makespan | calls/s | CPU per call (server + Redis) | p95 / trivial | p95 / redis | seed / p95 | p95 of every run |")
+    w("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     chart = {}
     headline = []
     for scenario in bursts:
@@ -457,6 +473,7 @@ def main():
             row = (
                 f"| {scenario} | {label(prefix)} | {f['calls']:,} | {winners_cell(f, prefix == 'trivial')} | "
                 f"{ms(f['p50'])} | {ms(f['p95'])} | {ms(f['p99'])} | {ms(f['makespan'])} | {f['rps']:,.0f} | "
+                f"{run_cpu(path, f['calls'])} | "
                 f"{ratio(f['p95'], trivial[0]['p95']) if trivial else 'n/a'} | "
                 f"{ratio(f['p95'], redis[0]['p95']) if redis and prefix != 'trivial' else 'n/a'} | "
                 f"{ratio(seed['by_name'][scenario]['seed_p95_s'] * 1000, f['p95']) if prefix != 'trivial' else 'n/a'} | "
@@ -564,7 +581,7 @@ def main():
             k6_rows.append(
                 f"| {scenario} | {label(prefix)} | {calls:,} | {booked} | "
                 f"{m.get('unexpected', {}).get('count', 0):.0f} | {ms(d['med'])} | {ms(d['p(95)'])} | "
-                f"{ms(d['p(99)'])} | {ms(ours[0]['p95']) if ours else 'n/a'} |"
+                f"{ms(d['p(99)'])} | {run_cpu(path, calls)} | {ms(ours[0]['p95']) if ours else 'n/a'} |"
             )
     if k6_rows:
         w("## Cross-check with k6")
@@ -576,8 +593,8 @@ def main():
         w("JavaScript virtual users share this machine's cores with the server, so its latencies carry more of")
         w("the client's own cost: compare each k6 row with k6's own health `Check` row, as for slotgate-load.")
         w("")
-        w("| scenario | path | calls | winners | unexpected | k6 p50 | k6 p95 | k6 p99 | slotgate-load p95 |")
-        w("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        w("| scenario | path | calls | winners | unexpected | k6 p50 | k6 p95 | k6 p99 | CPU per call (server + Redis) | slotgate-load p95 |")
+        w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         md.extend(k6_rows)
         w("")
 
@@ -607,8 +624,11 @@ def main():
     w("")
     w("## duplicate-2000, one row per strategy")
     w("")
-    w("| scenario | path | calls | winners | p50 | p95 | p99 | makespan | calls/s | p95 / trivial | p95 / redis | seed / p95 | p95 of every run |")
-    w("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    w("*CPU per call* is the server's plus Redis's, over the whole run (from /proc; ticks of 10 ms, so a run")
+    w("of a few hundred ms is coarse).")
+    w("")
+    w("| scenario | path | calls | winners | p50 | p95 | p99 | makespan | calls/s | CPU per call (server + Redis) | p95 / trivial | p95 / redis | seed / p95 | p95 of every run |")
+    w("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     md.extend(headline)
     w("")
     with open(os.path.join(a.out, "RESULTS.md"), "w") as f:

@@ -106,7 +106,7 @@ for overlay in dev prod; do
 done
 
 echo "test: load scripts parse"
-for script in scripts/*.sh loadtest/compare.sh loadtest/links.sh; do bash -n "$script"; done
+for script in scripts/*.sh loadtest/compare.sh loadtest/links.sh loadtest/profile.sh; do bash -n "$script"; done
 sh -n loadtest/ghz/run.sh
 python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read(), sys.argv[1])' loadtest/results.py
 
