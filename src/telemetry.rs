@@ -77,7 +77,10 @@ pub fn init(format: LogFormat) -> Result<Telemetry, Box<dyn std::error::Error>> 
     // their fields for every call, for log lines that are rarely written,
     // cost a few percent of a burst's CPU.
     let logs = logs.with_filter(filter_fn(|meta| {
-        meta.is_event() || meta.name() == "rpc" || !meta.target().starts_with("slotgate") || meta.name().starts_with("lifecycle")
+        meta.is_event()
+            || meta.name() == "rpc"
+            || !meta.target().starts_with("slotgate")
+            || meta.name().starts_with("lifecycle")
     }));
     // The caller's trace context is honoured whether or not we export.
     global::set_text_map_propagator(TraceContextPropagator::new());
