@@ -183,10 +183,8 @@ shapes() {
       load "$prefix.beside-waitlist.$WAITLIST.$r" --scenario "$WAITLIST" "$@"
     done
   fi
-  local before
-  before=$(cpu "$server")
+  # load writes $work/$prefix.spread.cpu, which the spread table reads.
   load "$prefix.spread" --scenario spread --slots "$SPREAD_SLOTS" "$@"
-  echo "$before $(cpu "$server") $(getconf CLK_TCK)" >"$work/$prefix.spread.cpu"
   for rate in $RATES; do
     load "$prefix.soak-$rate" --scenario soak --rps "$rate" -z "$SOAK" "$@"
   done

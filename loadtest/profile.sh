@@ -52,6 +52,7 @@ DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db?sslmode=disable" SLOTGATE_L
 server=$!
 for _ in $(seq 1 50); do
   (exec 3<>"/dev/tcp/${LISTEN%:*}/${LISTEN##*:}") 2>/dev/null && break
+  kill -0 "$server" 2>/dev/null || { say "slotgate did not start:"; cat "$work/server.log" >&2; exit 1; }
   sleep 0.2
 done
 
@@ -64,9 +65,10 @@ profile() {
     || { say "$shape (warm-up) failed:"; cat "$work/warmup-$shape.log" >&2; exit 1; }
   # DWARF unwinding: release builds keep no frame pointers, so frame-pointer
   # stacks stop short and hide who called what.
-  perf record -F "$FREQ" --call-graph dwarf,32768 -p "$server" -o "$work/$shape.data" 2>/dev/null &
+  perf record -F "$FREQ" --call-graph dwarf,32768 -p "$server" -o "$work/$shape.data" 2>"$work/$shape.perf.log" &
   local perf=$! before
   sleep 0.5
+  kill -0 "$perf" 2>/dev/null || { say "perf could not attach:"; cat "$work/$shape.perf.log" >&2; exit 1; }
   before=$(ticks)
   "$bin/slotgate-load" --addr "$LISTEN" --name "$shape" -t 120s "$@" >/dev/null 2>"$work/$shape.log" \
     || { say "$shape failed:"; cat "$work/$shape.log" >&2; exit 1; }

@@ -1,10 +1,13 @@
 //! The gate's Redis connections: opened over the Redis link by a bb8
 //! manager of our own, each one checked to belong to this deployment.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
 
 use bb8::ManageConnection;
-use redis::{RedisError, Value};
+use redis::{ErrorKind, RedisError, Value};
 
 use crate::links::{RedisConnection, RedisLink};
 
@@ -64,12 +67,20 @@ impl Owner {
     }
 
     /// Claims the namespace if no one has, then checks whose it is.
+    /// A read when the marker is there (the usual case); a write only to
+    /// claim a namespace that has none.
     pub async fn claim(&self, conn: &mut RedisConnection) -> Result<(), ConnectError> {
-        redis::cmd("SET").arg(&self.key).arg(&self.deployment).arg("NX").query_async::<Value>(conn).await?;
-        let found: Option<String> = redis::cmd("GET").arg(&self.key).query_async(conn).await?;
+        let mut found: Option<String> = redis::cmd("GET").arg(&self.key).query_async(conn).await?;
+        if found.is_none() {
+            redis::cmd("SET").arg(&self.key).arg(&self.deployment).arg("NX").query_async::<Value>(conn).await?;
+            found = redis::cmd("GET").arg(&self.key).query_async(conn).await?;
+        }
         match found {
-            // Gone between the two calls (a flush): claimed on the next connect.
-            None => Ok(()),
+            // Gone again between the calls (a flush): not known to be ours.
+            None => Err(ConnectError::Redis(RedisError::from((
+                ErrorKind::Client,
+                "the namespace's deployment marker vanished while it was being claimed",
+            )))),
             Some(found) if found == self.deployment => Ok(()),
             Some(found) => Err(ConnectError::Foreign(format!(
                 "the Redis namespace {:?} holds the keys of deployment {found}, and this database is deployment {}: \
@@ -92,11 +103,14 @@ impl Owner {
 pub struct GateConnectionManager {
     link: Arc<RedisLink>,
     owner: Owner,
+    /// Set when a connect finds the namespace another deployment's (the
+    /// gate's off switch; see `Gate::check_owner`).
+    foreign: Arc<AtomicBool>,
 }
 
 impl GateConnectionManager {
-    pub fn new(link: Arc<RedisLink>, owner: Owner) -> Self {
-        Self { link, owner }
+    pub fn new(link: Arc<RedisLink>, owner: Owner, foreign: Arc<AtomicBool>) -> Self {
+        Self { link, owner, foreign }
     }
 }
 
@@ -112,7 +126,11 @@ impl ManageConnection for GateConnectionManager {
 
     async fn connect(&self) -> Result<GateConnection, ConnectError> {
         let mut conn = self.link.connect().await?;
-        self.owner.claim(&mut conn).await?;
+        let claimed = self.owner.claim(&mut conn).await;
+        if let Err(ConnectError::Foreign(_)) = &claimed {
+            self.foreign.store(true, Ordering::Relaxed);
+        }
+        claimed?;
         Ok(GateConnection { conn, broken: false })
     }
 

@@ -139,8 +139,9 @@ pub struct Gate {
     pool: Pooled<GateConnectionManager>,
     link: Arc<RedisLink>,
     owner: Owner,
-    /// The last owner check found another deployment's marker.
-    foreign: AtomicBool,
+    /// The last owner check, or a pool's connect, found another
+    /// deployment's marker: the gate is off.
+    foreign: Arc<AtomicBool>,
     namespace: String,
     lease_ms: u64,
     /// Connections a call whose connection dropped tries (see [`Scripts`]).
@@ -166,13 +167,14 @@ impl Gate {
     ) -> Self {
         let request_records = !link.settings().cluster;
         let owner = Owner::new(namespace, deployment);
-        let manager = GateConnectionManager::new(Arc::clone(&link), owner.clone());
+        let foreign = Arc::new(AtomicBool::new(false));
+        let manager = GateConnectionManager::new(Arc::clone(&link), owner.clone(), Arc::clone(&foreign));
         let waits = WaitRecording { span: || info_span!("redis.pool.wait"), histogram: pool_waits };
         Self {
             pool: Pooled::new(manager, "redis", settings.pool, waits),
             link,
             owner,
-            foreign: AtomicBool::new(false),
+            foreign,
             namespace: namespace.to_owned(),
             lease_ms: settings.lease.as_millis() as u64,
             tries: settings.pool.size as usize + 1,
@@ -219,34 +221,18 @@ impl Gate {
         }
     }
 
-    /// Checks, over a pooled connection, that the namespace is still this
-    /// deployment's, claiming it again if its marker was lost (a flush). A
-    /// namespace another deployment claimed meanwhile turns the gate off:
-    /// every call is answered UNAVAILABLE until a later check finds the
-    /// namespace this deployment's again. The reconcile pass runs it.
+    /// Checks that the namespace is still this deployment's, claiming it
+    /// again if its marker was lost (a flush). A namespace another
+    /// deployment claimed meanwhile turns the gate off (so does a pool's
+    /// connect that meets one): every call is answered UNAVAILABLE until a
+    /// later check finds the namespace this deployment's again. The
+    /// reconcile pass runs it.
     pub async fn check_owner(&self) -> Result<(), GateError> {
-        // Past the gate's off switch (this check is what turns it back on),
-        // with `invoke`'s retry on connections that dropped.
-        let mut tries = 1;
-        let claimed = loop {
-            let mut conn = match self.pool.get().await {
-                Ok(conn) => conn,
-                Err(CheckoutError::Connect(e)) => break Err(e),
-                Err(CheckoutError::TimedOut) => {
-                    return Err(GateError::Unavailable("no redis connection within the pool timeout".into()));
-                }
-            };
-            let claimed = self.owner.claim(&mut conn.conn).await;
-            if let Err(ConnectError::Redis(e)) = &claimed {
-                conn.broken |= is_connection_failure(e);
-                if e.is_connection_dropped() && !e.is_timeout() && tries < self.tries {
-                    tries += 1;
-                    continue;
-                }
-            }
-            break claimed;
-        };
-        match claimed {
+        // Over a connection of its own: pooled ones are exactly what this
+        // check must not trust (and a failed claim at a pool's connect
+        // reaches no caller; it only sets the switch).
+        let mut conn = self.link.connect().await.map_err(GateError::from)?;
+        match self.owner.claim(&mut conn).await {
             Ok(()) => {
                 if self.foreign.swap(false, Ordering::Relaxed) {
                     info!(namespace = %self.namespace, "the namespace is this deployment's again; the gate is on");
@@ -254,9 +240,8 @@ impl Gate {
                 Ok(())
             }
             Err(ConnectError::Foreign(why)) => {
-                if !self.foreign.swap(true, Ordering::Relaxed) {
-                    error!(error = %why, "turning the gate off: its namespace belongs to another deployment");
-                }
+                self.foreign.store(true, Ordering::Relaxed);
+                error!(error = %why, "the gate is off: its namespace belongs to another deployment");
                 Err(GateError::Foreign(why))
             }
             Err(ConnectError::Redis(e)) => Err(e.into()),

@@ -4,7 +4,11 @@
 
 use std::{process::Command, time::Duration};
 
-use slotgate::pb::{self, reservations_client::ReservationsClient};
+use slotgate::{
+    booking::BookingError,
+    gate::GateError,
+    pb::{self, reservations_client::ReservationsClient},
+};
 use tonic::{Code, Request};
 
 use crate::{
@@ -51,7 +55,11 @@ async fn a_running_gate_whose_namespace_another_deployment_claimed_turns_off_unt
     let ours: String = redis::cmd("GET").arg(&marker).query_async(&mut redis).await.unwrap();
     // Redis lost the marker and another deployment claimed the namespace.
     redis::cmd("SET").arg(&marker).arg("another-deployment").query_async::<()>(&mut redis).await.unwrap();
-    assert!(app.booking.reconcile(None).await.is_err(), "the pass finds the namespace is not its own");
+    let refused = app.booking.reconcile(None).await.unwrap_err();
+    assert!(
+        matches!(refused, BookingError::Gate(GateError::Foreign(_))),
+        "the pass finds the namespace is not its own: {refused:?}"
+    );
     let status = app.create(reserve("r-1", "u-1", &slot, 2)).await.unwrap_err();
     assert_eq!(reason_of(&status), (Code::Unavailable, "REDIS_UNAVAILABLE".into()));
     // After a flush the marker is gone: the next pass claims it again.
@@ -232,12 +240,13 @@ async fn a_rotated_database_url_is_used_by_new_connections_after_sighup_but_neve
     let rotated = format!("{}&application_name=rotated-link", app.config.database.database_url);
     std::fs::write(&url_file, format!("{rotated}\n")).unwrap();
     server.signal("HUP");
-    eventually(
+    let said = eventually(
         Patience::up_to(Duration::from_secs(10)),
         async || std::fs::read_to_string(&log).unwrap_or_default(),
         |log| log.contains("database URL and certificates read again"),
     )
     .await;
+    assert!(said.contains("database URL and certificates read again"), "{said}");
     #[derive(diesel::QueryableByName)]
     struct Count {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
