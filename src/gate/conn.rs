@@ -1,5 +1,6 @@
 //! The gate's Redis connections: opened over the Redis link by a bb8
-//! manager of our own, each one checked to belong to this deployment.
+//! manager of our own, each one checked to belong to this deployment; and
+//! the gate's checks of its link (at start) and of its namespace's owner.
 
 use std::sync::{
     Arc,
@@ -9,7 +10,10 @@ use std::sync::{
 use bb8::ManageConnection;
 use redis::{ErrorKind, RedisError, Value};
 
-use crate::links::{RedisConnection, RedisLink};
+use tracing::{error, info};
+
+use super::GateError;
+use crate::links::{LinkError, RedisConnection, RedisLink};
 
 /// Why no connection was opened.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -149,5 +153,57 @@ impl crate::pools::Liveness for GateConnection {
     /// connection (see the gate's `invoke`).
     fn is_closed(&mut self) -> bool {
         self.broken
+    }
+}
+
+/// The gate's checks of its link and of its namespace's owner.
+impl super::Gate {
+    /// Connects once, outside the pool, at start: a certificate that does
+    /// not verify, a refused login or a namespace of another deployment is
+    /// an error (the server must not start); Redis not being there is
+    /// `Ok(Some(why))` (the server starts and connects once it is up).
+    pub async fn check_link(&self) -> Result<Option<String>, LinkError> {
+        match self.link.connect().await {
+            Ok(mut conn) => match self.owner.claim(&mut conn).await {
+                Ok(()) => Ok(None),
+                Err(ConnectError::Foreign(why)) => Err(LinkError::Refused(why)),
+                Err(ConnectError::Redis(e)) => self.unreachable(&e),
+            },
+            Err(e) => self.unreachable(&e),
+        }
+    }
+
+    /// Checks that the namespace is still this deployment's, claiming it
+    /// again if its marker was lost (a flush). A namespace another
+    /// deployment claimed meanwhile turns the gate off (so does a pool's
+    /// connect that meets one): every call is answered UNAVAILABLE until a
+    /// later check finds the namespace this deployment's again. The
+    /// reconcile pass runs it.
+    pub async fn check_owner(&self) -> Result<(), GateError> {
+        // Over a connection of its own: pooled ones are exactly what this
+        // check must not trust (and a failed claim at a pool's connect
+        // reaches no caller; it only sets the switch).
+        let mut conn = self.link.connect().await.map_err(GateError::from)?;
+        match self.owner.claim(&mut conn).await {
+            Ok(()) => {
+                if self.foreign.swap(false, Ordering::Relaxed) {
+                    info!(namespace = %self.namespace, "the namespace is this deployment's again; the gate is on");
+                }
+                Ok(())
+            }
+            Err(ConnectError::Foreign(why)) => {
+                self.foreign.store(true, Ordering::Relaxed);
+                error!(error = %why, "the gate is off: its namespace belongs to another deployment");
+                Err(GateError::Foreign(why))
+            }
+            Err(ConnectError::Redis(e)) => Err(e.into()),
+        }
+    }
+
+    fn unreachable(&self, e: &RedisError) -> Result<Option<String>, LinkError> {
+        match self.link.explain(e) {
+            LinkError::Unreachable(why) => Ok(Some(why)),
+            refused => Err(refused),
+        }
     }
 }

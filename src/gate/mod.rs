@@ -26,7 +26,7 @@ use std::{
 
 use bb8::PooledConnection;
 use redis::{RedisError, Script, ScriptInvocation};
-use tracing::{Instrument, error, field::Empty, info, info_span};
+use tracing::{Instrument, field::Empty, info_span};
 
 use self::{
     conn::{ConnectError, GateConnectionManager, Owner, is_connection_failure},
@@ -40,7 +40,7 @@ pub use self::{
 };
 use crate::{
     domain::{ReservationId, SlotKey},
-    links::{LinkError, RedisLink},
+    links::RedisLink,
     pools::{CheckoutError, PoolSettings, PoolState, Pooled, WaitRecording},
 };
 
@@ -203,55 +203,6 @@ impl Gate {
                 join: Script::new(concat!(include_str!("window.lua"), include_str!("join.lua"))),
                 unjoin: Script::new(include_str!("unjoin.lua")),
             },
-        }
-    }
-
-    /// Connects once, outside the pool, at start: a certificate that does
-    /// not verify, a refused login or a namespace of another deployment is
-    /// an error (the server must not start); Redis not being there is
-    /// `Ok(Some(why))` (the server starts and connects once it is up).
-    pub async fn check_link(&self) -> Result<Option<String>, LinkError> {
-        match self.link.connect().await {
-            Ok(mut conn) => match self.owner.claim(&mut conn).await {
-                Ok(()) => Ok(None),
-                Err(ConnectError::Foreign(why)) => Err(LinkError::Refused(why)),
-                Err(ConnectError::Redis(e)) => self.unreachable(&e),
-            },
-            Err(e) => self.unreachable(&e),
-        }
-    }
-
-    /// Checks that the namespace is still this deployment's, claiming it
-    /// again if its marker was lost (a flush). A namespace another
-    /// deployment claimed meanwhile turns the gate off (so does a pool's
-    /// connect that meets one): every call is answered UNAVAILABLE until a
-    /// later check finds the namespace this deployment's again. The
-    /// reconcile pass runs it.
-    pub async fn check_owner(&self) -> Result<(), GateError> {
-        // Over a connection of its own: pooled ones are exactly what this
-        // check must not trust (and a failed claim at a pool's connect
-        // reaches no caller; it only sets the switch).
-        let mut conn = self.link.connect().await.map_err(GateError::from)?;
-        match self.owner.claim(&mut conn).await {
-            Ok(()) => {
-                if self.foreign.swap(false, Ordering::Relaxed) {
-                    info!(namespace = %self.namespace, "the namespace is this deployment's again; the gate is on");
-                }
-                Ok(())
-            }
-            Err(ConnectError::Foreign(why)) => {
-                self.foreign.store(true, Ordering::Relaxed);
-                error!(error = %why, "the gate is off: its namespace belongs to another deployment");
-                Err(GateError::Foreign(why))
-            }
-            Err(ConnectError::Redis(e)) => Err(e.into()),
-        }
-    }
-
-    fn unreachable(&self, e: &RedisError) -> Result<Option<String>, LinkError> {
-        match self.link.explain(e) {
-            LinkError::Unreachable(why) => Ok(Some(why)),
-            refused => Err(refused),
         }
     }
 
