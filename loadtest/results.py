@@ -312,17 +312,25 @@ def p95_chart(rows, scenarios, paths, colours):
     return "\n".join(svg) + "\n"
 
 
+def read_cpu(path):
+    """A run's .cpu file (compare.sh's `cpu` before and after, and the clock
+    tick rate): the ticks spent by the server, PostgreSQL, Redis and the whole
+    machine, the seconds it took, and the tick rate; None if there is none."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as fh:
+        (server0, pg0, redis0, busy0, t0, server1, pg1, redis1, busy1, t1, hz) = [float(x) for x in fh.read().split()]
+    return server1 - server0, pg1 - pg0, redis1 - redis0, busy1 - busy0, t1 - t0, hz
+
+
 def cpu_cells(work, prefix, f):
     """CPU per call and the machine's busy share over a spread run."""
-    path = os.path.join(work, f"{prefix}.cpu" if prefix == "pgbench" else f"{prefix}.spread.cpu")
-    if not os.path.exists(path):
+    cpu = read_cpu(os.path.join(work, f"{prefix}.cpu" if prefix == "pgbench" else f"{prefix}.spread.cpu"))
+    if cpu is None:
         return "n/a | n/a"
-    with open(path) as fh:
-        n = [float(x) for x in fh.read().split()]
-    (server0, pg0, redis0, busy0, t0, server1, pg1, redis1, busy1, t1, hz) = n
+    server, pg, redis, busy, took, hz = cpu
     per = lambda ticks: f"{ticks / hz * 1e3 / max(f['calls'], 1) * 1e3:.0f} µs"
-    server, pg, redis, busy = server1 - server0, pg1 - pg0, redis1 - redis0, busy1 - busy0
-    share = busy / hz / ((t1 - t0) * (os.cpu_count() or 1))
+    share = busy / hz / (took * (os.cpu_count() or 1))
     if prefix == "pgbench":
         # pgbench's backends start and exit inside the run, so /proc never
         # shows them: only the machine's total is known.
@@ -333,14 +341,12 @@ def cpu_cells(work, prefix, f):
 def run_cpu(json_path, calls):
     """The server's and Redis's CPU per call over one run, from the run's
     .cpu file beside its report (compare.sh writes one per run)."""
-    path = os.path.splitext(json_path)[0] + ".cpu"
-    if not os.path.exists(path):
+    cpu = read_cpu(os.path.splitext(json_path)[0] + ".cpu")
+    if cpu is None:
         return "n/a"
-    with open(path) as fh:
-        n = [float(x) for x in fh.read().split()]
-    (server0, _pg0, redis0, _busy0, _t0, server1, _pg1, redis1, _busy1, _t1, hz) = n
+    server, _pg, redis, _busy, _took, hz = cpu
     per = lambda ticks: f"{ticks / hz * 1e6 / max(calls, 1):.0f}"
-    return f"{per(server1 - server0)} + {per(redis1 - redis0)} µs"
+    return f"{per(server)} + {per(redis)} µs"
 
 
 def machine():

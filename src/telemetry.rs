@@ -75,7 +75,7 @@ pub fn init(format: LogFormat) -> Result<Telemetry, Box<dyn std::error::Error>> 
     // background passes' spans, not the spans inside a call (gate, pool
     // waits, transaction): those are for the trace exporter, and formatting
     // their fields for every call, for log lines that are rarely written,
-    // cost a few percent of a burst's CPU.
+    // took about 2.5% of the samples in a profile of the winners' path.
     let logs = logs.with_filter(filter_fn(|meta| {
         meta.is_event()
             || meta.name() == "rpc"

@@ -163,14 +163,22 @@ impl super::Gate {
     /// an error (the server must not start); Redis not being there is
     /// `Ok(Some(why))` (the server starts and connects once it is up).
     pub async fn check_link(&self) -> Result<Option<String>, LinkError> {
-        match self.link.connect().await {
-            Ok(mut conn) => match self.owner.claim(&mut conn).await {
-                Ok(()) => Ok(None),
-                Err(ConnectError::Foreign(why)) => Err(LinkError::Refused(why)),
-                Err(ConnectError::Redis(e)) => self.unreachable(&e),
+        match self.claim_fresh().await {
+            Ok(()) => Ok(None),
+            Err(ConnectError::Foreign(why)) => Err(LinkError::Refused(why)),
+            Err(ConnectError::Redis(e)) => match self.link.explain(&e) {
+                LinkError::Unreachable(why) => Ok(Some(why)),
+                refused => Err(refused),
             },
-            Err(e) => self.unreachable(&e),
         }
+    }
+
+    /// Claims the namespace over a connection of its own: pooled ones are
+    /// exactly what the checks must not trust (and a failed claim at a
+    /// pool's connect reaches no caller; it only sets the off switch).
+    async fn claim_fresh(&self) -> Result<(), ConnectError> {
+        let mut conn = self.link.connect().await?;
+        self.owner.claim(&mut conn).await
     }
 
     /// Checks that the namespace is still this deployment's, claiming it
@@ -180,11 +188,7 @@ impl super::Gate {
     /// later check finds the namespace this deployment's again. The
     /// reconcile pass runs it.
     pub async fn check_owner(&self) -> Result<(), GateError> {
-        // Over a connection of its own: pooled ones are exactly what this
-        // check must not trust (and a failed claim at a pool's connect
-        // reaches no caller; it only sets the switch).
-        let mut conn = self.link.connect().await.map_err(GateError::from)?;
-        match self.owner.claim(&mut conn).await {
+        match self.claim_fresh().await {
             Ok(()) => {
                 if self.foreign.swap(false, Ordering::Relaxed) {
                     info!(namespace = %self.namespace, "the namespace is this deployment's again; the gate is on");
@@ -197,13 +201,6 @@ impl super::Gate {
                 Err(GateError::Foreign(why))
             }
             Err(ConnectError::Redis(e)) => Err(e.into()),
-        }
-    }
-
-    fn unreachable(&self, e: &RedisError) -> Result<Option<String>, LinkError> {
-        match self.link.explain(e) {
-            LinkError::Unreachable(why) => Ok(Some(why)),
-            refused => Err(refused),
         }
     }
 }

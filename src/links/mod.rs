@@ -38,10 +38,3 @@ pub enum LinkError {
     #[error("{0}")]
     Unreachable(String),
 }
-
-impl LinkError {
-    /// Whether retrying cannot help until a setting changes.
-    pub fn is_setting(&self) -> bool {
-        !matches!(self, Self::Unreachable(_))
-    }
-}

@@ -58,17 +58,15 @@ pub fn client_config(
         .with_safe_default_protocol_versions()
         .map_err(|e| LinkError::Setting(setting, e.to_string()))?;
     let verifier: Arc<dyn ServerCertVerifier> = match (verify, roots) {
-        (Verify::Nothing, _) => Arc::new(Unverified(provider)),
+        (Verify::Nothing, _) => Arc::new(Lenient { roots: None, provider }),
         (_, None) => return Err(LinkError::Setting(setting, "verifying the server needs a CA".into())),
-        (verify, Some(roots)) => {
-            let store = Arc::new(root_store(setting, roots)?);
-            if verify == Verify::Chain {
-                Arc::new(ChainOnly { roots: store, provider })
-            } else {
-                WebPkiServerVerifier::builder_with_provider(store, provider)
-                    .build()
-                    .map_err(|e| LinkError::Setting(setting, e.to_string()))?
-            }
+        (Verify::Chain, Some(roots)) => {
+            Arc::new(Lenient { roots: Some(Arc::new(root_store(setting, roots)?)), provider })
+        }
+        (Verify::ChainAndHost, Some(roots)) => {
+            WebPkiServerVerifier::builder_with_provider(Arc::new(root_store(setting, roots)?), provider)
+                .build()
+                .map_err(|e| LinkError::Setting(setting, e.to_string()))?
         }
     };
     let builder = builder.dangerous().with_custom_certificate_verifier(verifier);
@@ -166,16 +164,20 @@ pub fn explain(error: &TlsError, host: &str) -> String {
     }
 }
 
-/// Checks the chain and not the name: `verify-ca`. The chain is checked
-/// on its own (not by ignoring a full check's name error), so nothing
-/// depends on the order in which a full check looks at things.
+/// The verifier of the links that do not check the host name: with roots,
+/// the chain alone (`verify-ca`), checked on its own rather than by
+/// ignoring a full check's name error, so nothing depends on the order in
+/// which a full check looks at things; without, nothing (`prefer`,
+/// `require`): encryption without authentication. Either way the
+/// handshake's signatures are checked, so the key exchange is with the
+/// certificate's holder.
 #[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
+struct Lenient {
+    roots: Option<Arc<RootCertStore>>,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -184,9 +186,11 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, TlsError> {
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        let algorithms = self.provider.signature_verification_algorithms.all;
-        verify_server_cert_signed_by_trust_anchor(&cert, &self.roots, intermediates, now, algorithms)?;
+        if let Some(roots) = &self.roots {
+            let cert = ParsedCertificate::try_from(end_entity)?;
+            let algorithms = self.provider.signature_verification_algorithms.all;
+            verify_server_cert_signed_by_trust_anchor(&cert, roots, intermediates, now, algorithms)?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
@@ -210,46 +214,5 @@ impl ServerCertVerifier for ChainOnly {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.provider.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// Accepts any certificate (the handshake's signatures are still checked,
-/// so the key exchange is with the certificate's holder): encryption
-/// without authentication.
-#[derive(Debug)]
-struct Unverified(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, TlsError> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
