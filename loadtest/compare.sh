@@ -13,8 +13,11 @@
 # fired at a slot's opening: the slot opens OPENS_IN later, EARLY calls go
 # into it while it is closed (each must be refused SLOT_NOT_OPEN), and the
 # burst leaves at the opening instant (slotgate-load --opens-in --early).
-# The same load tool then fires the same shapes at the server's
-# trivial RPC (health Check): what gRPC alone costs here. pgbench measures
+# The same load tool fires the same shapes at the server's trivial RPC
+# (health Check): what gRPC alone costs here. Each burst run against the
+# first strategy is followed by the same burst of health calls on the same
+# server, so the two alternate run by run and the targets' ratios (the
+# Targets section of RESULTS.md) compare runs made side by side. pgbench measures
 # plain PostgreSQL on the same tables with the same number of connections:
 # one conditional update + one insert per transaction.
 #
@@ -160,13 +163,23 @@ cpu() {
   echo "$(ticks "/proc/$1/stat") $(ticks $pg) $(ticks $redis) $(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat) $(date +%s.%N)"
 }
 
+HEALTH_CALL=grpc.health.v1.Health/Check
+
 # shapes PREFIX [slotgate-load options...]: every load shape, for one gate
-# or (with --call ...Health/Check) for the trivial RPC.
+# or (with --call ...Health/Check) for the trivial RPC. Against the first
+# strategy's server, each burst run is followed by the same shape of health
+# Check calls (trivial.SCENARIO.R), so the path and its floor alternate run
+# by run on the same server and a noisy spell of the machine falls on both;
+# the trivial RPC's own shapes then skip the bursts.
 shapes() {
   local prefix=$1; shift
   for scenario in $BURSTS; do
+    [ "$prefix" = trivial ] && break
     for r in $(seq 1 "$REPEATS"); do
       load "$prefix.$scenario.$r" --scenario "$scenario" "$@"
+      if [ "$prefix" = "${STRATEGIES%% *}" ]; then
+        load "trivial.$scenario.$r" --scenario "$scenario" --call "$HEALTH_CALL"
+      fi
     done
   done
   # A slot's opening, beside the plain runs of the same scenario.
@@ -192,8 +205,8 @@ shapes() {
 
 # k6, the seed team's own tool, as an independent client: the largest of the
 # seed's bursts of each click count against the first strategy's server, and
-# the same shapes against the health Check. Its thresholds fail on a wrong
-# outcome.
+# the same shapes against the health Check, REPEATS times each, alternating.
+# Its thresholds fail on a wrong outcome.
 k6_cross() {
   local tools=${CARGO_TARGET_DIR:-target}/tools
   if [ ! -x "$tools/bin/k6" ]; then
@@ -205,14 +218,16 @@ k6_cross() {
   k6=$(cd "$tools/bin" && pwd)/k6
   for scenario in $HIGHLIGHTED; do
     case " $BURSTS " in *" $scenario "*) ;; *) continue ;; esac
-    for call in create health; do
-      say "k6: $scenario ($call)"
-      local before
-      before=$(cpu "$server")
-      (cd loadtest/k6 && "$k6" run -q -e HOST="$COMPARE_LISTEN" -e SCENARIO="$scenario" -e CALL="$call" \
-          --summary-export "$work/k6.$scenario.$call.json" burst.js >"$work/k6.$scenario.$call.log" 2>&1) \
-        || { say "k6 $scenario ($call) failed:"; tail -n 30 "$work/k6.$scenario.$call.log" >&2; exit 1; }
-      echo "$before $(cpu "$server") $(getconf CLK_TCK)" >"$work/k6.$scenario.$call.cpu"
+    for r in $(seq 1 "$REPEATS"); do
+      for call in create health; do
+        say "k6: $scenario ($call), run $r"
+        local before run=k6.$scenario.$call.$r
+        before=$(cpu "$server")
+        (cd loadtest/k6 && "$k6" run -q -e HOST="$COMPARE_LISTEN" -e SCENARIO="$scenario" -e CALL="$call" \
+            --summary-export "$work/$run.json" burst.js >"$work/$run.log" 2>&1) \
+          || { say "k6 $scenario ($call) failed:"; tail -n 30 "$work/$run.log" >&2; exit 1; }
+        echo "$before $(cpu "$server") $(getconf CLK_TCK)" >"$work/$run.cpu"
+      done
     done
   done
 }
@@ -223,7 +238,7 @@ for gate in $STRATEGIES; do
   shapes "$gate"
   if [ "$gate" = "${STRATEGIES%% *}" ]; then
     say "trivial RPC (health Check), same shapes"
-    shapes trivial --call grpc.health.v1.Health/Check
+    shapes trivial --call "$HEALTH_CALL"
     [ "$K6" = off ] || k6_cross
   fi
   stop_server

@@ -18,7 +18,6 @@ import math
 import os
 import platform
 import re
-import shutil
 import subprocess
 
 DEFINITION = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scenarios.json")
@@ -338,15 +337,140 @@ def cpu_cells(work, prefix, f):
     return f"{per(server)}, {per(pg)}, {per(redis)}, {per(max(busy - server - pg - redis, 0))} | {share:.0%}"
 
 
-def run_cpu(json_path, calls):
-    """The server's and Redis's CPU per call over one run, from the run's
-    .cpu file beside its report (compare.sh writes one per run)."""
+def call_cpu(json_path, calls):
+    """The server's and Redis's CPU per call (µs) over one run, from the
+    run's .cpu file beside its report (compare.sh writes one per run); None
+    if there is none."""
     cpu = read_cpu(os.path.splitext(json_path)[0] + ".cpu")
     if cpu is None:
-        return "n/a"
+        return None
     server, _pg, redis, _busy, _took, hz = cpu
-    per = lambda ticks: f"{ticks / hz * 1e6 / max(calls, 1):.0f}"
-    return f"{per(server)} + {per(redis)} µs"
+    return server / hz * 1e6 / max(calls, 1), redis / hz * 1e6 / max(calls, 1)
+
+
+def run_cpu(json_path, calls):
+    """The server's and Redis's CPU per call over one run, as a cell."""
+    cpu = call_cpu(json_path, calls)
+    return "n/a" if cpu is None else f"{cpu[0]:.0f} + {cpu[1]:.0f} µs"
+
+
+def median(values):
+    values = sorted(values)
+    if not values:
+        return None
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def k6_runs(work, scenario, call):
+    """Every k6 run of one scenario and call (compare.sh's
+    k6.SCENARIO.CALL.R.json), as figures: calls, winners, unexpected codes,
+    latency (ms), makespan (the longest virtual user's iteration, ms: each
+    user connects and sends all its calls at once) and CPU per call."""
+    runs = []
+    for path in sorted(glob.glob(os.path.join(work, f"k6.{scenario}.{call}.*.json"))):
+        with open(path) as fh:
+            m = json.load(fh)["metrics"]
+        d = m["grpc_req_duration"]
+        calls = sum(m.get(k, {}).get("count", 0) for k in ("booked", "refused", "health_ok", "unexpected"))
+        cpu = call_cpu(path, calls)
+        runs.append({
+            "path": path, "calls": int(calls), "booked": int(m.get("booked", {}).get("count", 0)),
+            "unexpected": int(m.get("unexpected", {}).get("count", 0)),
+            "p50": d["med"], "p95": d["p(95)"], "p99": d["p(99)"],
+            "makespan": m["iteration_duration"]["max"],
+            "cpu": None if cpu is None else cpu[0] + cpu[1],
+        })
+    return runs
+
+
+def slotgate_load_runs(work, prefix, scenario):
+    """Every slotgate-load run of one burst on one path, in run order, with
+    its CPU per call (server + Redis, µs)."""
+    runs = []
+    for path in sorted(glob.glob(os.path.join(work, f"{prefix}.{scenario}.*.json"))):
+        f = figures(load(path))
+        cpu = call_cpu(path, f["calls"])
+        f["cpu"] = None if cpu is None else cpu[0] + cpu[1]
+        runs.append(f)
+    return runs
+
+
+def verdict(measured, target, higher_is_better=False, unit="x"):
+    """Met, or by how much the target is missed."""
+    if measured is None:
+        return "not measured"
+    if (measured >= target) if higher_is_better else (measured <= target):
+        return "**met**"
+    by = (target - measured) / target if higher_is_better else measured / target - 1
+    return f"missed by {by:.0%}"
+
+
+def targets_section(work, gate, pg, spread_slots, rates, profile):
+    """The refusal path's targets against the health call, each from this
+    run, met or missed by how much."""
+    md = []
+    w = md.append
+    rows = []
+    fmt_ratio = lambda v: "n/a" if v is None else f"{v:.2f}x"
+    every = lambda pairs: ", ".join(f"{a:.2f}x" for a in pairs) or "n/a"
+
+    def ratio_of(ours, floor, key):
+        a = median([r[key] for r in ours if r.get(key) is not None])
+        b = median([r[key] for r in floor if r.get(key) is not None])
+        pairs = [x[key] / y[key] for x, y in zip(ours, floor) if x.get(key) and y.get(key)]
+        return (a / b if a is not None and b else None), pairs, a, b
+
+    for tool, ours, floor in (
+        ("slotgate-load", slotgate_load_runs(work, gate, "duplicate-2000"), slotgate_load_runs(work, "trivial", "duplicate-2000")),
+        ("k6", k6_runs(work, "duplicate-2000", "create"), k6_runs(work, "duplicate-2000", "health")),
+    ):
+        for key, what, unit in (("cpu", "server + Redis CPU per call", "µs"), ("makespan", "makespan", "ms")):
+            r, pairs, a, b = ratio_of(ours, floor, key)
+            shown = "n/a" if a is None or b is None else (
+                f"{a:.0f} against {b:.0f} µs" if unit == "µs" else f"{ms(a)} against {ms(b)}")
+            rows.append((f"duplicate-2000, {what} ({tool}, {len(ours)} runs interleaved with {len(floor)})",
+                         "≤ 1.25x health", f"{fmt_ratio(r)} ({shown}, medians)", every(pairs), verdict(r, 1.25)))
+    chosen = median_run(work, gate, "burst-800")[0]
+    floor = median_run(work, "trivial", "burst-800")[0]
+    r = chosen[0]["p95"] / floor[0]["p95"] if chosen and floor else None
+    rows.append(("burst-800 p95", "≤ 1.5x health",
+                 "n/a" if r is None else f"{r:.2f}x ({ms(chosen[0]['p95'])} against {ms(floor[0]['p95'])}, median runs)",
+                 "", verdict(r, 1.5)))
+    spread = os.path.join(work, f"{gate}.spread.json")
+    if os.path.exists(spread):
+        f = figures(load(spread))
+        cpu = call_cpu(spread, f["calls"])
+        rows.append(("a winner's server CPU (spread)", "≤ 125 µs",
+                     "n/a" if cpu is None else f"{cpu[0]:.0f} µs", "", verdict(cpu and cpu[0], 125)))
+        commits = f["ok"] / (f["makespan"] / 1000)
+        share = commits / pg["tps"]
+        rows.append((f"winners/s over {spread_slots:,} slots against pgbench", "≥ 85%",
+                     f"{share:.0%} ({commits:,.0f} against {pg['tps']:,.0f}/s)", "", verdict(share, 0.85, True)))
+    for rate in rates:
+        if rate != "1000":
+            continue
+        path = os.path.join(work, f"{gate}.soak-{rate}.json")
+        if os.path.exists(path):
+            f = figures(load(path))
+            rows.append((f"open loop at {rate} calls/s, p99", "≤ 5 ms", ms(f["p99"]), "", verdict(f["p99"], 5.0)))
+    w("## Targets: refusals at the gRPC floor")
+    w("")
+    w(f"Each against the health `Check` in the same shape on the same `--gate {gate}` server, from this run.")
+    w("The duplicate-2000 runs of each tool alternate with its health runs; the ratio is of the medians,")
+    w("and *every pair* lists each run's ratio to the health run after it. CPU is the server's plus")
+    w("Redis's, from `/proc` (ticks of 10 ms).")
+    w("")
+    w("| target | goal | measured | every pair | |")
+    w("|---|---|---|---|---|")
+    for row in rows:
+        w("| " + " | ".join(row) + " |")
+    w("")
+    if profile and os.path.exists(profile):
+        with open(profile) as fh:
+            md.extend(line.rstrip("\n") for line in fh)
+        w("")
+    return md
 
 
 def machine():
@@ -428,8 +552,11 @@ def main():
     spread_slots = a.spread_slots
     spread_parties = spread_slots * max(capacity // party, 1)
     plots = os.path.join(a.out, "results")
-    shutil.rmtree(plots, ignore_errors=True)
-    os.makedirs(plots)
+    # Only this report's own plots are replaced: profile.sh's flame graphs
+    # and summary live in the same folder.
+    os.makedirs(plots, exist_ok=True)
+    for old in glob.glob(os.path.join(plots, "*-latency.svg")) + glob.glob(os.path.join(plots, "*-timeline.svg")):
+        os.remove(old)
 
     short = lambda prefix: "trivial RPC" if prefix == "trivial" else prefix
     paths = ["trivial"] + gates
@@ -451,6 +578,11 @@ def main():
     w("times faster than the seed team's reported p95 for the same scenario (their version 1 for the")
     w("bursts, their best version 3 for duplicate-2000, whose 8,000 requests included 2,000 logins).")
     w("")
+
+    # --- targets --------------------------------------------------------
+    pg = pgbench(a.work)
+    md.extend(targets_section(a.work, gates[0], pg, spread_slots, rates,
+                              os.path.join(os.path.dirname(os.path.abspath(__file__)), "where-the-time-goes.md")))
 
     # --- bursts ---------------------------------------------------------
     w(f"## The seed's bursts (one slot, {capacity} seats, parties of {party}, every call at once)")
@@ -516,7 +648,6 @@ def main():
     md.extend(waitlist_section(a.work, bursts))
 
     # --- spread ---------------------------------------------------------
-    pg = pgbench(a.work)
     w(f"## spread: winners' throughput over {spread_slots:,} slots")
     w("")
     w(f"{spread_slots:,} slots x {capacity} seats, {spread_parties:,} parties of {party} (every call a winner), "
@@ -571,23 +702,27 @@ def main():
 
     k6_rows = []
     k6_winners = []
+    k6_repeats = 0
     for scenario in bursts:
         for call, prefix in (("create", gates[0]), ("health", "trivial")):
-            path = os.path.join(a.work, f"k6.{scenario}.{call}.json")
-            if not os.path.exists(path):
+            runs = k6_runs(a.work, scenario, call)
+            if not runs:
                 continue
-            with open(path) as f:
-                m = json.load(f)["metrics"]
+            k6_repeats = max(k6_repeats, len(runs))
             if seed["by_name"][scenario]["winners"] not in k6_winners:
                 k6_winners.append(seed["by_name"][scenario]["winners"])
-            d = m["grpc_req_duration"]
             ours = median_run(a.work, prefix, scenario)[0]
-            calls = sum(m.get(k, {}).get("count", 0) for k in ("booked", "refused", "health_ok", "unexpected"))
-            booked = "n/a" if call == "health" else f"{m.get('booked', {}).get('count', 0):.0f}"
+            mid = lambda key: median([r[key] for r in runs if r[key] is not None])
+            booked = "n/a" if call == "health" else ", ".join(f"{r['booked']}" for r in runs)
+            cpu = mid("cpu")
+            every_cpu = ", ".join("n/a" if r["cpu"] is None else f"{r['cpu']:.0f}" for r in runs)
             k6_rows.append(
-                f"| {scenario} | {label(prefix)} | {calls:,} | {booked} | "
-                f"{m.get('unexpected', {}).get('count', 0):.0f} | {ms(d['med'])} | {ms(d['p(95)'])} | "
-                f"{ms(d['p(99)'])} | {run_cpu(path, calls)} | {ms(ours[0]['p95']) if ours else 'n/a'} |"
+                f"| {scenario} | {label(prefix)} | {runs[0]['calls']:,} | {booked} | "
+                f"{sum(r['unexpected'] for r in runs)} | {ms(mid('p50'))} | {ms(mid('p95'))} | {ms(mid('p99'))} | "
+                f"{ms(mid('makespan'))} | {'n/a' if cpu is None else f'{cpu:.0f} µs'} | "
+                f"{', '.join(ms(r['makespan']) for r in runs)} | "
+                f"{every_cpu} | "
+                f"{ms(ours[0]['p95']) if ours else 'n/a'} |"
             )
     if k6_rows:
         w("## Cross-check with k6")
@@ -598,9 +733,12 @@ def main():
           "zero unexpected codes. k6's")
         w("JavaScript virtual users share this machine's cores with the server, so its latencies carry more of")
         w("the client's own cost: compare each k6 row with k6's own health `Check` row, as for slotgate-load.")
+        w(f"Each shape ran {k6_repeats} times, the burst and the health calls alternating; the figures are the")
+        w("runs' medians. *Makespan* is the longest virtual user's iteration (connect, send every call, take")
+        w("every answer); *CPU per call* is the server's plus Redis's.")
         w("")
-        w("| scenario | path | calls | winners | unexpected | k6 p50 | k6 p95 | k6 p99 | CPU per call (server + Redis) | slotgate-load p95 |")
-        w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        w("| scenario | path | calls | winners (every run) | unexpected | k6 p50 | k6 p95 | k6 p99 | makespan | CPU per call (server + Redis) | makespan of every run | CPU (µs) of every run | slotgate-load p95 |")
+        w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|")
         md.extend(k6_rows)
         w("")
 

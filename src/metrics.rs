@@ -9,8 +9,9 @@
 //! (gauges, by state `in_use`/`idle`), `slotgate.gate.decisions` (counter, by
 //! outcome), `slotgate.holds.in_flight` (gauge), `slotgate.db.transactions`,
 //! `slotgate.db.checkouts`, `slotgate.counters.loaded`,
-//! `slotgate.holds.reaped` (by end), `slotgate.counters.corrected` (counters;
-//! "counters" there are the gate's seat counters).
+//! `slotgate.holds.reaped` (by end), `slotgate.counters.corrected`,
+//! `slotgate.attempts.voided` (counters; "counters" there are the gate's
+//! seat counters).
 
 use std::sync::{
     Arc,
@@ -43,6 +44,9 @@ pub struct Metrics {
     pub holds_reaped_released: AtomicU64,
     /// Seat counters the reconciler rewrote.
     pub counters_corrected: AtomicU64,
+    /// Attempts voided because their caller left while the gate was
+    /// deciding (each costs Redis one more release).
+    pub attempts_voided: AtomicU64,
     /// Holds this process took and has not finalized or released yet.
     pub holds_in_flight: AtomicI64,
     pub rpc_duration: Histogram<f64>,
@@ -70,6 +74,7 @@ impl Default for Metrics {
             holds_reaped_finalized: AtomicU64::new(0),
             holds_reaped_released: AtomicU64::new(0),
             counters_corrected: AtomicU64::new(0),
+            attempts_voided: AtomicU64::new(0),
             holds_in_flight: AtomicI64::new(0),
             rpc_duration: seconds(&meter, "slotgate.rpc.duration", "Business calls, from arrival to answer"),
             redis_pool_wait: seconds(&meter, "slotgate.redis.pool.wait", "Waiting for a pooled Redis connection"),
@@ -124,7 +129,7 @@ impl Metrics {
             .with_callback(move |g| g.observe(this.holds_in_flight.load(Ordering::Relaxed), &[]))
             .build();
 
-        let counters: [(&'static str, Readings); 6] = [
+        let counters: [(&'static str, Readings); 7] = [
             ("slotgate.gate.decisions", |m| {
                 vec![
                     (Self::read(&m.gate_admitted), tagged("outcome", "admitted")),
@@ -141,6 +146,7 @@ impl Metrics {
             ("slotgate.db.checkouts", |m| vec![(Self::read(&m.db_checkouts), None)]),
             ("slotgate.counters.loaded", |m| vec![(Self::read(&m.counters_loaded), None)]),
             ("slotgate.counters.corrected", |m| vec![(Self::read(&m.counters_corrected), None)]),
+            ("slotgate.attempts.voided", |m| vec![(Self::read(&m.attempts_voided), None)]),
         ];
         for (name, readings) in counters {
             let this = Arc::clone(self);

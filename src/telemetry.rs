@@ -34,10 +34,22 @@ use tonic::{
     codegen::http::{HeaderMap, Request, Response},
 };
 use tower::{Layer, Service};
-use tracing::{Instrument, field::Empty};
+use tracing::{
+    Instrument,
+    field::{Empty, Field, Visit},
+    span::Record,
+};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
-    EnvFilter, Layer as _, filter::filter_fn, fmt, layer::SubscriberExt, util::SubscriberInitExt,
+    EnvFilter, Layer as _,
+    field::{RecordFields, VisitOutput},
+    filter::{FilterExt, filter_fn},
+    fmt::{
+        self, FormatFields, FormattedFields,
+        format::{DefaultVisitor, Writer},
+    },
+    layer::SubscriberExt,
+    util::SubscriberInitExt,
 };
 
 use crate::{
@@ -63,12 +75,70 @@ fn otlp_configured() -> bool {
     !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 }
 
+/// Fields of a call's `rpc` span that the text log leaves out: they are for
+/// the trace exporter. The text log formats a span's fields when the span
+/// opens and whenever one is recorded, for every call, whether or not a log
+/// line ever shows them; and the status and reason are recorded as the call
+/// ends, after its last log line. `otel.name` (the method) and `trace_id`
+/// stay. No event carries these names.
+const NOT_LOGGED: [&str; 5] = ["otel.kind", "rpc.system", "rpc.method", "rpc.grpc.status_code", REASON_FIELD];
+
+/// The text log's field formatter: the default one, without [`NOT_LOGGED`].
+struct LogFields;
+
+impl<'w> FormatFields<'w> for LogFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'w>, fields: R) -> std::fmt::Result {
+        let mut kept = Kept(DefaultVisitor::new(writer, true));
+        fields.record(&mut kept);
+        kept.0.finish()
+    }
+
+    fn add_fields(&self, current: &'w mut FormattedFields<Self>, fields: &Record<'_>) -> std::fmt::Result {
+        let mut any = false;
+        fields.record(&mut |field: &Field, _: &dyn std::fmt::Debug| any |= !NOT_LOGGED.contains(&field.name()));
+        if !any {
+            return Ok(());
+        }
+        if !current.fields.is_empty() {
+            current.fields.push(' ');
+        }
+        self.format_fields(current.as_writer(), fields)
+    }
+}
+
+/// The default visitor, passing only the fields the text log keeps.
+struct Kept<'a>(DefaultVisitor<'a>);
+
+impl Visit for Kept<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if !NOT_LOGGED.contains(&field.name()) {
+            self.0.record_str(field, value);
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        if !NOT_LOGGED.contains(&field.name()) {
+            self.0.record_error(field, value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if !NOT_LOGGED.contains(&field.name()) {
+            self.0.record_debug(field, value);
+        }
+    }
+}
+
 /// Installs the global subscriber and, when configured, the OTLP exporters.
 /// Must run inside the Tokio runtime (the exporter's client lives there).
 pub fn init(format: LogFormat) -> Result<Telemetry, Box<dyn std::error::Error>> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,slotgate=info"));
+    // The levels (RUST_LOG) filter each layer rather than the whole
+    // subscriber: a span no layer records (a call's inner spans, while no
+    // exporter is configured) is then not created at all, rather than
+    // created, entered and exited on every poll for no reader.
+    let levels = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,slotgate=info"));
     let logs = match format {
-        LogFormat::Text => fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Text => fmt::layer().fmt_fields(LogFields).with_writer(std::io::stderr).boxed(),
         LogFormat::Json => fmt::layer().json().with_span_list(true).with_writer(std::io::stderr).boxed(),
     };
     // The log lines see a call's `rpc` span (it names the trace) and the
@@ -76,16 +146,16 @@ pub fn init(format: LogFormat) -> Result<Telemetry, Box<dyn std::error::Error>> 
     // waits, transaction): those are for the trace exporter, and formatting
     // their fields for every call, for log lines that are rarely written,
     // took about 2.5% of the samples in a profile of the winners' path.
-    let logs = logs.with_filter(filter_fn(|meta| {
+    let logs = logs.with_filter(levels().and(filter_fn(|meta| {
         meta.is_event()
             || meta.name() == "rpc"
             || !meta.target().starts_with("slotgate")
             || meta.name().starts_with("lifecycle")
-    }));
+    })));
     // The caller's trace context is honoured whether or not we export.
     global::set_text_map_propagator(TraceContextPropagator::new());
     if !otlp_configured() {
-        tracing_subscriber::registry().with(filter).with(logs).try_init()?;
+        tracing_subscriber::registry().with(logs).try_init()?;
         return Ok(Telemetry { tracer: None, meter: None });
     }
 
@@ -99,10 +169,10 @@ pub fn init(format: LogFormat) -> Result<Telemetry, Box<dyn std::error::Error>> 
     let metrics = opentelemetry_otlp::MetricExporter::builder().with_tonic().build()?;
     let meter = SdkMeterProvider::builder().with_periodic_exporter(metrics).with_resource(resource).build();
     global::set_meter_provider(meter.clone());
-    let otel = tracing_opentelemetry::layer()
-        .with_tracer(tracer.tracer("slotgate"))
-        .with_filter(filter_fn(|meta| !NOT_EXPORTED.iter().any(|krate| meta.target().starts_with(krate))));
-    tracing_subscriber::registry().with(filter).with(logs).with(otel).try_init()?;
+    let otel = tracing_opentelemetry::layer().with_tracer(tracer.tracer("slotgate")).with_filter(
+        levels().and(filter_fn(|meta| !NOT_EXPORTED.iter().any(|krate| meta.target().starts_with(krate)))),
+    );
+    tracing_subscriber::registry().with(logs).with(otel).try_init()?;
     Ok(Telemetry { tracer: Some(tracer), meter: Some(meter) })
 }
 

@@ -8,7 +8,7 @@ use std::{
 };
 
 use chrono::Days;
-use tracing::warn;
+use tracing::{Instrument, Span, warn};
 
 use super::{Booking, BookingError, Decider};
 use crate::{
@@ -42,58 +42,109 @@ enum Outcome {
 #[derive(Default)]
 pub(super) struct CounterLoads(Mutex<HashMap<SlotKey, Arc<tokio::sync::Mutex<()>>>>);
 
+/// A load's hold on its slot's lock. Dropped however the load ends (done,
+/// or its caller gone), it forgets the lock when no one else holds it.
+struct LoadTurn<'a> {
+    loads: &'a CounterLoads,
+    slot: SlotKey,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> LoadTurn<'a> {
+    fn take(loads: &'a CounterLoads, slot: SlotKey) -> Self {
+        let mut loading = loads.0.lock().unwrap_or_else(PoisonError::into_inner);
+        Self { loads, slot, lock: Arc::clone(loading.entry(slot).or_default()) }
+    }
+}
+
+impl Drop for LoadTurn<'_> {
+    fn drop(&mut self) {
+        // The map holds one reference and this turn another: when no one
+        // else holds the lock, forget it. (Others clone it only under the
+        // map's mutex, held here.)
+        let mut loading = self.loads.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if Arc::strong_count(&self.lock) == 2 {
+            loading.remove(&self.slot);
+        }
+    }
+}
+
 impl Booking {
     /// Books seats for `new`, or says why not.
+    ///
+    /// The gate's decision is made in the caller's task: a refusal, which is
+    /// what nearly every call of a burst gets, costs no task of its own.
+    /// From the moment the gate admits the request, the rest (the
+    /// transaction, then ending the hold) runs to completion in a task of
+    /// its own, whatever becomes of the caller. A caller dropped while its
+    /// acquire is in flight (deadline passed, client gone) voids the attempt
+    /// instead: a release is sent in a task of its own, so seats the acquire
+    /// took, or would take if it still reaches Redis, go back at once rather
+    /// than at the end of a hold lease.
     pub async fn create(self: &Arc<Self>, new: NewReservation) -> Result<Reservation, BookingError> {
         // A slot dated before yesterday has started in every time zone (and
         // its keys have expired from Redis; see the gate's key layout).
         if new.slot.date < self.clock.now().date_naive() - Days::new(1) {
             return Err(BookingError::SlotStarted(new.slot));
         }
-        let this = Arc::clone(self);
-        self.run_to_completion(async move {
-            match &this.decider {
-                Decider::Gate(gate) => this.decide(gate, new).await,
-                Decider::Database(lock) => this.decide_in_database(&new, *lock).await,
+        match &self.decider {
+            Decider::Gate(gate) => self.decide(gate, new).await,
+            Decider::Database(lock) => {
+                let (this, lock) = (Arc::clone(self), *lock);
+                self.run_to_completion(async move { this.decide_in_database(&new, lock).await }).await
             }
-        })
-        .await
+        }
     }
 
-    async fn decide(&self, gate: &Gate, new: NewReservation) -> Result<Reservation, BookingError> {
+    async fn decide(self: &Arc<Self>, gate: &Arc<Gate>, new: NewReservation) -> Result<Reservation, BookingError> {
         let id = new.reservation_id();
         let fingerprint = new.fingerprint();
         let nonce = attempt_nonce();
         let give_up = Instant::now() + self.settings.replay_wait;
         let mut backoff = Duration::from_millis(2);
         let (mut loads, mut polls) = (0, 0);
+        // The awaits off the refusal path (loading a cold counter, replays,
+        // the undo of a lost reply) are boxed: this future is allocated for
+        // every call, and kept small it is cheap to allocate and move.
         loop {
+            let undo = VoidOnDrop::arm(self, gate, &new, id, nonce);
             let admission = match gate.acquire(&new.slot, id, &new.user_id, new.party_size, fingerprint, nonce).await {
                 Ok(admission) => admission,
                 Err(e) => {
                     // The reply was lost (timeout, connection cut): the script
                     // may have run and taken seats for this attempt. Undo that
                     // if so; the nonce keeps a concurrent retry's hold safe.
-                    if let Err(undo) = gate.release(&new.slot, id, &new.user_id, nonce, Release::Void).await {
-                        warn!(error = %undo, reservation = %id, "could not undo an acquire whose reply was lost");
+                    let undone = Box::pin(gate.release(&new.slot, id, &new.user_id, nonce, Release::Void)).await;
+                    if let Err(failed) = undone {
+                        warn!(error = %failed, reservation = %id, "could not undo an acquire whose reply was lost");
                     }
+                    undo.disarm();
                     return Err(e.into());
                 }
             };
+            undo.disarm();
             if !matches!(admission, Admission::Admitted { .. } | Admission::Cold | Admission::Replay { .. }) {
                 Metrics::bump(&self.metrics.gate_refused);
             }
             match admission {
                 Admission::Admitted { .. } => {
                     Metrics::bump(&self.metrics.gate_admitted);
-                    self.metrics.holds_in_flight.fetch_add(1, Ordering::Relaxed);
-                    let committed = self.commit(gate, &new, id, nonce).await;
-                    self.metrics.holds_in_flight.fetch_sub(1, Ordering::Relaxed);
-                    return committed;
+                    // Spawned before anything else is awaited: from here the
+                    // hold ends (committed or released) whatever the caller
+                    // does.
+                    let (this, gate) = (Arc::clone(self), Arc::clone(gate));
+                    return self
+                        .run_to_completion(async move {
+                            this.metrics.holds_in_flight.fetch_add(1, Ordering::Relaxed);
+                            let committed = this.commit(&gate, &new, id, nonce).await;
+                            this.metrics.holds_in_flight.fetch_sub(1, Ordering::Relaxed);
+                            committed
+                        })
+                        .await;
                 }
                 Admission::Cold if loads < COLD_RETRIES => {
                     loads += 1;
-                    self.load_counter(gate, new.slot).await?;
+                    Box::pin(self.load_counter(gate, new.slot)).await?;
                 }
                 Admission::Cold => {
                     return Err(GateError::Unavailable("the slot's counter keeps disappearing".into()).into());
@@ -105,7 +156,7 @@ impl Booking {
                 Admission::Shut(shut) => return Err(BookingError::shut(new.slot, shut)),
                 Admission::Replay { held: false } => {
                     // Admitted before and no longer held: it committed.
-                    match self.store.find_reservation(id).await? {
+                    match Box::pin(self.store.find_reservation(id)).await? {
                         Some(r) if r.fingerprint == fingerprint => return Ok(r),
                         Some(_) => return Err(BookingError::RequestIdReused),
                         // Entries left by a hold that was lost (a flush, an
@@ -114,8 +165,8 @@ impl Booking {
                         None if loads < COLD_RETRIES => {
                             warn!(reservation = %id, "the gate knew a request the database does not; reloading its slot");
                             loads += 1;
-                            if gate.distrust(&new.slot, id, &new.user_id).await? {
-                                self.load_counter(gate, new.slot).await?;
+                            if Box::pin(gate.distrust(&new.slot, id, &new.user_id)).await? {
+                                Box::pin(self.load_counter(gate, new.slot)).await?;
                             }
                         }
                         None => {
@@ -133,7 +184,7 @@ impl Booking {
                     // acquire treats this retry as a fresh attempt.)
                     polls += 1;
                     if polls >= POLLS_BEFORE_LOOKING && polls % POLLS_BEFORE_LOOKING == 0 {
-                        match self.store.find_reservation(id).await? {
+                        match Box::pin(self.store.find_reservation(id)).await? {
                             Some(r) if r.fingerprint == fingerprint => return Ok(r),
                             Some(_) => return Err(BookingError::RequestIdReused),
                             None => {}
@@ -142,7 +193,7 @@ impl Booking {
                     if Instant::now() + backoff > give_up {
                         return Err(BookingError::RequestInProgress);
                     }
-                    tokio::time::sleep(backoff).await;
+                    Box::pin(tokio::time::sleep(backoff)).await;
                     backoff = (backoff * 2).min(Duration::from_millis(50));
                 }
             }
@@ -231,14 +282,12 @@ impl Booking {
     /// wait for it and then find the counter warm. (Several processes may
     /// each load once; `warm` keeps the first counter written.)
     pub(super) async fn load_counter(&self, gate: &Gate, slot: SlotKey) -> Result<(), BookingError> {
-        let lock = {
-            let mut loading = self.loads.0.lock().unwrap_or_else(PoisonError::into_inner);
-            Arc::clone(loading.entry(slot).or_default())
-        };
-        let result = match lock.try_lock() {
+        let turn = LoadTurn::take(&self.loads, slot);
+        let lock = &turn.lock;
+        match lock.try_lock() {
             Ok(_leader) => self.load_counter_now(gate, slot).await,
             Err(_) => {
-                let _turn = lock.lock().await;
+                let _after_the_leader = lock.lock().await;
                 match gate.remaining(&slot).await {
                     Ok(Some(_)) => Ok(()),
                     // The loader failed (or the counter vanished again): try
@@ -247,15 +296,7 @@ impl Booking {
                     Err(e) => Err(e.into()),
                 }
             }
-        };
-        // The map holds one reference and this call another: when no one
-        // else holds the lock, forget it. (Others clone it only under the
-        // map's mutex, held here.)
-        let mut loading = self.loads.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if Arc::strong_count(&lock) == 2 {
-            loading.remove(&slot);
         }
-        result
     }
 
     /// Reads the slot's figures and loads them. Figures that a newer change
@@ -281,6 +322,48 @@ impl Booking {
             }
         }
         Err(GateError::Unavailable("the slot kept changing while its counter was loaded".into()).into())
+    }
+}
+
+/// Voids an attempt whose caller was dropped while its acquire was in
+/// flight: the script may have run (and taken seats) or may still reach
+/// Redis. The release it sends (with [`Release::Void`], idempotent for the
+/// attempt's nonce) runs in a tracked task of its own, as the caller is
+/// gone; the attempt's hold, if any, ends at once and a late acquire takes
+/// nothing.
+struct VoidOnDrop<'a> {
+    armed: Option<(&'a Booking, &'a Arc<Gate>, &'a NewReservation)>,
+    id: ReservationId,
+    nonce: u64,
+    span: Span,
+}
+
+impl<'a> VoidOnDrop<'a> {
+    fn arm(booking: &'a Booking, gate: &'a Arc<Gate>, new: &'a NewReservation, id: ReservationId, nonce: u64) -> Self {
+        Self { armed: Some((booking, gate, new)), id, nonce, span: Span::current() }
+    }
+
+    /// The acquire's answer arrived (or its undo ran): nothing to void.
+    fn disarm(mut self) {
+        self.armed = None;
+    }
+}
+
+impl Drop for VoidOnDrop<'_> {
+    fn drop(&mut self) {
+        let Some((booking, gate, new)) = self.armed.take() else { return };
+        Metrics::bump(&booking.metrics.attempts_voided);
+        // Dropped outside a runtime, or by one shutting down (which drops
+        // what is spawned on it), nothing is sent: the hold, if any, ends
+        // when its lease runs out, as for a process that died.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (gate, slot, user, id, nonce) = (Arc::clone(gate), new.slot, new.user_id.clone(), self.id, self.nonce);
+        let void = async move {
+            if let Err(e) = gate.release(&slot, id, &user, nonce, Release::Void).await {
+                warn!(error = %e, reservation = %id, "could not void the attempt of a caller that left mid-acquire");
+            }
+        };
+        booking.tasks.spawn_on(void.instrument(self.span.clone()), &runtime);
     }
 }
 

@@ -156,7 +156,7 @@ pub struct Settings {
 pub enum Decider {
     /// The product: the Redis gate admits or refuses each request, and the
     /// database commits the winners.
-    Gate(Box<Gate>),
+    Gate(Arc<Gate>),
     /// A database-only strategy slotgate is compared with: no Redis; every
     /// request is decided inside its transaction, under this lock.
     Database(SeatLock),
@@ -225,12 +225,17 @@ impl Booking {
     /// caller told DEADLINE_EXCEEDED for a row that did commit. The task is
     /// tracked, so shutdown waits for it.
     ///
+    /// The task is spawned at once, before the returned future is first
+    /// polled, so no await lies between the caller deciding to run the work
+    /// and the work being under way.
+    ///
     /// The task carries the caller's span, so its spans (gate, database)
     /// stay children of the call in the trace.
-    async fn run_to_completion<T: Send + 'static>(
+    fn run_to_completion<T: Send + 'static>(
         &self,
         work: impl Future<Output = Result<T, BookingError>> + Send + 'static,
-    ) -> Result<T, BookingError> {
-        self.tasks.spawn(work.instrument(Span::current())).await.map_err(|e| BookingError::Crashed(e.to_string()))?
+    ) -> impl Future<Output = Result<T, BookingError>> {
+        let task = self.tasks.spawn(work.instrument(Span::current()));
+        async move { task.await.map_err(|e| BookingError::Crashed(e.to_string()))? }
     }
 }

@@ -150,9 +150,12 @@ impl NewReservation {
     /// Digest of everything a retry must repeat unchanged (all fields but the
     /// request id itself).
     pub fn fingerprint(&self) -> i64 {
-        let mut canon = format!("v1\0{}\0{}\0{}\0{}\0", self.user_id, self.slot, self.party_size, self.kind.as_str());
+        use std::fmt::Write;
+        let mut canon = String::with_capacity(64 + self.user_id.len() + 16 * self.items.len());
+        // Writing to a String cannot fail.
+        let _ = write!(canon, "v1\0{}\0{}\0{}\0{}\0", self.user_id, self.slot, self.party_size, self.kind.as_str());
         for item in &self.items {
-            canon.push_str(&format!("{}x{},", item.menu_id, item.quantity));
+            let _ = write!(canon, "{}x{},", item.menu_id, item.quantity);
         }
         fnv1a64(canon.as_bytes())
     }

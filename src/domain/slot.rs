@@ -1,6 +1,6 @@
 use std::fmt;
 
-use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, Timelike, Utc};
 
 use super::{EntryId, FieldError, ReservationId};
 use crate::pb;
@@ -150,9 +150,27 @@ pub struct KnownRequest {
 }
 
 /// `67:2026-01-16:11:00`: the slot's part of its Redis keys (the hash tag).
+/// Written field by field: every request's keys and fingerprint are built
+/// from it, and a chrono format string would be parsed anew each time.
 impl fmt::Display for SlotKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.restaurant_id, self.date.format("%Y-%m-%d"), self.time.format("%H:%M"))
+        let (date, time) = (self.date, self.time);
+        if (0..=9999).contains(&date.year()) {
+            write!(
+                f,
+                "{}:{:04}-{:02}-{:02}:{:02}:{:02}",
+                self.restaurant_id,
+                date.year(),
+                date.month(),
+                date.day(),
+                time.hour(),
+                time.minute()
+            )
+        } else {
+            // Years a request cannot name (it takes four digits), as chrono
+            // writes them.
+            write!(f, "{}:{}:{}", self.restaurant_id, date.format("%Y-%m-%d"), time.format("%H:%M"))
+        }
     }
 }
 
@@ -192,6 +210,26 @@ mod tests {
         let key = SlotKey::parse(Some(&slot("2026-01-16", "11:00")), "slot").unwrap();
         assert_eq!(key.to_string(), "67:2026-01-16:11:00");
         assert_eq!(key.to_proto(), slot("2026-01-16", "11:00"));
+    }
+
+    #[test]
+    fn the_hash_tag_is_what_chrono_writes_for_every_year() {
+        for (y, m, d, h, min) in [
+            (1, 1, 1, 0, 0),
+            (999, 12, 31, 23, 59),
+            (2026, 7, 4, 9, 5),
+            (9999, 1, 2, 3, 4),
+            (-1, 1, 1, 0, 0),
+            (10000, 1, 1, 0, 0),
+        ] {
+            let key = SlotKey {
+                restaurant_id: -3,
+                date: NaiveDate::from_ymd_opt(y, m, d).unwrap(),
+                time: NaiveTime::from_hms_opt(h, min, 0).unwrap(),
+            };
+            let chrono = format!("-3:{}:{}", key.date.format("%Y-%m-%d"), key.time.format("%H:%M"));
+            assert_eq!(key.to_string(), chrono);
+        }
     }
 
     #[test]

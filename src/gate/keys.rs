@@ -56,15 +56,28 @@ pub(super) struct SlotKeys {
 }
 
 impl SlotKeys {
+    /// Built by copying the prefix (every call of the gate builds them):
+    /// the slot is formatted once.
     pub fn new(namespace: &str, slot: &SlotKey) -> Self {
-        let prefix = format!("{namespace}:{{{slot}}}");
+        let name = slot.to_string();
+        let mut prefix = String::with_capacity(namespace.len() + name.len() + 3);
+        prefix.push_str(namespace);
+        prefix.push_str(":{");
+        prefix.push_str(&name);
+        prefix.push('}');
+        let key = |suffix: &str| {
+            let mut key = String::with_capacity(prefix.len() + suffix.len());
+            key.push_str(&prefix);
+            key.push_str(suffix);
+            key
+        };
         Self {
-            name: slot.to_string(),
-            seats: format!("{prefix}:seats"),
-            users: format!("{prefix}:users"),
-            ids: format!("{prefix}:ids"),
-            holds: format!("{prefix}:holds"),
-            waiters: format!("{prefix}:waiters"),
+            seats: key(":seats"),
+            users: key(":users"),
+            ids: key(":ids"),
+            holds: key(":holds"),
+            waiters: key(":waiters"),
+            name,
             expire_at: (slot.date + Days::new(KEEP_DAYS))
                 .and_hms_opt(0, 0, 0)
                 .map_or(i64::MAX, |t| t.and_utc().timestamp()),
@@ -102,6 +115,25 @@ impl SlotKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_keys_carry_the_namespace_and_the_slot_as_hash_tag() {
+        let date = NaiveDate::from_ymd_opt(2026, 1, 16).unwrap();
+        let slot = SlotKey { restaurant_id: 67, date, time: chrono::NaiveTime::from_hms_opt(11, 0, 0).unwrap() };
+        let keys = SlotKeys::new("ns", &slot);
+        assert_eq!(
+            [&keys.name, &keys.seats, &keys.users, &keys.ids, &keys.holds, &keys.waiters],
+            [
+                "67:2026-01-16:11:00",
+                "ns:{67:2026-01-16:11:00}:seats",
+                "ns:{67:2026-01-16:11:00}:users",
+                "ns:{67:2026-01-16:11:00}:ids",
+                "ns:{67:2026-01-16:11:00}:holds",
+                "ns:{67:2026-01-16:11:00}:waiters"
+            ]
+        );
+        assert_eq!(keys.void(9), "ns:{67:2026-01-16:11:00}:void:9");
+    }
 
     #[test]
     fn a_slots_keys_outlive_its_day_everywhere_and_the_oldest_kept_date_matches() {

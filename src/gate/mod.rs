@@ -13,6 +13,7 @@
 pub mod conn;
 mod decision;
 mod keys;
+mod shared;
 mod upkeep;
 mod waitlist;
 
@@ -21,7 +22,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use bb8::PooledConnection;
@@ -31,6 +32,7 @@ use tracing::{Instrument, field::Empty, info_span};
 use self::{
     conn::{ConnectError, GateConnectionManager, Owner, is_connection_failure},
     keys::SlotKeys,
+    shared::SharedConnections,
 };
 pub use self::{
     decision::{Admission, Shut},
@@ -115,9 +117,10 @@ pub fn attempt_nonce() -> u64 {
 /// the attempt's nonce, finalize and give back by the hold and the user's
 /// entry, resize and the loads by the slot's version), so a call whose
 /// connection dropped is sent again on another: after Redis restarts, every
-/// idle pooled connection is dead and fails at once, so up to one more than
-/// the pool holds are tried. A call that timed out is not sent again: Redis
-/// may be stalled, and the caller's undo takes over.
+/// idle pooled connection is dead and fails at once, so after the shared
+/// connection up to one more than the pool holds are tried. A call that
+/// timed out is not sent again: Redis may be stalled, and the caller's undo
+/// takes over.
 struct Scripts {
     acquire: Script,
     release: Script,
@@ -134,9 +137,13 @@ struct Scripts {
     unjoin: Script,
 }
 
-/// The Redis gate: a connection pool, the key namespace and the scripts.
+/// The Redis gate: its connections (shared, and a pool behind them), the
+/// key namespace and the scripts.
 pub struct Gate {
+    shared: SharedConnections,
     pool: Pooled<GateConnectionManager>,
+    /// How taking a connection is recorded (a shared one as a pooled one).
+    waits: WaitRecording,
     link: Arc<RedisLink>,
     owner: Owner,
     /// The last owner check, or a pool's connect, found another
@@ -171,7 +178,9 @@ impl Gate {
         let manager = GateConnectionManager::new(Arc::clone(&link), owner.clone(), Arc::clone(&foreign));
         let waits = WaitRecording { span: || info_span!("redis.pool.wait"), histogram: pool_waits };
         Self {
-            pool: Pooled::new(manager, "redis", settings.pool, waits),
+            shared: SharedConnections::new(Arc::clone(&link), manager.clone(), settings.pool.timeout),
+            pool: Pooled::new(manager, "redis", settings.pool, waits.clone()),
+            waits,
             link,
             owner,
             foreign,
@@ -210,13 +219,34 @@ impl Gate {
         SlotKeys::new(&self.namespace, slot)
     }
 
-    async fn conn(&self) -> Result<PooledConnection<'_, GateConnectionManager>, GateError> {
+    /// Refuses every call while the namespace is another deployment's.
+    fn check_on(&self) -> Result<(), GateError> {
         if self.foreign.load(Ordering::Relaxed) {
             return Err(GateError::Unavailable(format!(
                 "the Redis namespace {:?} holds the keys of another deployment",
                 self.namespace
             )));
         }
+        Ok(())
+    }
+
+    /// A shared connection, if one is open. Taking one is recorded as a
+    /// pool checkout is (a `redis.pool.wait` span and a sample of the wait,
+    /// which is next to nothing); when none is open, the pool's checkout
+    /// that follows records its own.
+    fn ride(&self) -> Result<Option<shared::Ride>, GateError> {
+        self.check_on()?;
+        let started = Instant::now();
+        let ride = self.shared.take();
+        if ride.is_some() {
+            let _taken = (self.waits.span)().entered();
+            self.waits.histogram.record(started.elapsed().as_secs_f64(), &[]);
+        }
+        Ok(ride)
+    }
+
+    async fn conn(&self) -> Result<PooledConnection<'_, GateConnectionManager>, GateError> {
+        self.check_on()?;
         self.pool.get().await.map_err(|e| match e {
             CheckoutError::Connect(ConnectError::Redis(e)) => GateError::from(e),
             CheckoutError::Connect(ConnectError::Foreign(why)) => GateError::Unavailable(why),
@@ -228,9 +258,25 @@ impl Gate {
         self.pool.state()
     }
 
-    /// Runs one script invocation on a pooled connection; see [`Scripts`]
-    /// for when it is sent again.
+    /// Runs one script invocation on a shared connection, or on a pooled
+    /// one while none is open; see [`Scripts`] for when it is sent again
+    /// (a call whose shared connection dropped is sent again on a pooled
+    /// one).
     async fn invoke<T: redis::FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> Result<T, GateError> {
+        if let Some(mut ride) = self.ride()? {
+            match invocation.invoke_async(&mut ride.conn).await {
+                Err(e) if is_connection_failure(&e) => {
+                    self.shared.failed(&ride, e.is_timeout());
+                    if !e.is_connection_dropped() || e.is_timeout() {
+                        return Err(e.into());
+                    }
+                }
+                result => {
+                    self.shared.replied(&ride);
+                    return Ok(result?);
+                }
+            }
+        }
         let mut tries = 1;
         loop {
             let mut conn = self.conn().await?;

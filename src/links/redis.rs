@@ -17,7 +17,10 @@
 
 use std::{
     path::PathBuf,
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -208,6 +211,9 @@ pub struct RedisLink {
     settings: RedisSettings,
     target: RwLock<Arc<Target>>,
     tls: bool,
+    /// Counts the reloads: long-lived connections opened before the last
+    /// one are renewed.
+    generation: AtomicU64,
 }
 
 impl std::fmt::Debug for RedisLink {
@@ -219,7 +225,7 @@ impl std::fmt::Debug for RedisLink {
 impl RedisLink {
     pub fn new(settings: RedisSettings) -> Result<Self, LinkError> {
         let (target, tls) = Target::build(&settings)?;
-        Ok(Self { settings, target: RwLock::new(Arc::new(target)), tls })
+        Ok(Self { settings, target: RwLock::new(Arc::new(target)), tls, generation: AtomicU64::new(0) })
     }
 
     /// Whether the link is encrypted.
@@ -240,7 +246,14 @@ impl RedisLink {
             return Err(LinkError::Setting(URL, "a reload cannot switch TLS on or off; restart for that".into()));
         }
         *self.target.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(target);
+        self.generation.fetch_add(1, Ordering::Release);
         Ok(())
+    }
+
+    /// How many times the link was read again: a connection opened at an
+    /// older generation may use settings since replaced.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     pub async fn connect(&self) -> Result<RedisConnection, RedisError> {

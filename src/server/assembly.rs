@@ -72,7 +72,7 @@ pub(super) async fn booking(
         Arc::clone(metrics),
     );
     let decider = match config.strategy {
-        Strategy::RedisGate => Decider::Gate(Box::new(gate(config, links, metrics).await?)),
+        Strategy::RedisGate => Decider::Gate(Arc::new(gate(config, links, metrics).await?)),
         Strategy::DbLock => Decider::Database(SeatLock::Row),
         Strategy::FairLock => Decider::Database(SeatLock::Slot),
     };
