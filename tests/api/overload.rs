@@ -17,7 +17,7 @@ use tonic_types::StatusExt;
 
 use crate::{
     fault_kit::PrivateRedis,
-    helpers::{burst, connect, reason_of, reserve, slot_at, spawn_app_with, tally},
+    helpers::{Patience, burst, connect, eventually, reason_of, reserve, slot_at, spawn_app_with, tally},
 };
 
 #[tokio::test(flavor = "multi_thread")]
@@ -183,4 +183,45 @@ async fn a_call_whose_deadline_has_already_passed_starts_no_work() {
     let gate = Metrics::read(&app.metrics.gate_admitted) + Metrics::read(&app.metrics.gate_refused);
     assert_eq!(gate, 0, "no work started for calls nobody waits for");
     assert_eq!(app.db_slot(&slot).await, (40, 0, 0));
+}
+
+/// A caller that gives up while its acquire waits in Redis (stalled here)
+/// leaves nothing behind: its attempt is voided, so once Redis runs again
+/// the seats the acquire took go back at once (not when the hold's lease
+/// runs out, a minute here), nothing is booked, and the caller's retry is
+/// decided afresh.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caller_gone_while_its_acquire_waits_in_redis_books_nothing_and_holds_nothing() {
+    let redis = PrivateRedis::start().await;
+    let app = spawn_app_with(|c| {
+        c.redis_url = redis.url.clone();
+        c.redis_command_timeout = Duration::from_secs(5);
+        c.hold_lease = Duration::from_secs(60);
+    })
+    .await;
+    let slot = slot_at("19:00");
+    app.open(&[(slot.clone(), 40)]).await;
+    assert_eq!(app.remaining(&slot).await.remaining, 40);
+
+    let stalled = redis.stall(Duration::from_millis(800)).await;
+    let mut request = tonic::Request::new(reserve("r-1", "alice", &slot, 4));
+    request.set_timeout(Duration::from_millis(100));
+    let status = app.reservations.clone().create_reservation(request).await.unwrap_err();
+    assert!(matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled), "{status:?}");
+    stalled.await.unwrap();
+
+    let seats_left = async || -> Option<i32> {
+        let mut redis = app.redis().await;
+        redis::cmd("HGET").arg(app.key(&slot, "seats")).arg("left").query_async(&mut redis).await.unwrap()
+    };
+    let patience = Patience::up_to(Duration::from_secs(10));
+    let state =
+        eventually(patience, async || (app.holds(&slot).await, seats_left().await), |s| *s == (0, Some(40))).await;
+    assert_eq!(state, (0, Some(40)), "(holds, seats left) once Redis ran the acquire and its void");
+    assert_eq!(Metrics::read(&app.metrics.attempts_voided), 1);
+    assert_eq!(app.db_slot(&slot).await, (40, 0, 0), "nothing was booked");
+
+    app.create(reserve("r-1", "alice", &slot, 4)).await.unwrap();
+    assert_eq!(app.remaining(&slot).await.remaining, 36);
+    assert_eq!(app.holds(&slot).await, 0);
 }
