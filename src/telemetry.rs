@@ -217,18 +217,22 @@ fn traceparent_trace_id(headers: &HeaderMap) -> Option<String> {
 #[derive(Debug, Clone)]
 pub struct TraceLayer {
     metrics: Arc<Metrics>,
+    exporting: bool,
 }
 
 impl TraceLayer {
+    /// Joins the caller's trace when spans are exported (an OTLP endpoint
+    /// is configured, as [`init`] reads it); otherwise only the log's
+    /// `trace_id` is taken from the caller's `traceparent`.
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics }
+        Self { metrics, exporting: otlp_configured() }
     }
 }
 
 impl<S> Layer<S> for TraceLayer {
     type Service = Traced<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        Traced { inner, metrics: Arc::clone(&self.metrics) }
+        Traced { inner, metrics: Arc::clone(&self.metrics), exporting: self.exporting }
     }
 }
 
@@ -236,6 +240,7 @@ impl<S> Layer<S> for TraceLayer {
 pub struct Traced<S> {
     inner: S,
     metrics: Arc<Metrics>,
+    exporting: bool,
 }
 
 impl<S, B> Service<Request<B>> for Traced<S>
@@ -263,9 +268,15 @@ where
             error.reason = Empty,
             trace_id = Empty,
         );
-        let parent = global::get_text_map_propagator(|p| p.extract(&Headers(request.headers())));
-        let _ = span.set_parent(parent);
-        let exported = span.context().span().span_context().trace_id();
+        // With no exporter there is no trace to join: the caller's
+        // context would be extracted and set for nothing, on every call.
+        let exported = if self.exporting {
+            let parent = global::get_text_map_propagator(|p| p.extract(&Headers(request.headers())));
+            let _ = span.set_parent(parent);
+            span.context().span().span_context().trace_id()
+        } else {
+            opentelemetry::trace::TraceId::INVALID
+        };
         if exported != opentelemetry::trace::TraceId::INVALID {
             span.record("trace_id", exported.to_string());
         } else if let Some(caller) = traceparent_trace_id(request.headers()) {

@@ -184,7 +184,14 @@ pub fn parse_date(s: &str) -> Result<NaiveDate, &'static str> {
     if !shaped {
         return Err("must be a date formatted YYYY-MM-DD");
     }
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| "is not a calendar date")
+    // Digits only, checked above: read them directly (every request names
+    // a slot, and a chrono format string would be parsed each time).
+    NaiveDate::from_ymd_opt(digits(&b[..4]) as i32, digits(&b[5..7]), digits(&b[8..])).ok_or("is not a calendar date")
+}
+
+/// The number ASCII digits (at most four here) spell.
+fn digits(b: &[u8]) -> u32 {
+    b.iter().fold(0, |n, c| n * 10 + u32::from(c - b'0'))
 }
 
 /// Strict `HH:MM`, 00:00 to 23:59.
@@ -194,7 +201,7 @@ fn parse_time(s: &str) -> Result<NaiveTime, &'static str> {
     if !shaped {
         return Err("must be a time formatted HH:MM");
     }
-    NaiveTime::parse_from_str(s, "%H:%M").map_err(|_| "is not a time of day (00:00 to 23:59)")
+    NaiveTime::from_hms_opt(digits(&b[..2]), digits(&b[3..]), 0).ok_or("is not a time of day (00:00 to 23:59)")
 }
 
 #[cfg(test)]
@@ -229,6 +236,24 @@ mod tests {
             };
             let chrono = format!("-3:{}:{}", key.date.format("%Y-%m-%d"), key.time.format("%H:%M"));
             assert_eq!(key.to_string(), chrono);
+        }
+    }
+
+    #[test]
+    fn dates_and_times_are_read_as_chrono_reads_them() {
+        for y in ["0000", "1999", "2024", "2026", "9999"] {
+            for m in 0..=13 {
+                for d in 0..=32 {
+                    let text = format!("{y}-{m:02}-{d:02}");
+                    assert_eq!(parse_date(&text).ok(), NaiveDate::parse_from_str(&text, "%Y-%m-%d").ok(), "{text}");
+                }
+            }
+        }
+        for h in 0..=25 {
+            for m in 0..=61 {
+                let text = format!("{h:02}:{m:02}");
+                assert_eq!(parse_time(&text).ok(), NaiveTime::parse_from_str(&text, "%H:%M").ok(), "{text}");
+            }
         }
     }
 

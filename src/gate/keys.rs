@@ -27,8 +27,10 @@
 //! slot. Booking a slot dated before yesterday is refused, so no request
 //! brings an expired slot's keys back.
 
+use std::io::Write;
+
 use chrono::{Days, NaiveDate};
-use redis::{Script, ScriptInvocation};
+use redis::{RedisWrite, Script, ScriptInvocation, ToRedisArgs};
 
 use crate::domain::SlotKey;
 
@@ -38,6 +40,43 @@ pub const KEEP_DAYS: u64 = 3;
 /// The earliest slot date whose keys may still be in Redis on `today`.
 pub fn oldest_kept(today: NaiveDate) -> NaiveDate {
     today - Days::new(KEEP_DAYS - 1)
+}
+
+/// `{ns}:{slot}`: what every key of the slot named `name` starts with.
+pub(super) fn prefix(namespace: &str, name: &str) -> String {
+    let mut prefix = String::with_capacity(namespace.len() + name.len() + 3);
+    prefix.push_str(namespace);
+    prefix.push_str(":{");
+    prefix.push_str(name);
+    prefix.push('}');
+    prefix
+}
+
+/// When a slot's keys expire, in Unix seconds.
+pub(super) fn expire_at(slot: &SlotKey) -> i64 {
+    (slot.date + Days::new(KEEP_DAYS)).and_hms_opt(0, 0, 0).map_or(i64::MAX, |t| t.and_utc().timestamp())
+}
+
+/// An argument written straight into a command as its text (a key from
+/// the slot's prefix and a suffix, an id), with no string of its own:
+/// the request path builds its call without them.
+pub(super) struct Text<T>(pub T);
+
+impl<T: std::fmt::Display> ToRedisArgs for Text<T> {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        // Writing to the command's own buffer cannot fail.
+        let _ = write!(out.writer_for_next_arg(), "{}", self.0);
+    }
+}
+
+/// A slot's key as its prefix and suffix, written one after the other.
+pub(super) struct Key<'a>(pub &'a str, pub &'a str);
+
+impl std::fmt::Display for Key<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)?;
+        f.write_str(self.1)
+    }
 }
 
 /// The keys of one slot, in the order the scripts expect them, and the
@@ -60,11 +99,7 @@ impl SlotKeys {
     /// the slot is formatted once.
     pub fn new(namespace: &str, slot: &SlotKey) -> Self {
         let name = slot.to_string();
-        let mut prefix = String::with_capacity(namespace.len() + name.len() + 3);
-        prefix.push_str(namespace);
-        prefix.push_str(":{");
-        prefix.push_str(&name);
-        prefix.push('}');
+        let prefix = prefix(namespace, &name);
         let key = |suffix: &str| {
             let mut key = String::with_capacity(prefix.len() + suffix.len());
             key.push_str(&prefix);
@@ -78,9 +113,7 @@ impl SlotKeys {
             holds: key(":holds"),
             waiters: key(":waiters"),
             name,
-            expire_at: (slot.date + Days::new(KEEP_DAYS))
-                .and_hms_opt(0, 0, 0)
-                .map_or(i64::MAX, |t| t.and_utc().timestamp()),
+            expire_at: expire_at(slot),
             prefix,
         }
     }

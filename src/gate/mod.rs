@@ -26,12 +26,12 @@ use std::{
 };
 
 use bb8::PooledConnection;
-use redis::{RedisError, Script, ScriptInvocation};
+use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, Script, ScriptInvocation, ServerErrorKind};
 use tracing::{Instrument, field::Empty, info_span};
 
 use self::{
     conn::{ConnectError, GateConnectionManager, Owner, is_connection_failure},
-    keys::SlotKeys,
+    keys::{Key, SlotKeys, Text},
     shared::SharedConnections,
 };
 pub use self::{
@@ -42,7 +42,7 @@ pub use self::{
 };
 use crate::{
     domain::{ReservationId, SlotKey},
-    links::RedisLink,
+    links::{RedisConnection, RedisLink},
     pools::{CheckoutError, PoolSettings, PoolState, Pooled, WaitRecording},
 };
 
@@ -135,6 +135,46 @@ struct Scripts {
     clock: Script,
     join: Script,
     unjoin: Script,
+}
+
+/// A script call built as its `EVALSHA` command directly.
+struct Eval<'a> {
+    script: &'a Script,
+    cmd: Cmd,
+}
+
+impl<'a> Eval<'a> {
+    /// The command so far: `EVALSHA`, the script's hash and how many of the
+    /// arguments that follow are keys.
+    fn new(script: &'a Script, keys: usize) -> Self {
+        let mut cmd = Cmd::with_capacity(24, 512);
+        cmd.arg("EVALSHA").arg(script.get_hash()).arg(keys);
+        Self { script, cmd }
+    }
+}
+
+/// One script call, as an invocation or as its command.
+#[derive(Clone, Copy)]
+enum Call<'a, 'b> {
+    Invocation(&'b ScriptInvocation<'a>),
+    Eval(&'b Eval<'a>),
+}
+
+impl Call<'_, '_> {
+    /// Runs the call; a Redis that does not know the script yet (it
+    /// restarted) is sent the script, and the call again.
+    async fn run<T: FromRedisValue>(self, conn: &mut RedisConnection) -> Result<T, RedisError> {
+        match self {
+            Self::Invocation(invocation) => invocation.invoke_async(conn).await,
+            Self::Eval(eval) => match eval.cmd.query_async(conn).await {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    eval.script.load_async(conn).await?;
+                    eval.cmd.query_async(conn).await
+                }
+                result => result,
+            },
+        }
+    }
 }
 
 /// The Redis gate: its connections (shared, and a pool behind them), the
@@ -258,13 +298,17 @@ impl Gate {
         self.pool.state()
     }
 
-    /// Runs one script invocation on a shared connection, or on a pooled
-    /// one while none is open; see [`Scripts`] for when it is sent again
-    /// (a call whose shared connection dropped is sent again on a pooled
-    /// one).
-    async fn invoke<T: redis::FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> Result<T, GateError> {
+    /// Runs one script invocation; see [`Gate::call`].
+    async fn invoke<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> Result<T, GateError> {
+        self.call(Call::Invocation(invocation)).await
+    }
+
+    /// Runs one script call on a shared connection, or on a pooled one
+    /// while none is open; see [`Scripts`] for when it is sent again (a
+    /// call whose shared connection dropped is sent again on a pooled one).
+    async fn call<T: FromRedisValue>(&self, call: Call<'_, '_>) -> Result<T, GateError> {
         if let Some(mut ride) = self.ride()? {
-            match invocation.invoke_async(&mut ride.conn).await {
+            match call.run(&mut ride.conn).await {
                 Err(e) if is_connection_failure(&e) => {
                     self.shared.failed(&ride, e.is_timeout());
                     if !e.is_connection_dropped() || e.is_timeout() {
@@ -280,7 +324,7 @@ impl Gate {
         let mut tries = 1;
         loop {
             let mut conn = self.conn().await?;
-            let result = invocation.invoke_async(&mut conn.conn).await;
+            let result = call.run(&mut conn.conn).await;
             conn.note(&result);
             match result {
                 Err(e) if e.is_connection_dropped() && !e.is_timeout() && tries < self.tries => {
@@ -304,22 +348,28 @@ impl Gate {
     ) -> Result<Admission, GateError> {
         let span = info_span!("gate.acquire", slot = %slot, party_size = party, outcome = Empty, remaining = Empty);
         let decision = async {
-            let k = self.keys(slot);
-            let mut invocation = k.invoke(&self.scripts.acquire);
-            invocation.key(k.void(nonce)).key(&k.waiters);
+            // Every request's call: its keys and arguments are written
+            // straight into the command (those of SlotKeys and the
+            // script's own invocation would each be a string first).
+            let name = slot.to_string();
+            let prefix = keys::prefix(&self.namespace, &name);
+            let mut eval = Eval::new(&self.scripts.acquire, if self.request_records { 7 } else { 6 });
+            let key = |suffix| Text(Key(&prefix, suffix));
+            eval.cmd.arg(key(":seats")).arg(key(":users")).arg(key(":ids")).arg(key(":holds"));
+            eval.cmd.arg(Text(format_args!("{prefix}:void:{nonce}"))).arg(key(":waiters"));
             if self.request_records {
-                invocation.key(SlotKeys::request(&self.namespace, id));
+                eval.cmd.arg(Text(format_args!("{}:request:{id}", self.namespace)));
             }
-            invocation
-                .arg(id.to_string())
+            eval.cmd
+                .arg(Text(id))
                 .arg(user)
                 .arg(party)
                 .arg(fingerprint)
                 .arg(self.lease_ms)
                 .arg(nonce)
-                .arg(k.expire_at)
-                .arg(&k.name);
-            let (code, detail): (i64, String) = self.invoke(&invocation).await?;
+                .arg(keys::expire_at(slot))
+                .arg(&name);
+            let (code, detail): (i64, String) = self.call(Call::Eval(&eval)).await?;
             Admission::decode(code, &detail)
         }
         .instrument(span.clone())
