@@ -108,8 +108,11 @@ PY
 }
 
 mkdir -p "$RESULTS/results"
+# Read before the summary below is written: tee empties the tracked
+# profile.txt as it starts, which would make every build look modified.
+build=$(git describe --always --dirty 2>/dev/null || echo unknown)
 {
-  echo "# slotgate profile, $(date -u +%Y-%m-%d), build $(git describe --always --dirty 2>/dev/null || echo unknown)"
+  echo "# slotgate profile, $(date -u +%Y-%m-%d), build $build"
   echo "# $(nproc) cores, perf at $FREQ Hz with DWARF stacks; see loadtest/README.md (profile.sh)"
   profile refusals --scenario duplicate-2000
   profile health --scenario duplicate-2000 --call grpc.health.v1.Health/Check
