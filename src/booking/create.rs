@@ -335,12 +335,11 @@ struct VoidOnDrop<'a> {
     armed: Option<(&'a Booking, &'a Arc<Gate>, &'a NewReservation)>,
     id: ReservationId,
     nonce: u64,
-    span: Span,
 }
 
 impl<'a> VoidOnDrop<'a> {
     fn arm(booking: &'a Booking, gate: &'a Arc<Gate>, new: &'a NewReservation, id: ReservationId, nonce: u64) -> Self {
-        Self { armed: Some((booking, gate, new)), id, nonce, span: Span::current() }
+        Self { armed: Some((booking, gate, new)), id, nonce }
     }
 
     /// The acquire's answer arrived (or its undo ran): nothing to void.
@@ -363,7 +362,9 @@ impl Drop for VoidOnDrop<'_> {
                 warn!(error = %e, reservation = %id, "could not void the attempt of a caller that left mid-acquire");
             }
         };
-        booking.tasks.spawn_on(void.instrument(self.span.clone()), &runtime);
+        // The call's span is current here: an instrumented future enters its
+        // span while it is dropped, as while it is polled.
+        booking.tasks.spawn_on(void.instrument(Span::current()), &runtime);
     }
 }
 
