@@ -279,13 +279,21 @@ impl Booking {
 
     /// Loads a cold counter from the database, once per slot per process
     /// however many requests meet it at once: the first loads, the others
-    /// wait for it and then find the counter warm. (Several processes may
-    /// each load once; `warm` keeps the first counter written.)
+    /// wait for it and then find the counter warm, and one that comes after
+    /// the load ended finds it warm at once. (Several processes may each
+    /// load once; `warm` keeps the first counter written.)
     pub(super) async fn load_counter(&self, gate: &Gate, slot: SlotKey) -> Result<(), BookingError> {
         let turn = LoadTurn::take(&self.loads, slot);
         let lock = &turn.lock;
         match lock.try_lock() {
-            Ok(_leader) => self.load_counter_now(gate, slot).await,
+            // A load may have ended between the answer that found the slot
+            // cold and this call (that answer was read late, or came over
+            // another connection than the load's): then there is nothing to
+            // load, and the database is not asked again.
+            Ok(_leader) => match gate.remaining(&slot).await? {
+                Some(_) => Ok(()),
+                None => self.load_counter_now(gate, slot).await,
+            },
             Err(_) => {
                 let _after_the_leader = lock.lock().await;
                 match gate.remaining(&slot).await {
