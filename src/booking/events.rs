@@ -26,7 +26,7 @@ use std::{
 };
 
 use diesel_async::AsyncPgConnection;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -69,6 +69,8 @@ pub struct EventHub {
     /// until then no watcher starts, or it could replay up to a point the
     /// pump then skips.
     ready: AtomicBool,
+    /// Wakes the watchers waiting for `ready`.
+    became_ready: Notify,
 }
 
 impl EventHub {
@@ -80,6 +82,7 @@ impl EventHub {
             settings,
             broadcast_through: AtomicU64::new(0),
             ready: AtomicBool::new(false),
+            became_ready: Notify::new(),
         }
     }
 }
@@ -127,6 +130,7 @@ impl Booking {
                                 Ok(b) => {
                                     self.events.broadcast_through.store(b.last_sequence as u64, Ordering::Relaxed);
                                     self.events.ready.store(true, Ordering::Release);
+                                    self.events.became_ready.notify_waiters();
                                 }
                                 Err(e) => {
                                     debug!(error = %e, "event pump: no database yet");
@@ -212,13 +216,13 @@ impl Booking {
         if self.events.closing.is_cancelled() {
             return Err(BookingError::ShuttingDown);
         }
-        if !self.events.ready.load(Ordering::Acquire) {
-            let why = if self.events.settings.poll.is_zero() {
-                "this replica does not deliver events (--events-poll-ms 0)"
-            } else {
-                "event delivery is starting"
-            };
-            return Err(StoreError::Unavailable(why.into()).into());
+        if self.events.settings.poll.is_zero() {
+            return Err(
+                StoreError::Unavailable("this replica does not deliver events (--events-poll-ms 0)".into()).into()
+            );
+        }
+        if !self.events_ready().await {
+            return Err(StoreError::Unavailable("event delivery is starting".into()).into());
         }
         // Subscribed before anything is read: see the module's doc.
         let live = self.events.sender.subscribe();
@@ -239,6 +243,23 @@ impl Booking {
             }
         });
         Ok(rx)
+    }
+
+    /// Whether the pump delivers events, waiting for its start (its first
+    /// read of the log) up to the pump's own bound: a watcher that arrives
+    /// as the replica starts gets its stream rather than a refusal, unless
+    /// the database is not reachable in that time.
+    async fn events_ready(&self) -> bool {
+        let started = self.events.became_ready.notified();
+        tokio::pin!(started);
+        // Registered before the flag is read, so a start between the two
+        // still wakes this call.
+        started.as_mut().enable();
+        if self.events.ready.load(Ordering::Acquire) {
+            return true;
+        }
+        let _ = tokio::time::timeout(self.events.settings.bound, started).await;
+        self.events.ready.load(Ordering::Acquire)
     }
 
     /// Replays, then follows, until the client goes away or falls behind.
