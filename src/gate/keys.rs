@@ -69,6 +69,13 @@ impl<T: std::fmt::Display> ToRedisArgs for Text<T> {
     }
 }
 
+/// The suffixes of a slot's keys after its prefix.
+pub(super) const SEATS: &str = ":seats";
+pub(super) const USERS: &str = ":users";
+pub(super) const IDS: &str = ":ids";
+pub(super) const HOLDS: &str = ":holds";
+pub(super) const WAITERS: &str = ":waiters";
+
 /// A slot's key as its prefix and suffix, written one after the other.
 pub(super) struct Key<'a>(pub &'a str, pub &'a str);
 
@@ -76,6 +83,26 @@ impl std::fmt::Display for Key<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.0)?;
         f.write_str(self.1)
+    }
+}
+
+/// The void marker of attempt `.1` in the slot of prefix `.0` (see
+/// release.lua); it carries the slot's hash tag like the other keys.
+pub(super) struct VoidKey<'a>(pub &'a str, pub u64);
+
+impl std::fmt::Display for VoidKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:void:{}", self.0, self.1)
+    }
+}
+
+/// The record of the request that names reservation `.1`, in namespace
+/// `.0`: outside the slot's hash tag, so only for one Redis, not a Cluster.
+pub(super) struct RequestKey<'a, I>(pub &'a str, pub I);
+
+impl<I: std::fmt::Display> std::fmt::Display for RequestKey<'_, I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:request:{}", self.0, self.1)
     }
 }
 
@@ -107,21 +134,20 @@ impl SlotKeys {
             key
         };
         Self {
-            seats: key(":seats"),
-            users: key(":users"),
-            ids: key(":ids"),
-            holds: key(":holds"),
-            waiters: key(":waiters"),
+            seats: key(SEATS),
+            users: key(USERS),
+            ids: key(IDS),
+            holds: key(HOLDS),
+            waiters: key(WAITERS),
             name,
             expire_at: expire_at(slot),
             prefix,
         }
     }
 
-    /// The void marker of attempt `nonce` (see release.lua); it carries the
-    /// slot's hash tag like the other keys.
+    /// The void marker of attempt `nonce`: see [`VoidKey`].
     pub fn void(&self, nonce: u64) -> String {
-        format!("{}:void:{nonce}", self.prefix)
+        VoidKey(&self.prefix, nonce).to_string()
     }
 
     /// The marker of the join that took waitlist entry `entry` (see
@@ -130,10 +156,10 @@ impl SlotKeys {
         format!("{}:joining:{entry}", self.prefix)
     }
 
-    /// The record of the request that names reservation `id`: outside the
-    /// slot's hash tag, so only for one Redis, not a Cluster.
+    /// The record of the request that names reservation `id`: see
+    /// [`RequestKey`].
     pub fn request(namespace: &str, id: impl std::fmt::Display) -> String {
-        format!("{namespace}:request:{id}")
+        RequestKey(namespace, id).to_string()
     }
 
     /// An invocation of `script` with all four keys (seats, users, ids,

@@ -8,8 +8,10 @@
 //! finalize, release, give back); `upkeep` what loads, reads and keeps the
 //! counters true (warm, remaining, probe, reconcile, resize, expired
 //! holds); `waitlist` the waitlist's joins; `keys` the key layout; [`conn`]
-//! the connections.
+//! the connections; `shared` the connections every call shares; `call` how
+//! a script call reaches Redis over them.
 
+mod call;
 pub mod conn;
 mod decision;
 mod keys;
@@ -18,20 +20,17 @@ mod upkeep;
 mod waitlist;
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::{Duration, Instant},
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
 };
 
-use bb8::PooledConnection;
-use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, Script, ScriptInvocation, ServerErrorKind};
+use redis::{RedisError, Script};
 use tracing::{Instrument, field::Empty, info_span};
 
 use self::{
-    conn::{ConnectError, GateConnectionManager, Owner, is_connection_failure},
-    keys::{Key, SlotKeys, Text},
+    call::{Call, Eval},
+    conn::{GateConnectionManager, Owner, is_connection_failure},
+    keys::{HOLDS, IDS, Key, RequestKey, SEATS, SlotKeys, Text, USERS, VoidKey, WAITERS},
     shared::SharedConnections,
 };
 pub use self::{
@@ -42,8 +41,8 @@ pub use self::{
 };
 use crate::{
     domain::{ReservationId, SlotKey},
-    links::{RedisConnection, RedisLink},
-    pools::{CheckoutError, PoolSettings, PoolState, Pooled, WaitRecording},
+    links::RedisLink,
+    pools::{PoolSettings, PoolState, Pooled, WaitRecording},
 };
 
 /// What a [`Gate::release`] ends besides the hold.
@@ -137,46 +136,6 @@ struct Scripts {
     unjoin: Script,
 }
 
-/// A script call built as its `EVALSHA` command directly.
-struct Eval<'a> {
-    script: &'a Script,
-    cmd: Cmd,
-}
-
-impl<'a> Eval<'a> {
-    /// The command so far: `EVALSHA`, the script's hash and how many of the
-    /// arguments that follow are keys.
-    fn new(script: &'a Script, keys: usize) -> Self {
-        let mut cmd = Cmd::with_capacity(24, 512);
-        cmd.arg("EVALSHA").arg(script.get_hash()).arg(keys);
-        Self { script, cmd }
-    }
-}
-
-/// One script call, as an invocation or as its command.
-#[derive(Clone, Copy)]
-enum Call<'a, 'b> {
-    Invocation(&'b ScriptInvocation<'a>),
-    Eval(&'b Eval<'a>),
-}
-
-impl Call<'_, '_> {
-    /// Runs the call; a Redis that does not know the script yet (it
-    /// restarted) is sent the script, and the call again.
-    async fn run<T: FromRedisValue>(self, conn: &mut RedisConnection) -> Result<T, RedisError> {
-        match self {
-            Self::Invocation(invocation) => invocation.invoke_async(conn).await,
-            Self::Eval(eval) => match eval.cmd.query_async(conn).await {
-                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                    eval.script.load_async(conn).await?;
-                    eval.cmd.query_async(conn).await
-                }
-                result => result,
-            },
-        }
-    }
-}
-
 /// The Redis gate: its connections (shared, and a pool behind them), the
 /// key namespace and the scripts.
 pub struct Gate {
@@ -259,80 +218,8 @@ impl Gate {
         SlotKeys::new(&self.namespace, slot)
     }
 
-    /// Refuses every call while the namespace is another deployment's.
-    fn check_on(&self) -> Result<(), GateError> {
-        if self.foreign.load(Ordering::Relaxed) {
-            return Err(GateError::Unavailable(format!(
-                "the Redis namespace {:?} holds the keys of another deployment",
-                self.namespace
-            )));
-        }
-        Ok(())
-    }
-
-    /// A shared connection, if one is open. Taking one is recorded as a
-    /// pool checkout is (a `redis.pool.wait` span and a sample of the wait,
-    /// which is next to nothing); when none is open, the pool's checkout
-    /// that follows records its own.
-    fn ride(&self) -> Result<Option<shared::Ride>, GateError> {
-        self.check_on()?;
-        let started = Instant::now();
-        let ride = self.shared.take();
-        if ride.is_some() {
-            let _taken = (self.waits.span)().entered();
-            self.waits.histogram.record(started.elapsed().as_secs_f64(), &[]);
-        }
-        Ok(ride)
-    }
-
-    async fn conn(&self) -> Result<PooledConnection<'_, GateConnectionManager>, GateError> {
-        self.check_on()?;
-        self.pool.get().await.map_err(|e| match e {
-            CheckoutError::Connect(ConnectError::Redis(e)) => GateError::from(e),
-            CheckoutError::Connect(ConnectError::Foreign(why)) => GateError::Unavailable(why),
-            CheckoutError::TimedOut => GateError::Unavailable("no redis connection within the pool timeout".into()),
-        })
-    }
-
     pub fn pool_state(&self) -> PoolState {
         self.pool.state()
-    }
-
-    /// Runs one script invocation; see [`Gate::call`].
-    async fn invoke<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> Result<T, GateError> {
-        self.call(Call::Invocation(invocation)).await
-    }
-
-    /// Runs one script call on a shared connection, or on a pooled one
-    /// while none is open; see [`Scripts`] for when it is sent again (a
-    /// call whose shared connection dropped is sent again on a pooled one).
-    async fn call<T: FromRedisValue>(&self, call: Call<'_, '_>) -> Result<T, GateError> {
-        if let Some(mut ride) = self.ride()? {
-            match call.run(&mut ride.conn).await {
-                Err(e) if is_connection_failure(&e) => {
-                    self.shared.failed(&ride, e.is_timeout());
-                    if !e.is_connection_dropped() || e.is_timeout() {
-                        return Err(e.into());
-                    }
-                }
-                result => {
-                    self.shared.replied(&ride);
-                    return Ok(result?);
-                }
-            }
-        }
-        let mut tries = 1;
-        loop {
-            let mut conn = self.conn().await?;
-            let result = call.run(&mut conn.conn).await;
-            conn.note(&result);
-            match result {
-                Err(e) if e.is_connection_dropped() && !e.is_timeout() && tries < self.tries => {
-                    tries += 1;
-                }
-                result => return Ok(result?),
-            }
-        }
     }
 
     /// Decides one request: see `acquire.lua`. `nonce` names this attempt
@@ -355,10 +242,10 @@ impl Gate {
             let prefix = keys::prefix(&self.namespace, &name);
             let mut eval = Eval::new(&self.scripts.acquire, if self.request_records { 7 } else { 6 });
             let key = |suffix| Text(Key(&prefix, suffix));
-            eval.cmd.arg(key(":seats")).arg(key(":users")).arg(key(":ids")).arg(key(":holds"));
-            eval.cmd.arg(Text(format_args!("{prefix}:void:{nonce}"))).arg(key(":waiters"));
+            eval.cmd.arg(key(SEATS)).arg(key(USERS)).arg(key(IDS)).arg(key(HOLDS));
+            eval.cmd.arg(Text(VoidKey(&prefix, nonce))).arg(key(WAITERS));
             if self.request_records {
-                eval.cmd.arg(Text(format_args!("{}:request:{id}", self.namespace)));
+                eval.cmd.arg(Text(RequestKey(&self.namespace, id)));
             }
             eval.cmd
                 .arg(Text(id))
