@@ -564,7 +564,10 @@ def main():
     w = md.append
     w("# slotgate: strategies side by side")
     w("")
-    w(f"Measured by `loadtest/compare.sh` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.")
+    # When the run ended (pgbench is its last step), not when this report
+    # was written: a report may be written again from a kept run.
+    ended = datetime.datetime.fromtimestamp(os.path.getmtime(os.path.join(a.work, "pgbench.txt")), datetime.timezone.utc)
+    w(f"Measured by `loadtest/compare.sh` on {ended:%Y-%m-%d %H:%M} UTC.")
     w(f"Machine: {machine()}.")
     w("")
     w("Every figure comes from one run of `compare.sh`: `slotgate-load` (release) against a private release")
